@@ -1,0 +1,14 @@
+# The README's test command is `make test`.
+.PHONY: test test-short fuzz build
+
+test:
+	go test -race -timeout 20m ./...
+
+test-short:
+	go test -short ./...
+
+fuzz:
+	go test ./enqueuer -run '^$$' -fuzz FuzzParseHosts -fuzztime 60s
+
+build:
+	CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o bin/pingfleet ./cmd/pingfleet

@@ -1,0 +1,269 @@
+package aggregator_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"go.uber.org/goleak"
+
+	"github.com/pingfleet/pingfleet/aggregator"
+	"github.com/pingfleet/pingfleet/internal/redistest"
+	"github.com/pingfleet/pingfleet/tasks"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func setup(t *testing.T, cfg aggregator.Config) (*aggregator.Aggregator, *redistest.Server) {
+	t.Helper()
+	srv := redistest.Start(t)
+	cfg.Client = srv.Client()
+	agg, err := aggregator.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return agg, srv
+}
+
+func hosts(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("127.0.%d.%d", i/250, i%250+1)
+	}
+	return out
+}
+
+func create(t *testing.T, agg *aggregator.Aggregator, id string, hs []string) {
+	t.Helper()
+	existed, err := agg.Create(context.Background(), aggregator.NewBatch{ID: id, Hosts: hs, Options: tasks.PingOptions{Count: 2}})
+	if err != nil || existed {
+		t.Fatalf("Create(%s) = %v, %v; want false, nil", id, existed, err)
+	}
+}
+
+func up(host string, rtt float64) aggregator.Result {
+	return aggregator.Result{Host: host, Status: aggregator.StatusUp, Sent: 2, Received: 2, RTTAvg: rtt, RTTMin: rtt, RTTMax: rtt}
+}
+
+func TestRecordCountsOnce(t *testing.T) {
+	t.Parallel()
+	agg, _ := setup(t, aggregator.Config{})
+	ctx := context.Background()
+	create(t, agg, "b1", []string{"127.0.0.1", "127.0.0.2"})
+
+	for i, want := range []aggregator.Outcome{aggregator.Counted, aggregator.Duplicate, aggregator.Duplicate} {
+		r := up("127.0.0.1", 1)
+		if i > 0 { // a retried execution may find something else: the first result stands
+			r = aggregator.Result{Host: "127.0.0.1", Status: aggregator.StatusDown, Sent: 2}
+		}
+		got, err := agg.Record(ctx, "b1", r)
+		if err != nil || got != want {
+			t.Fatalf("Record #%d = %v, %v; want %v", i, got, err, want)
+		}
+	}
+	// A host outside the batch is never counted.
+	if got, err := agg.Record(ctx, "b1", up("127.0.0.9", 1)); err != nil || got != aggregator.Duplicate {
+		t.Fatalf("Record(foreign host) = %v, %v; want Duplicate", got, err)
+	}
+	s, err := agg.Summary(ctx, "b1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Done != 1 || s.Up != 1 || s.Down != 0 || s.Sent != 2 || s.Pending != 1 || s.State != aggregator.StateEnqueuing {
+		t.Errorf("summary after duplicates = %+v; want done 1, up 1, sent 2, pending 1, enqueuing", s)
+	}
+	var got []aggregator.Result
+	if err := agg.Results(ctx, "b1", func(r aggregator.Result) error { got = append(got, r); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	want := []aggregator.Result{up("127.0.0.1", 1), {Host: "127.0.0.2", Status: aggregator.StatusPending}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Results (-want +got):\n%s", diff)
+	}
+}
+
+func TestRecordUnknownBatch(t *testing.T) {
+	t.Parallel()
+	agg, _ := setup(t, aggregator.Config{})
+	_, err := agg.Record(context.Background(), "nope", up("127.0.0.1", 1))
+	if !errors.Is(err, aggregator.ErrNotFound) {
+		t.Fatalf("Record(unknown batch) error = %v; want ErrNotFound", err)
+	}
+}
+
+// Two workers finishing the last two hosts at the same moment: exactly one
+// of them is told the batch completed, every time.
+func TestCompletionFiresOnce(t *testing.T) {
+	t.Parallel()
+	agg, _ := setup(t, aggregator.Config{})
+	ctx := context.Background()
+	for round := range 50 {
+		id := fmt.Sprintf("race-%d", round)
+		hs := hosts(4)
+		create(t, agg, id, hs)
+		for _, h := range hs[:2] {
+			if _, err := agg.Record(ctx, id, up(h, 1)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var wg sync.WaitGroup
+		outcomes := make([]aggregator.Outcome, 4)
+		start := make(chan struct{})
+		for i := range outcomes {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				// Workers 0,1 record host 2 (a duplicate execution), 2,3 host 3.
+				var err error
+				outcomes[i], err = agg.Record(ctx, id, up(hs[2+i/2], 1))
+				if err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		close(start)
+		wg.Wait()
+		completed := 0
+		for _, o := range outcomes {
+			if o == aggregator.Completed {
+				completed++
+			}
+		}
+		if completed != 1 {
+			t.Fatalf("round %d: %d calls saw completion (%v); want exactly 1", round, completed, outcomes)
+		}
+		s, err := agg.Summary(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.State != aggregator.StateComplete || s.Done != 4 || s.Up != 4 || s.Finished.IsZero() {
+			t.Fatalf("round %d: summary %+v; want complete with 4 up", round, s)
+		}
+	}
+}
+
+func TestKeysExpire(t *testing.T) {
+	t.Parallel()
+	agg, srv := setup(t, aggregator.Config{Retention: time.Hour})
+	ctx := context.Background()
+	create(t, agg, "ttl", []string{"127.0.0.1", "127.0.0.2"})
+	if _, err := agg.Record(ctx, "ttl", up("127.0.0.1", 1)); err != nil {
+		t.Fatal(err)
+	}
+	rdb := srv.Client()
+	for _, k := range aggregator.Keys("ttl") {
+		ttl, err := rdb.PTTL(ctx, k).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ttl <= 59*time.Minute || ttl > time.Hour {
+			t.Errorf("PTTL(%s) = %v; want about 1h", k, ttl)
+		}
+	}
+}
+
+func TestSummaryMath(t *testing.T) {
+	t.Parallel()
+	agg, _ := setup(t, aggregator.Config{})
+	ctx := context.Background()
+	// 20 hosts up with average RTTs 1..20 ms, 3 down, 2 errors.
+	hs := hosts(25)
+	create(t, agg, "math", hs)
+	for i := range 20 {
+		r := aggregator.Result{Host: hs[i], Status: aggregator.StatusUp, Sent: 4, Received: 4, RTTAvg: float64(20 - i)}
+		if i%5 == 0 { // one in five lost half its packets
+			r.Received = 2
+		}
+		if _, err := agg.Record(ctx, "math", r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 20; i < 23; i++ {
+		if _, err := agg.Record(ctx, "math", aggregator.Result{Host: hs[i], Status: aggregator.StatusDown, Sent: 4}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 23; i < 25; i++ {
+		out, err := agg.Record(ctx, "math", aggregator.Result{Host: hs[i], Status: aggregator.StatusError, Error: "resolve: no such host"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := map[bool]aggregator.Outcome{true: aggregator.Completed, false: aggregator.Counted}[i == 24]; out != want {
+			t.Errorf("Record(host %d) = %v; want %v", i, out, want)
+		}
+	}
+	s, err := agg.Summary(ctx, "math")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Nearest rank over 1..20: p50 = ceil(10)th = 10, p90 = 18th = 18,
+	// p99 = ceil(19.8) = 20th = 20. Sent 23*4 = 92, received 16*4+4*2 = 72.
+	got := []float64{s.RTTP50, s.RTTP90, s.RTTP99, s.RTTMax, float64(s.Sent), float64(s.Received)}
+	want := []float64{10, 18, 20, 20, 92, 72}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("p50, p90, p99, max, sent, received (-want +got):\n%s", diff)
+	}
+	if wantLoss := float64(92-72) / 92 * 100; s.LossPct != wantLoss {
+		t.Errorf("LossPct = %v; want %v", s.LossPct, wantLoss)
+	}
+	if s.Up != 20 || s.Down != 3 || s.Error != 2 || s.Done != 25 || s.Pending != 0 || s.State != aggregator.StateComplete {
+		t.Errorf("counts = %+v", s)
+	}
+	var downAndError []string
+	err = agg.Results(ctx, "math", func(r aggregator.Result) error {
+		downAndError = append(downAndError, r.Host+":"+string(r.Status))
+		return nil
+	}, aggregator.StatusDown, aggregator.StatusError)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantDE := []string{hs[20] + ":down", hs[21] + ":down", hs[22] + ":down", hs[23] + ":error", hs[24] + ":error"}
+	if diff := cmp.Diff(wantDE, downAndError); diff != "" {
+		t.Errorf("Results(down, error) (-want +got):\n%s", diff)
+	}
+}
+
+func TestCreateIdempotent(t *testing.T) {
+	t.Parallel()
+	agg, srv := setup(t, aggregator.Config{})
+	ctx := context.Background()
+	hs := hosts(2500) // more than one loading chunk
+	create(t, agg, "again", hs)
+	existed, err := agg.Create(ctx, aggregator.NewBatch{ID: "again", Hosts: hs, Options: tasks.PingOptions{Count: 2}})
+	if err != nil || !existed {
+		t.Fatalf("second Create = %v, %v; want true, nil", existed, err)
+	}
+	if n := srv.Client().LLen(ctx, aggregator.Keys("again")[1]).Val(); n != 2500 {
+		t.Errorf("host list length after re-create = %d; want 2500", n)
+	}
+	_, err = agg.Create(ctx, aggregator.NewBatch{ID: "again", Hosts: hs[:10], Options: tasks.PingOptions{Count: 2}})
+	if !errors.Is(err, aggregator.ErrConflict) {
+		t.Errorf("Create with other hosts: error %v; want ErrConflict", err)
+	}
+}
+
+func TestRecent(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	agg, _ := setup(t, aggregator.Config{Now: func() time.Time { return now }})
+	for i := range 3 {
+		now = now.Add(time.Second)
+		create(t, agg, fmt.Sprintf("r%d", i), []string{"127.0.0.1"})
+	}
+	list, err := agg.Recent(context.Background(), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, s := range list {
+		ids = append(ids, s.ID)
+	}
+	if diff := cmp.Diff([]string{"r2", "r1"}, ids); diff != "" {
+		t.Errorf("Recent(2) (-want +got):\n%s", diff)
+	}
+}

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/pingfleet/pingfleet/enqueuer"
+	"github.com/pingfleet/pingfleet/tasks"
+)
+
+// batchFlags are the flags of commands that submit a batch.
+type batchFlags struct {
+	files       []string
+	skipInvalid bool
+	maxExpand   int
+	maxHosts    int
+	batchID     string
+	labels      []string
+
+	count    int
+	interval time.Duration
+	timeout  time.Duration
+	size     int
+	ttl      int
+	ipv4     bool
+	ipv6     bool
+}
+
+func (b *batchFlags) register(fs *pflag.FlagSet) {
+	fs.StringArrayVarP(&b.files, "file", "f", nil, "read hosts from `FILE` (one or more per line, # comments); - for stdin; repeatable")
+	fs.BoolVar(&b.skipInvalid, "skip-invalid", false, "report invalid hosts but submit the valid ones")
+	fs.IntVar(&b.maxExpand, "max-expand", enqueuer.DefaultMaxExpand, "most hosts one CIDR or range may expand to")
+	fs.IntVar(&b.maxHosts, "max-hosts", enqueuer.DefaultMaxHosts, "most hosts in one batch")
+	fs.StringVar(&b.batchID, "batch-id", "", "batch ID (default: a new ULID); the ID of an interrupted batch resumes it")
+	fs.StringArrayVar(&b.labels, "label", nil, "label the batch with `KEY=VALUE`; repeatable")
+
+	fs.IntVarP(&b.count, "count", "c", tasks.DefaultCount, "echo requests per host")
+	fs.DurationVarP(&b.interval, "interval", "p", tasks.DefaultInterval, "time between requests to one host (fping -p)")
+	fs.DurationVarP(&b.timeout, "timeout", "t", tasks.DefaultTimeout, "how long to wait for a reply (fping -t)")
+	fs.IntVarP(&b.size, "size", "b", tasks.DefaultSize, "ICMP data bytes per request")
+	fs.IntVar(&b.ttl, "ttl", 64, "IP time to live of requests")
+	fs.BoolVarP(&b.ipv4, "ipv4", "4", false, "resolve and ping IPv4 only")
+	fs.BoolVarP(&b.ipv6, "ipv6", "6", false, "resolve and ping IPv6 only")
+}
+
+// options returns the ping options the flags describe, validated.
+func (b *batchFlags) options() (tasks.PingOptions, error) {
+	if b.ipv4 && b.ipv6 {
+		return tasks.PingOptions{}, usageErr("--ipv4 and --ipv6 exclude each other")
+	}
+	o := tasks.PingOptions{
+		Count:    b.count,
+		Interval: tasks.Duration(b.interval),
+		Timeout:  tasks.Duration(b.timeout),
+		Size:     b.size,
+		TTL:      b.ttl,
+		Network:  tasks.NetworkIP,
+	}
+	if b.ipv4 {
+		o.Network = tasks.NetworkIP4
+	}
+	if b.ipv6 {
+		o.Network = tasks.NetworkIP6
+	}
+	if err := o.Validate(); err != nil {
+		return o, usageErr("--%v", err)
+	}
+	return o, nil
+}
+
+func (b *batchFlags) labelMap() (map[string]string, error) {
+	if len(b.labels) == 0 {
+		return nil, nil
+	}
+	m := make(map[string]string, len(b.labels))
+	for _, l := range b.labels {
+		k, v, ok := strings.Cut(l, "=")
+		if !ok || k == "" {
+			return nil, usageErr("--label %q: use KEY=VALUE", l)
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+// hosts reads the host expressions from the arguments, the files and stdin,
+// and expands them. Invalid entries are all reported; unless --skip-invalid
+// is set, any of them fails the command before anything is written.
+func (a *app) hosts(b *batchFlags, args []string) ([]string, error) {
+	var entries []enqueuer.Entry
+	readStdin := false
+	read := func(name string) error {
+		if name == "-" {
+			if readStdin {
+				return nil
+			}
+			readStdin = true
+			es, err := enqueuer.ReadEntries(a.stdin, "stdin")
+			if err != nil {
+				return usageErr("read stdin: %v", err)
+			}
+			entries = append(entries, es...)
+			return nil
+		}
+		f, err := os.Open(name)
+		if err != nil {
+			return usageErr("read hosts: %v", err)
+		}
+		defer f.Close()
+		es, err := enqueuer.ReadEntries(f, name)
+		if err != nil {
+			return usageErr("read hosts from %s: %v", name, err)
+		}
+		entries = append(entries, es...)
+		return nil
+	}
+	for _, e := range enqueuer.ArgEntries(args) {
+		if e.Text == "-" {
+			if err := read("-"); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		entries = append(entries, e)
+	}
+	for _, f := range b.files {
+		if err := read(f); err != nil {
+			return nil, err
+		}
+	}
+	if len(entries) == 0 {
+		return nil, usageErr("no hosts given: name them as arguments, with -f FILE, or - for stdin")
+	}
+	hosts, errs := enqueuer.ParseHosts(entries, enqueuer.Limits{MaxExpand: b.maxExpand, MaxHosts: b.maxHosts})
+	if len(errs) > 0 {
+		if !b.skipInvalid {
+			return nil, usageErr("%d invalid host entries, nothing submitted (use --skip-invalid to submit the valid ones):\n%v", len(errs), errs)
+		}
+		fmt.Fprintf(a.stderr, "pingfleet: skipping %d invalid host entries:\n%v\n", len(errs), errs)
+	}
+	if len(hosts) == 0 {
+		return nil, usageErr("no valid hosts to ping")
+	}
+	return hosts, nil
+}

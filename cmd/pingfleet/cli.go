@@ -1,0 +1,266 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/pingfleet/pingfleet/aggregator"
+	"github.com/pingfleet/pingfleet/tasks"
+)
+
+// Exit codes, as fping's.
+const (
+	ExitOK         = 0 // every host answered
+	ExitDown       = 1 // some host did not answer
+	ExitUnresolved = 2 // some host could not be resolved (or pinged at all)
+	ExitUsage      = 3 // bad usage or invalid input
+	ExitSystem     = 4 // system error: Redis unreachable...
+)
+
+// exitError carries the exit code an error should end the process with.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func usageErr(format string, a ...any) error {
+	return &exitError{ExitUsage, fmt.Errorf(format, a...)}
+}
+
+func systemErr(err error) error { return &exitError{ExitSystem, err} }
+
+// exitCode maps err to the process exit code.
+func exitCode(err error) int {
+	var ee *exitError
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.As(err, &ee):
+		return ee.code
+	case errors.Is(err, context.Canceled):
+		return ExitSystem
+	default:
+		return ExitSystem
+	}
+}
+
+// resultCode is the exit code of a finished batch, as fping's.
+func resultCode(s aggregator.Summary) int {
+	switch {
+	case s.Error > 0:
+		return ExitUnresolved
+	case s.Down > 0 || s.Pending > 0:
+		return ExitDown
+	default:
+		return ExitOK
+	}
+}
+
+// app holds what every command shares: I/O, global flags, and the
+// connections opened for this invocation.
+type app struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	getenv         func(string) string
+
+	redisURL  string
+	output    string
+	logLevel  string
+	logFormat string
+	retention time.Duration
+	shards    int
+
+	logger  *slog.Logger
+	closers []func()
+}
+
+// Main runs the pingfleet command line with args (without the program
+// name) and returns the exit code. Tests call it directly.
+func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	quietRedis.Do(func() { redis.SetLogger(discard{}) })
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv}
+	defer a.close()
+	root := a.rootCommand()
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return ExitOK
+	}
+	code := exitCode(err)
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.err != errSilent {
+		if !strings.Contains(err.Error(), "\n") && code == ExitUsage && isFlagError(err) {
+			fmt.Fprintf(stderr, "pingfleet: %v\nRun 'pingfleet --help' for usage.\n", err)
+		} else {
+			fmt.Fprintf(stderr, "pingfleet: %v\n", err)
+		}
+	}
+	return code
+}
+
+// quietRedis silences go-redis's own logger (process-wide): its dial
+// failures reach the user as errors of the commands.
+var quietRedis sync.Once
+
+type discard struct{}
+
+func (discard) Printf(context.Context, string, ...any) {}
+
+// errSilent ends the process with a code and no message: the output
+// already told the user what happened (hosts down, say).
+var errSilent = errors.New("")
+
+func exitWith(code int) error {
+	if code == ExitOK {
+		return nil
+	}
+	return &exitError{code, errSilent}
+}
+
+type flagError struct{ error }
+
+func isFlagError(err error) bool {
+	var fe flagError
+	return errors.As(err, &fe)
+}
+
+func (a *app) rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "pingfleet",
+		Short: "Ping many hosts at once, across a fleet of workers sharing one Redis",
+		Long: `pingfleet checks the reachability and latency of many hosts at once.
+
+A batch of hosts (names, IPs, CIDRs, ranges, files, stdin) becomes one task
+per host in Redis; any number of workers ping them; the results are
+aggregated per batch. 'pingfleet run' does all of it in one process, with an
+embedded Redis unless --redis is given.
+
+Exit codes (as fping): 0 all hosts up, 1 some down, 2 some could not be
+resolved, 3 invalid usage or input, 4 system error.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return a.setup()
+		},
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return &exitError{ExitUsage, flagError{err}}
+	})
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.redisURL, "redis", "", "Redis URL: redis://[user:password@]host:port/db or rediss:// for TLS (env PINGFLEET_REDIS)")
+	pf.StringVarP(&a.output, "output", "o", "", "output format: table, json, ndjson or csv (default table on a terminal, json otherwise)")
+	pf.StringVar(&a.logLevel, "log-level", "warn", "log level: debug, info, warn or error")
+	pf.StringVar(&a.logFormat, "log-format", "text", "log format: text or json")
+	pf.DurationVar(&a.retention, "retention", aggregator.DefaultRetention, "how long a batch's results are kept in Redis")
+	pf.IntVar(&a.shards, "shards", tasks.DefaultShards, "number of queues tasks are spread over (enqueuers and workers must agree)")
+
+	root.AddCommand(a.runCommand(), a.enqueueCommand(), a.workerCommand(), a.waitCommand(),
+		a.statusCommand(), a.resultsCommand(), a.batchesCommand())
+	return root
+}
+
+// setup checks the global flags and builds the logger.
+func (a *app) setup() error {
+	if a.redisURL == "" {
+		a.redisURL = a.getenv("PINGFLEET_REDIS")
+	}
+	switch a.output {
+	case "":
+		a.output = "json"
+		if isTerminal(a.stdout) {
+			a.output = "table"
+		}
+	case "table", "json", "ndjson", "csv":
+	default:
+		return usageErr("--output %q: use table, json, ndjson or csv", a.output)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(a.logLevel)); err != nil {
+		return usageErr("--log-level %q: use debug, info, warn or error", a.logLevel)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch a.logFormat {
+	case "text":
+		a.logger = slog.New(slog.NewTextHandler(a.stderr, opts))
+	case "json":
+		a.logger = slog.New(slog.NewJSONHandler(a.stderr, opts))
+	default:
+		return usageErr("--log-format %q: use text or json", a.logFormat)
+	}
+	if a.shards < 1 || a.shards > 1024 {
+		return usageErr("--shards %d: must be between 1 and 1024", a.shards)
+	}
+	if a.retention < time.Minute {
+		return usageErr("--retention %s: must be at least 1m", a.retention)
+	}
+	return nil
+}
+
+func (a *app) close() {
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		a.closers[i]()
+	}
+}
+
+// redis connects to --redis, or, when embedded is true and no URL is set,
+// to a new in-process Redis (miniredis) that lives as long as the command.
+func (a *app) redis(ctx context.Context, embedded bool) (redis.UniversalClient, error) {
+	if a.redisURL == "" && embedded {
+		m, err := miniredis.Run()
+		if err != nil {
+			return nil, systemErr(fmt.Errorf("start embedded redis: %w", err))
+		}
+		a.closers = append(a.closers, m.Close)
+		a.logger.Info("using embedded redis", "addr", m.Addr())
+		c := redis.NewClient(&redis.Options{Addr: m.Addr(), PoolSize: 64})
+		a.closers = append(a.closers, func() { _ = c.Close() })
+		return c, nil
+	}
+	if a.redisURL == "" {
+		return nil, usageErr("no Redis given: use --redis redis://host:6379 or set PINGFLEET_REDIS")
+	}
+	opt, err := redis.ParseURL(a.redisURL)
+	if err != nil {
+		return nil, usageErr("--redis: %v", err)
+	}
+	opt.PoolSize = max(opt.PoolSize, 64)
+	c := redis.NewClient(opt)
+	a.closers = append(a.closers, func() { _ = c.Close() })
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := c.Ping(pctx).Err(); err != nil {
+		return nil, systemErr(fmt.Errorf("connect to redis %s: %w", opt.Addr, err))
+	}
+	return c, nil
+}
+
+func (a *app) aggregator(rdb redis.UniversalClient) (*aggregator.Aggregator, error) {
+	agg, err := aggregator.New(aggregator.Config{Client: rdb, Retention: a.retention})
+	if err != nil {
+		return nil, systemErr(err)
+	}
+	return agg, nil
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}

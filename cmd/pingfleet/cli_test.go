@@ -1,0 +1,223 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"go.uber.org/goleak"
+
+	"github.com/pingfleet/pingfleet/aggregator"
+	"github.com/pingfleet/pingfleet/internal/redistest"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			os.Stderr.WriteString("goleak: " + err.Error() + "\n")
+			code = 1
+		}
+	}
+	cleanupBinary()
+	os.Exit(code)
+}
+
+// cli runs the pingfleet command line in-process.
+type cliResult struct {
+	code           int
+	stdout, stderr string
+}
+
+func cli(t *testing.T, stdin string, args ...string) cliResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	code := Main(ctx, args, strings.NewReader(stdin), &out, &errOut)
+	return cliResult{code, out.String(), errOut.String()}
+}
+
+// report is the json output of run and wait.
+type report struct {
+	Results []aggregator.Result `json:"results"`
+	Summary aggregator.Summary  `json:"summary"`
+}
+
+func decodeReport(t *testing.T, r cliResult) report {
+	t.Helper()
+	var rep report
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("decode report: %v\nstdout: %s\nstderr: %s", err, r.stdout, r.stderr)
+	}
+	return rep
+}
+
+func TestRunEmbedded(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "hosts.txt")
+	if err := os.WriteFile(file, []byte("# lab hosts\n127.0.3.1\n\n127.0.3.2 127.0.3.1  # duplicate\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := cli(t, "127.0.4.9\n", "run", "127.0.2.0/30", "localhost", "-f", file, "-", "--count", "2", "-p", "20ms", "-o", "json")
+	if r.code != ExitOK {
+		t.Fatalf("exit %d; want 0\nstderr: %s", r.code, r.stderr)
+	}
+	rep := decodeReport(t, r)
+	var got []string
+	for _, res := range rep.Results {
+		got = append(got, res.Host+" "+string(res.Status))
+		if res.Sent != 2 || res.Received != 2 || res.RTTAvg <= 0 || res.RTTMax < res.RTTMin || res.ReplyTTL == 0 {
+			t.Errorf("result %+v: want 2 sent, 2 received, RTTs and a reply TTL", res)
+		}
+	}
+	want := []string{"127.0.2.1 up", "127.0.2.2 up", "localhost up", "127.0.4.9 up", "127.0.3.1 up", "127.0.3.2 up"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("hosts, in input order (-want +got):\n%s", diff)
+	}
+	s := rep.Summary
+	if s.State != aggregator.StateComplete || s.Total != 6 || s.Up != 6 || s.Sent != 12 || s.Received != 12 || s.RTTMax <= 0 {
+		t.Errorf("summary = %+v", s)
+	}
+}
+
+func TestRunExitCodes(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		desc      string
+		args      []string
+		code      int
+		stderrHas []string
+		stdoutHas string
+	}{
+		{
+			desc:      "unresolvable host",
+			args:      []string{"run", "127.0.0.1", "gone.invalid", "-o", "table"},
+			code:      ExitUnresolved,
+			stdoutHas: "gone.invalid",
+		},
+		{
+			desc:      "invalid entries are all named, nothing runs",
+			args:      []string{"run", "127.0.0.1", "bad_host!", "10.0.0.1-300"},
+			code:      ExitUsage,
+			stderrHas: []string{`argument 2: "bad_host!"`, `argument 3: "10.0.0.1-300"`, "nothing submitted"},
+		},
+		{
+			desc:      "skip-invalid pings the rest",
+			args:      []string{"run", "127.0.0.1", "bad_host!", "--skip-invalid", "-o", "ndjson"},
+			code:      ExitOK,
+			stderrHas: []string{`argument 2: "bad_host!"`},
+			stdoutHas: `"host":"127.0.0.1"`,
+		},
+		{
+			desc:      "CIDR over the cap",
+			args:      []string{"run", "10.0.0.0/8"},
+			code:      ExitUsage,
+			stderrHas: []string{"more than the limit of 65536"},
+		},
+		{
+			desc:      "bad option names its flag",
+			args:      []string{"run", "127.0.0.1", "--count", "0"},
+			code:      ExitUsage,
+			stderrHas: []string{`--count "0"`},
+		},
+		{
+			desc:      "unknown flag",
+			args:      []string{"run", "--nope"},
+			code:      ExitUsage,
+			stderrHas: []string{"unknown flag: --nope"},
+		},
+		{
+			desc:      "no hosts",
+			args:      []string{"run"},
+			code:      ExitUsage,
+			stderrHas: []string{"no hosts given"},
+		},
+		{
+			desc:      "enqueue needs a Redis",
+			args:      []string{"enqueue", "127.0.0.1"},
+			code:      ExitUsage,
+			stderrHas: []string{"no Redis given"},
+		},
+		{
+			desc:      "unreachable Redis is a system error",
+			args:      []string{"status", "x", "--redis", "redis://127.0.0.1:1/0"},
+			code:      ExitSystem,
+			stderrHas: []string{"connect to redis 127.0.0.1:1"},
+		},
+		{
+			desc:      "bad Redis URL",
+			args:      []string{"status", "x", "--redis", "http://x"},
+			code:      ExitUsage,
+			stderrHas: []string{"--redis"},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			t.Parallel()
+			r := cli(t, "", tc.args...)
+			if r.code != tc.code {
+				t.Errorf("exit %d; want %d\nstdout: %s\nstderr: %s", r.code, tc.code, r.stdout, r.stderr)
+			}
+			for _, s := range tc.stderrHas {
+				if !strings.Contains(r.stderr, s) {
+					t.Errorf("stderr lacks %q:\n%s", s, r.stderr)
+				}
+			}
+			if !strings.Contains(r.stdout, tc.stdoutHas) {
+				t.Errorf("stdout lacks %q:\n%s", tc.stdoutHas, r.stdout)
+			}
+		})
+	}
+}
+
+// With --redis, the read commands see the batch a run left behind.
+func TestReadCommands(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	redisURL := "--redis=" + srv.URL()
+	r := cli(t, "", "run", redisURL, "127.0.5.1-3", "nope.invalid", "--batch-id", "read-cmds", "-q", "-o", "ndjson")
+	if r.code != ExitUnresolved {
+		t.Fatalf("run: exit %d; want 2\nstderr: %s", r.code, r.stderr)
+	}
+
+	st := cli(t, "", "status", "read-cmds", redisURL, "-o", "json")
+	var s aggregator.Summary
+	if err := json.Unmarshal([]byte(st.stdout), &s); err != nil {
+		t.Fatalf("status json: %v\n%s", err, st.stdout)
+	}
+	if st.code != ExitUnresolved || s.Up != 3 || s.Error != 1 || s.State != aggregator.StateComplete {
+		t.Errorf("status: exit %d, summary %+v", st.code, s)
+	}
+
+	res := cli(t, "", "results", "read-cmds", redisURL, "--status", "up", "-o", "csv")
+	rows, err := csv.NewReader(strings.NewReader(res.stdout)).ReadAll()
+	if err != nil || res.code != ExitOK {
+		t.Fatalf("results csv: exit %d, %v\n%s", res.code, err, res.stdout)
+	}
+	var hosts []string
+	for _, row := range rows[1:] {
+		hosts = append(hosts, row[0]+" "+row[2])
+	}
+	if diff := cmp.Diff([]string{"127.0.5.1 up", "127.0.5.2 up", "127.0.5.3 up"}, hosts); diff != "" {
+		t.Errorf("results --status up (-want +got):\n%s", diff)
+	}
+
+	list := cli(t, "", "batches", redisURL, "-o", "table")
+	if list.code != ExitOK || !strings.Contains(list.stdout, "read-cmds") || !strings.Contains(list.stdout, "complete") {
+		t.Errorf("batches: exit %d\n%s", list.code, list.stdout)
+	}
+
+	missing := cli(t, "", "status", "no-such-batch", redisURL)
+	if missing.code != ExitUsage || !strings.Contains(missing.stderr, "batch not found") {
+		t.Errorf("status of a missing batch: exit %d, stderr %s", missing.code, missing.stderr)
+	}
+}

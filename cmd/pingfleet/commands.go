@@ -1,0 +1,358 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pingfleet/pingfleet/aggregator"
+	"github.com/pingfleet/pingfleet/enqueuer"
+	"github.com/pingfleet/pingfleet/worker"
+)
+
+// workerFlags are the flags of commands that run workers in-process.
+type workerFlags struct {
+	concurrency     int
+	privileged      bool
+	unprivileged    bool
+	shutdownTimeout time.Duration
+	dnsTimeout      time.Duration
+}
+
+func (w *workerFlags) register(cmd *cobra.Command) {
+	fs := cmd.Flags()
+	fs.IntVar(&w.concurrency, "concurrency", worker.DefaultConcurrency, "hosts pinged at once by this process")
+	fs.BoolVar(&w.privileged, "privileged", false, "use raw ICMP sockets only (needs root or CAP_NET_RAW)")
+	fs.BoolVar(&w.unprivileged, "unprivileged", false, "use unprivileged ICMP (\"ping\") sockets only, never fall back to raw ones")
+	fs.DurationVar(&w.shutdownTimeout, "shutdown-timeout", worker.DefaultShutdownTimeout, "on stop, how long in-flight pings may finish before their tasks go back to the queue")
+	fs.DurationVar(&w.dnsTimeout, "dns-timeout", worker.DefaultDNSTimeout, "bound on resolving one host name")
+}
+
+// start runs a worker on rdb until ctx is done; wait for the errgroup to
+// know it stopped.
+func (a *app) startWorker(ctx context.Context, g *errgroup.Group, w *workerFlags, rdb redis.UniversalClient, agg *aggregator.Aggregator) error {
+	if w.privileged && w.unprivileged {
+		return usageErr("--privileged and --unprivileged exclude each other")
+	}
+	if w.concurrency < 1 {
+		return usageErr("--concurrency %d: must be at least 1", w.concurrency)
+	}
+	mode := worker.SocketAuto
+	switch {
+	case w.privileged:
+		mode = worker.SocketPrivileged
+	case w.unprivileged:
+		mode = worker.SocketUnprivileged
+	}
+	id := worker.ID()
+	h, err := worker.NewHandler(worker.HandlerConfig{
+		Recorder:   agg,
+		Pinger:     worker.NewProBing(mode, a.logger),
+		Resolver:   net.DefaultResolver,
+		DNSTimeout: w.dnsTimeout,
+		WorkerID:   id,
+		Logger:     a.logger,
+	})
+	if err != nil {
+		return systemErr(err)
+	}
+	wk, err := worker.New(worker.Config{
+		Redis:           rdb,
+		Handler:         h,
+		Concurrency:     w.concurrency,
+		Shards:          a.shards,
+		ShutdownTimeout: w.shutdownTimeout,
+		Logger:          a.logger,
+	})
+	if err != nil {
+		return systemErr(err)
+	}
+	a.logger.Info("worker started", "worker", id, "concurrency", w.concurrency, "shards", a.shards)
+	g.Go(func() error { return wk.Run(ctx) })
+	return nil
+}
+
+func (a *app) workerCommand() *cobra.Command {
+	var wf workerFlags
+	cmd := &cobra.Command{
+		Use:   "worker",
+		Short: "Run a worker: take ping tasks from Redis until stopped (SIGINT/SIGTERM)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			rdb, err := a.redis(cmd.Context(), false)
+			if err != nil {
+				return err
+			}
+			agg, err := a.aggregator(rdb)
+			if err != nil {
+				return err
+			}
+			var g errgroup.Group
+			if err := a.startWorker(cmd.Context(), &g, &wf, rdb, agg); err != nil {
+				return err
+			}
+			if err := g.Wait(); err != nil {
+				return systemErr(err)
+			}
+			return nil
+		},
+	}
+	wf.register(cmd)
+	return cmd
+}
+
+func (a *app) runCommand() *cobra.Command {
+	var bf batchFlags
+	var wf workerFlags
+	var quiet bool
+	cmd := &cobra.Command{
+		Use:   "run [flags] [HOST|CIDR|RANGE|-]...",
+		Short: "Ping a batch in this process: embedded Redis (or --redis), in-process workers, results",
+		Example: `  pingfleet run 127.0.0.1/28 localhost -f hosts.txt --count 2
+  seq 1 50 | sed 's/^/127.0.1./' | pingfleet run - -o csv`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			b, err := a.batch(&bf, args)
+			if err != nil {
+				return err
+			}
+			rdb, err := a.redis(ctx, true)
+			if err != nil {
+				return err
+			}
+			agg, err := a.aggregator(rdb)
+			if err != nil {
+				return err
+			}
+			wctx, stopWorker := context.WithCancel(ctx)
+			var g errgroup.Group
+			defer func() {
+				stopWorker()
+				_ = g.Wait()
+			}()
+			if err := a.startWorker(wctx, &g, &wf, rdb, agg); err != nil {
+				return err
+			}
+			id, err := a.submit(ctx, rdb, agg, b)
+			if err != nil {
+				return err
+			}
+			return a.waitAndReport(ctx, agg, id, quiet)
+		},
+	}
+	bf.register(cmd.Flags())
+	wf.register(cmd)
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only the summary, not each host")
+	return cmd
+}
+
+func (a *app) enqueueCommand() *cobra.Command {
+	var bf batchFlags
+	var wait, quiet bool
+	cmd := &cobra.Command{
+		Use:   "enqueue [flags] [HOST|CIDR|RANGE|-]...",
+		Short: "Submit a batch to the workers and print its ID",
+		Example: `  pingfleet enqueue --redis redis://10.0.0.5:6379 -f hosts.txt --count 3
+  pingfleet enqueue --batch-id nightly-42 -f hosts.txt --wait`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			b, err := a.batch(&bf, args)
+			if err != nil {
+				return err
+			}
+			rdb, err := a.redis(ctx, false)
+			if err != nil {
+				return err
+			}
+			agg, err := a.aggregator(rdb)
+			if err != nil {
+				return err
+			}
+			id, err := a.submit(ctx, rdb, agg, b)
+			if err != nil {
+				return err
+			}
+			if !wait {
+				fmt.Fprintln(a.stdout, id)
+				return nil
+			}
+			return a.waitAndReport(ctx, agg, id, quiet)
+		},
+	}
+	bf.register(cmd.Flags())
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait for the batch to complete, then print its results")
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "with --wait, print only the summary")
+	return cmd
+}
+
+// batch builds the batch the flags and arguments describe, validating all
+// of it before anything touches Redis.
+func (a *app) batch(bf *batchFlags, args []string) (enqueuer.Batch, error) {
+	opts, err := bf.options()
+	if err != nil {
+		return enqueuer.Batch{}, err
+	}
+	labels, err := bf.labelMap()
+	if err != nil {
+		return enqueuer.Batch{}, err
+	}
+	hosts, err := a.hosts(bf, args)
+	if err != nil {
+		return enqueuer.Batch{}, err
+	}
+	return enqueuer.Batch{ID: bf.batchID, Hosts: hosts, Options: opts, Labels: labels}, nil
+}
+
+func (a *app) submit(ctx context.Context, rdb redis.UniversalClient, agg *aggregator.Aggregator, b enqueuer.Batch) (string, error) {
+	enq, err := enqueuer.New(enqueuer.Config{Redis: rdb, Aggregator: agg, Shards: a.shards})
+	if err != nil {
+		return "", systemErr(err)
+	}
+	res, err := enq.Submit(ctx, b)
+	switch {
+	case errors.Is(err, enqueuer.ErrInvalidBatchID), errors.Is(err, aggregator.ErrConflict):
+		return "", usageErr("%v", err)
+	case err != nil:
+		return "", systemErr(err)
+	}
+	a.logger.Info("batch submitted", "batch", res.ID, "hosts", res.Total, "enqueued", res.Enqueued, "existing", res.Existing, "resumed", res.Resumed)
+	if res.Resumed {
+		fmt.Fprintf(a.stderr, "pingfleet: batch %s existed: %d tasks added, %d already queued or done\n", res.ID, res.Enqueued, res.Existing)
+	}
+	return res.ID, nil
+}
+
+func (a *app) waitCommand() *cobra.Command {
+	var quiet bool
+	cmd := &cobra.Command{
+		Use:   "wait BATCH-ID",
+		Short: "Wait for a batch to complete (progress bar on a terminal), then print its results",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rdb, err := a.redis(cmd.Context(), false)
+			if err != nil {
+				return err
+			}
+			agg, err := a.aggregator(rdb)
+			if err != nil {
+				return err
+			}
+			return a.waitAndReport(cmd.Context(), agg, args[0], quiet)
+		},
+	}
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only the summary")
+	return cmd
+}
+
+func (a *app) statusCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "status BATCH-ID",
+		Short: "Print a batch's state and summary; exit code as for a finished batch",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rdb, err := a.redis(cmd.Context(), false)
+			if err != nil {
+				return err
+			}
+			agg, err := a.aggregator(rdb)
+			if err != nil {
+				return err
+			}
+			s, err := agg.Summary(cmd.Context(), args[0])
+			if err != nil {
+				return lookupErr(err)
+			}
+			if err := writeSummary(a.stdout, a.output, s); err != nil {
+				return systemErr(err)
+			}
+			return exitWith(resultCode(s))
+		},
+	}
+}
+
+func (a *app) resultsCommand() *cobra.Command {
+	var only []string
+	cmd := &cobra.Command{
+		Use:   "results BATCH-ID",
+		Short: "Print each host's result, in submission order",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var statuses []aggregator.Status
+			for _, s := range only {
+				switch st := aggregator.Status(s); st {
+				case aggregator.StatusUp, aggregator.StatusDown, aggregator.StatusError, aggregator.StatusPending:
+					statuses = append(statuses, st)
+				default:
+					return usageErr("--status %q: use up, down, error or pending", s)
+				}
+			}
+			rdb, err := a.redis(cmd.Context(), false)
+			if err != nil {
+				return err
+			}
+			agg, err := a.aggregator(rdb)
+			if err != nil {
+				return err
+			}
+			rw := newResultWriter(a.stdout, a.output)
+			err = agg.Results(cmd.Context(), args[0], rw.write, statuses...)
+			if err != nil {
+				return lookupErr(err)
+			}
+			return rw.close()
+		},
+	}
+	cmd.Flags().StringSliceVar(&only, "status", nil, "only hosts with this status: up, down, error or pending (repeatable, comma-separated)")
+	return cmd
+}
+
+func (a *app) batchesCommand() *cobra.Command {
+	var limit int
+	cmd := &cobra.Command{
+		Use:   "batches",
+		Short: "List recent batches, newest first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			rdb, err := a.redis(cmd.Context(), false)
+			if err != nil {
+				return err
+			}
+			agg, err := a.aggregator(rdb)
+			if err != nil {
+				return err
+			}
+			list, err := agg.Recent(cmd.Context(), limit)
+			if err != nil {
+				return systemErr(err)
+			}
+			if err := writeBatches(a.stdout, a.output, list); err != nil {
+				return systemErr(err)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().IntVarP(&limit, "limit", "n", 20, "most batches to list")
+	return cmd
+}
+
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usageErr("%s takes %d argument(s), got %d; see 'pingfleet %s --help'", cmd.Name(), n, len(args), cmd.Name())
+		}
+		return nil
+	}
+}
+
+func lookupErr(err error) error {
+	if errors.Is(err, aggregator.ErrNotFound) {
+		return usageErr("%v", err)
+	}
+	return systemErr(err)
+}

@@ -1,0 +1,389 @@
+package main
+
+// End-to-end tests of the built binary: real redis-server, several worker
+// processes, real ICMP on 127.0.0.0/8.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/pingfleet/pingfleet/aggregator"
+	"github.com/pingfleet/pingfleet/internal/redistest"
+	"github.com/pingfleet/pingfleet/tasks"
+)
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	binPath   string
+	buildErr  error
+)
+
+// binary builds cmd/pingfleet once per test run.
+func binary(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds and runs the binary; skipped with -short")
+	}
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "pingfleet-e2e-")
+		if buildErr != nil {
+			return
+		}
+		binPath = filepath.Join(binDir, "pingfleet")
+		out, err := exec.Command("go", "build", "-race", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+func cleanupBinary() {
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+}
+
+// proc is a running pingfleet process.
+type proc struct {
+	cmd    *exec.Cmd
+	stderr *syncBuffer
+	done   chan struct{}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startWorker starts `pingfleet worker` against redisURL; it is stopped
+// with SIGTERM when the test ends.
+func startWorker(t *testing.T, redisURL string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(binary(t), append([]string{"worker", "--redis", redisURL, "--log-level", "info"}, args...)...)
+	p := &proc{cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
+	cmd.Stderr = p.stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_ = cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-p.done
+			t.Errorf("worker did not stop within 30s of SIGTERM; log:\n%s", p.stderr)
+		}
+		if t.Failed() {
+			t.Logf("worker %d log:\n%s", cmd.Process.Pid, p.stderr)
+		}
+	})
+	return p
+}
+
+// runBinary runs the binary to completion.
+func runBinary(t *testing.T, stdin string, args ...string) cliResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary(t), args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	var ee *exec.ExitError
+	code := 0
+	switch {
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("run %v: %v", args, err)
+	}
+	return cliResult{code, out.String(), errOut.String()}
+}
+
+// ndjsonReport splits `-o ndjson` output into results and the summary.
+func ndjsonReport(t *testing.T, out string) ([]aggregator.Result, aggregator.Summary) {
+	t.Helper()
+	var results []aggregator.Result
+	var sum aggregator.Summary
+	sc := bufio.NewScanner(strings.NewReader(out))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if bytes.HasPrefix(line, []byte(`{"summary"`)) {
+			var wrap struct{ Summary aggregator.Summary }
+			if err := json.Unmarshal(line, &wrap); err != nil {
+				t.Fatal(err)
+			}
+			sum = wrap.Summary
+			continue
+		}
+		var r aggregator.Result
+		if err := json.Unmarshal(line, &r); err != nil {
+			t.Fatalf("line %q: %v", line, err)
+		}
+		results = append(results, r)
+	}
+	return results, sum
+}
+
+func loopbackHosts(n, thirdOctetBase int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "127.%d.%d.%d\n", 10+thirdOctetBase+i/(250*250), (i/250)%250, i%250+1)
+	}
+	return b.String()
+}
+
+// checkExactlyOnce asserts every host appears once with the wanted status
+// and that the summary adds up.
+func checkExactlyOnce(t *testing.T, hostList string, results []aggregator.Result, sum aggregator.Summary, status aggregator.Status) {
+	t.Helper()
+	want := strings.Fields(hostList)
+	seen := make(map[string]int, len(results))
+	sent, recv := 0, 0
+	for _, r := range results {
+		seen[r.Host]++
+		sent += r.Sent
+		recv += r.Received
+		if r.Status != status {
+			t.Errorf("host %s: status %s; want %s (%+v)", r.Host, r.Status, status, r)
+		}
+	}
+	for _, h := range want {
+		if seen[h] != 1 {
+			t.Errorf("host %s appears %d times; want 1", h, seen[h])
+		}
+	}
+	if len(results) != len(want) {
+		t.Errorf("%d results; want %d", len(results), len(want))
+	}
+	if sum.Total != len(want) || sum.Done != sum.Total || sum.Pending != 0 || sum.Up+sum.Down+sum.Error != sum.Total ||
+		sum.Sent != sent || sum.Received != recv || sum.State != aggregator.StateComplete {
+		t.Errorf("summary does not add up: %+v (results: sent %d, received %d)", sum, sent, recv)
+	}
+}
+
+func TestE2ETwoWorkers(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	startWorker(t, srv.URL(), "--concurrency", "500")
+	startWorker(t, srv.URL(), "--concurrency", "500")
+
+	hosts := loopbackHosts(1000, 0)
+	r := runBinary(t, hosts, "enqueue", "--redis", srv.URL(), "-", "--count", "2", "-p", "50ms", "--wait", "-o", "ndjson")
+	if r.code != ExitOK {
+		t.Fatalf("enqueue --wait: exit %d; stderr:\n%s", r.code, r.stderr)
+	}
+	results, sum := ndjsonReport(t, r.stdout)
+	checkExactlyOnce(t, hosts, results, sum, aggregator.StatusUp)
+	if sum.Sent != 2000 || sum.Received != 2000 || sum.LossPct != 0 {
+		t.Errorf("summary packets: %d sent, %d received, %.1f%% loss; want 2000, 2000, 0", sum.Sent, sum.Received, sum.LossPct)
+	}
+
+	// A second batch with names that cannot resolve: errors, exit code 2.
+	r = runBinary(t, "", "enqueue", "--redis", srv.URL(), "127.0.0.1", "a.invalid", "b.invalid", "127.0.0.2", "--wait", "-o", "ndjson")
+	if r.code != ExitUnresolved {
+		t.Fatalf("batch with unresolvable hosts: exit %d; want 2\nstderr: %s", r.code, r.stderr)
+	}
+	results, sum = ndjsonReport(t, r.stdout)
+	got := map[string]aggregator.Status{}
+	for _, res := range results {
+		got[res.Host] = res.Status
+	}
+	want := map[string]aggregator.Status{"127.0.0.1": "up", "a.invalid": "error", "b.invalid": "error", "127.0.0.2": "up"}
+	if fmt.Sprint(got) != fmt.Sprint(want) || sum.Error != 2 || sum.Up != 2 {
+		t.Errorf("statuses %v, summary %+v; want %v", got, sum, want)
+	}
+}
+
+func TestE2EReenqueueAddsNoTasks(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	ins := asynq.NewInspectorFromRedisClient(srv.Client())
+	queued := func() int {
+		n := 0
+		for q := range tasks.Queues(tasks.DefaultShards) {
+			if info, err := ins.GetQueueInfo(q); err == nil {
+				n += info.Pending
+			}
+		}
+		return n
+	}
+	hosts := loopbackHosts(200, 50)
+	args := []string{"enqueue", "--redis", srv.URL(), "--batch-id", "nightly-1", "-", "-c", "1"}
+	for i, wantStderr := range []string{"", "batch nightly-1 existed: 0 tasks added, 200 already queued or done"} {
+		r := runBinary(t, hosts, args...)
+		if r.code != ExitOK || strings.TrimSpace(r.stdout) != "nightly-1" || !strings.Contains(r.stderr, wantStderr) {
+			t.Fatalf("enqueue #%d: exit %d, stdout %q, stderr %q", i+1, r.code, r.stdout, r.stderr)
+		}
+		if n := queued(); n != 200 {
+			t.Fatalf("after enqueue #%d: %d tasks queued; want 200", i+1, n)
+		}
+	}
+	// The same ID with other hosts is refused.
+	r := runBinary(t, "127.0.0.1\n", args...)
+	if r.code != ExitUsage || !strings.Contains(r.stderr, "already used by another batch") {
+		t.Errorf("enqueue of other hosts under a used ID: exit %d, stderr %s", r.code, r.stderr)
+	}
+	// Workers then finish it, each host once.
+	startWorker(t, srv.URL())
+	w := runBinary(t, "", "wait", "nightly-1", "--redis", srv.URL(), "-o", "ndjson")
+	results, sum := ndjsonReport(t, w.stdout)
+	checkExactlyOnce(t, hosts, results, sum, aggregator.StatusUp)
+}
+
+// A worker killed mid-batch: asynq hands its tasks to the other worker
+// once their lease expires (30 s after its last heartbeat, found by a
+// recoverer that runs every minute), and each host is still counted once.
+func TestE2EWorkerKilled(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	victim := startWorker(t, srv.URL(), "--concurrency", "40")
+	startWorker(t, srv.URL(), "--concurrency", "40")
+
+	hosts := loopbackHosts(300, 100)
+	r := runBinary(t, hosts, "enqueue", "--redis", srv.URL(), "-", "--count", "3", "-p", "1s", "--batch-id", "killed")
+	if r.code != ExitOK {
+		t.Fatalf("enqueue: exit %d\n%s", r.code, r.stderr)
+	}
+	rdb := srv.Client()
+	eventually(t, time.Minute, func() bool {
+		done, _ := rdb.HGet(context.Background(), aggregator.Keys("killed")[0], "done").Int()
+		return done >= 60
+	})
+	if err := victim.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-victim.done
+
+	w := runBinary(t, "", "wait", "killed", "--redis", srv.URL(), "-o", "ndjson")
+	if w.code != ExitOK {
+		t.Fatalf("wait: exit %d\n%s", w.code, w.stderr)
+	}
+	results, sum := ndjsonReport(t, w.stdout)
+	checkExactlyOnce(t, hosts, results, sum, aggregator.StatusUp)
+	retried := 0
+	for _, res := range results {
+		if res.Attempts > 1 {
+			retried++
+		}
+	}
+	if retried == 0 {
+		t.Errorf("no result came from a recovered task; the kill hit no task in flight")
+	}
+	t.Logf("%d hosts were recovered from the killed worker", retried)
+}
+
+// Unprivileged ICMP sockets are allowed per network namespace by
+// net.ipv4.ping_group_range, which is off ("1 0") in a new namespace: there
+// the default mode must fall back to raw sockets, --unprivileged must fail
+// with a clear error, and once the sysctl allows it, --unprivileged works.
+func TestE2ESocketModes(t *testing.T) {
+	t.Parallel()
+	bin := binary(t)
+	ns := newNetns(t)
+	inNS := func(args ...string) cliResult {
+		t.Helper()
+		cmd := exec.Command("ip", append([]string{"netns", "exec", ns, bin}, args...)...)
+		var out, errOut bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		err := cmd.Run()
+		code := 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return cliResult{code, out.String(), errOut.String()}
+	}
+	r := inNS("run", "127.0.0.1", "-o", "ndjson", "--log-level", "warn")
+	if r.code != ExitOK || !strings.Contains(r.stderr, "falling back to raw sockets") {
+		t.Errorf("default mode, ping sockets off: exit %d; want 0 with a fallback warning\nstderr: %s", r.code, r.stderr)
+	}
+	r = inNS("run", "127.0.0.1", "-o", "ndjson", "--unprivileged")
+	if r.code != ExitUnresolved || !strings.Contains(r.stdout, "permission denied") {
+		t.Errorf("--unprivileged, ping sockets off: exit %d; want 2 and permission denied\nstdout: %s", r.code, r.stdout)
+	}
+	r = inNS("run", "127.0.0.1", "-o", "ndjson", "--privileged")
+	if r.code != ExitOK {
+		t.Errorf("--privileged: exit %d\n%s", r.code, r.stderr)
+	}
+	if out, err := exec.Command("ip", "netns", "exec", ns, "sysctl", "-w", "net.ipv4.ping_group_range=0 2147483647").CombinedOutput(); err != nil {
+		t.Fatalf("sysctl: %v\n%s", err, out)
+	}
+	r = inNS("run", "127.0.0.1", "-o", "ndjson", "--unprivileged")
+	if r.code != ExitOK || strings.Contains(r.stderr, "falling back") {
+		t.Errorf("--unprivileged, ping sockets on: exit %d\nstderr: %s", r.code, r.stderr)
+	}
+}
+
+// newNetns creates a network namespace with its loopback up, removed when
+// the test ends; it skips the test where namespaces cannot be made.
+func newNetns(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("network namespaces need root")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("ip (iproute2) not found")
+	}
+	name := fmt.Sprintf("pftest-%d-%d", os.Getpid(), time.Now().UnixNano()%1e6)
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Skipf("cannot create a network namespace here: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		t.Fatalf("lo up: %v: %s", err, out)
+	}
+	return name
+}
+
+func eventually(t *testing.T, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s", timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

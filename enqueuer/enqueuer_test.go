@@ -1,0 +1,157 @@
+package enqueuer_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/hibiken/asynq"
+	"go.uber.org/goleak"
+
+	"github.com/pingfleet/pingfleet/aggregator"
+	"github.com/pingfleet/pingfleet/enqueuer"
+	"github.com/pingfleet/pingfleet/internal/redistest"
+	"github.com/pingfleet/pingfleet/tasks"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type env struct {
+	srv *redistest.Server
+	agg *aggregator.Aggregator
+	enq *enqueuer.Enqueuer
+	ins *asynq.Inspector
+}
+
+func setup(t *testing.T) env {
+	t.Helper()
+	srv := redistest.Start(t)
+	rdb := srv.Client()
+	agg, err := aggregator.New(aggregator.Config{Client: rdb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	enq, err := enqueuer.New(enqueuer.Config{Redis: rdb, Aggregator: agg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env{srv: srv, agg: agg, enq: enq, ins: asynq.NewInspectorFromRedisClient(rdb)}
+}
+
+// queued counts the tasks waiting in every ping queue.
+func (e env) queued(t *testing.T) int {
+	t.Helper()
+	n := 0
+	for q := range tasks.Queues(tasks.DefaultShards) {
+		info, err := e.ins.GetQueueInfo(q)
+		if err != nil {
+			continue // a queue that never got a task does not exist
+		}
+		n += info.Pending
+	}
+	return n
+}
+
+func hostList(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("127.0.%d.%d", i/200, i%200+1)
+	}
+	return out
+}
+
+func TestSubmitAndResubmit(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := context.Background()
+	hosts := hostList(300)
+	b := enqueuer.Batch{Hosts: hosts, Options: tasks.PingOptions{Count: 2}}
+	res, err := e.enq.Submit(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ID == "" || res.Total != 300 || res.Enqueued != 300 || res.Resumed {
+		t.Fatalf("Submit = %+v; want a new ID, 300 enqueued", res)
+	}
+	if n := e.queued(t); n != 300 {
+		t.Fatalf("queued tasks = %d; want 300", n)
+	}
+	s, err := e.agg.Summary(ctx, res.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.State != aggregator.StateRunning || s.Total != 300 || s.Options.Count != 2 {
+		t.Errorf("summary = %+v; want running, 300 hosts, count 2", s)
+	}
+
+	// Two hosts finish (their tasks leave the queue); then the same batch
+	// is submitted again, as after an interrupted enqueue.
+	for _, h := range hosts[:2] {
+		if _, err := e.agg.Record(ctx, res.ID, aggregator.Result{Host: h, Status: aggregator.StatusUp, Sent: 2, Received: 2}); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.ins.DeleteTask(tasks.Queue(h, tasks.DefaultShards), tasks.TaskID(res.ID, h)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.ID = res.ID
+	again, err := e.enq.Submit(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Enqueued != 0 || again.Existing != 300 || !again.Resumed {
+		t.Errorf("re-Submit = %+v; want 0 enqueued, 300 existing, resumed", again)
+	}
+	if n := e.queued(t); n != 298 {
+		t.Errorf("queued tasks after re-submit = %d; want 298 (no duplicates, finished hosts not re-run)", n)
+	}
+}
+
+func TestSubmitRejectsWithoutWriting(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := context.Background()
+	if _, err := e.enq.Submit(ctx, enqueuer.Batch{ID: "taken", Hosts: hostList(3)}); err != nil {
+		t.Fatal(err)
+	}
+	keysBefore := e.srv.Client().DBSize(ctx).Val()
+	tests := []struct {
+		desc  string
+		batch enqueuer.Batch
+		is    error
+	}{
+		{"bad count", enqueuer.Batch{Hosts: hostList(3), Options: tasks.PingOptions{Count: -2}}, nil},
+		{"zero-ish interval", enqueuer.Batch{Hosts: hostList(3), Options: tasks.PingOptions{Interval: tasks.Duration(1)}}, nil},
+		{"bad batch ID", enqueuer.Batch{ID: "no spaces", Hosts: hostList(3)}, enqueuer.ErrInvalidBatchID},
+		{"no hosts", enqueuer.Batch{}, nil},
+		{"ID of another batch", enqueuer.Batch{ID: "taken", Hosts: hostList(4)}, aggregator.ErrConflict},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			_, err := e.enq.Submit(ctx, tc.batch)
+			if err == nil {
+				t.Fatal("Submit succeeded; want an error")
+			}
+			if tc.is != nil && !errors.Is(err, tc.is) {
+				t.Errorf("error = %v; want %v", err, tc.is)
+			}
+			if n := e.srv.Client().DBSize(ctx).Val(); n != keysBefore {
+				t.Errorf("keys after rejected submit = %d; want %d (nothing written)", n, keysBefore)
+			}
+		})
+	}
+	if n := e.queued(t); n != 3 {
+		t.Errorf("queued tasks = %d; want 3", n)
+	}
+}
+
+func TestSubmitRedisDown(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	e.srv.Kill()
+	_, err := e.enq.Submit(context.Background(), enqueuer.Batch{Hosts: hostList(3)})
+	if err == nil {
+		t.Fatal("Submit with Redis down succeeded")
+	}
+}

@@ -1,0 +1,264 @@
+// Package tasks is the contract between the enqueuer and the workers: the
+// task type names, the queues they travel on, and the versioned JSON payload
+// of one ping task. Nothing else is shared between the two sides.
+package tasks
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+)
+
+// TypePingHost is the asynq task type of "ping one host for one batch".
+const TypePingHost = "ping:host"
+
+// PayloadVersion is the version of PingPayload this code writes and reads.
+// A worker refuses payloads of another version (permanently: retrying
+// cannot help), so bump it only with a migration plan.
+const PayloadVersion = 1
+
+// DefaultShards is the number of queues ping tasks are spread over. Every
+// asynq queue has one active list whose acknowledgement cost grows with the
+// tasks in flight on it, and in Redis Cluster one queue lives on one node;
+// several queues keep both small. Enqueuers and workers must agree on it.
+const DefaultShards = 8
+
+// QueuePrefix starts the name of every ping queue.
+const QueuePrefix = "pingfleet-"
+
+// Queue returns the queue that host's task goes to when tasks are spread
+// over shards queues. The choice is a hash of the host, so a re-run enqueue
+// puts a host's task on the same queue (where its task ID is checked).
+func Queue(host string, shards int) string {
+	if shards <= 1 {
+		return QueuePrefix + "0"
+	}
+	h := fnv.New32a()
+	h.Write([]byte(host))
+	return QueuePrefix + strconv.Itoa(int(h.Sum32()%uint32(shards)))
+}
+
+// Queues returns the names of all shards queues, each with weight 1, in the
+// form asynq.Config.Queues takes.
+func Queues(shards int) map[string]int {
+	shards = max(shards, 1)
+	q := make(map[string]int, shards)
+	for i := range shards {
+		q[QueuePrefix+strconv.Itoa(i)] = 1
+	}
+	return q
+}
+
+// TaskID returns the asynq task ID of host's task in batch batchID. It is
+// derived, not random, so enqueuing the same batch twice adds no task.
+func TaskID(batchID, host string) string {
+	return batchID + "/" + host
+}
+
+// Defaults and bounds of PingOptions. They follow fping where it has an
+// equivalent: 1 ping, 500 ms timeout per packet, 1 s between packets to one
+// host (fping's -p default), 56 data bytes.
+const (
+	DefaultCount    = 1
+	DefaultInterval = time.Second
+	DefaultTimeout  = 500 * time.Millisecond
+	DefaultSize     = 56
+
+	MaxCount    = 10000
+	MinInterval = time.Millisecond
+	MaxTimeout  = time.Minute
+	// MinSize is what pro-bing needs in each packet for its timestamp and
+	// tracker.
+	MinSize = 24
+	MaxSize = 65500
+)
+
+// Network selects the address family used to resolve and ping a host.
+const (
+	NetworkIP  = "ip"  // IPv4 first, then IPv6
+	NetworkIP4 = "ip4" // IPv4 only
+	NetworkIP6 = "ip6" // IPv6 only
+)
+
+// PingOptions say how one host is pinged. The zero value of a field means
+// its default; Normalize fills them in.
+type PingOptions struct {
+	// Count is the number of echo requests sent. Default 1.
+	Count int `json:"count,omitempty"`
+	// Interval is the time between two requests to the same host. Default 1s.
+	Interval Duration `json:"interval,omitempty"`
+	// Timeout is how long to wait for the reply to the last request (and
+	// to each request, as every reply arrives within it). Default 500ms.
+	Timeout Duration `json:"timeout,omitempty"`
+	// Size is the number of ICMP data bytes. Default 56.
+	Size int `json:"size,omitempty"`
+	// TTL is the IP time to live (hop limit) of requests. Default 64.
+	TTL int `json:"ttl,omitempty"`
+	// Network is "ip" (default), "ip4" or "ip6".
+	Network string `json:"network,omitempty"`
+}
+
+// Normalize returns o with defaults filled in.
+func (o PingOptions) Normalize() PingOptions {
+	if o.Count == 0 {
+		o.Count = DefaultCount
+	}
+	if o.Interval == 0 {
+		o.Interval = Duration(DefaultInterval)
+	}
+	if o.Timeout == 0 {
+		o.Timeout = Duration(DefaultTimeout)
+	}
+	if o.Size == 0 {
+		o.Size = DefaultSize
+	}
+	if o.TTL == 0 {
+		o.TTL = 64
+	}
+	if o.Network == "" {
+		o.Network = NetworkIP
+	}
+	return o
+}
+
+// Validate reports the first field of o out of bounds, naming the field as
+// the CLI and API spell it. Zero values are out of bounds: call Normalize
+// first to give them their defaults.
+func (o PingOptions) Validate() error {
+	switch {
+	case o.Count < 1 || o.Count > MaxCount:
+		return &FieldError{"count", strconv.Itoa(o.Count), fmt.Sprintf("must be between 1 and %d", MaxCount)}
+	case o.Interval.D() < MinInterval:
+		return &FieldError{"interval", o.Interval.String(), "must be at least 1ms"}
+	case o.Timeout.D() <= 0 || o.Timeout.D() > MaxTimeout:
+		return &FieldError{"timeout", o.Timeout.String(), "must be more than 0 and at most 1m"}
+	case o.Size < MinSize || o.Size > MaxSize:
+		return &FieldError{"size", strconv.Itoa(o.Size), fmt.Sprintf("must be between %d and %d", MinSize, MaxSize)}
+	case o.TTL < 1 || o.TTL > 255:
+		return &FieldError{"ttl", strconv.Itoa(o.TTL), "must be between 1 and 255"}
+	case o.Network != NetworkIP && o.Network != NetworkIP4 && o.Network != NetworkIP6:
+		return &FieldError{"network", o.Network, `must be "ip", "ip4" or "ip6"`}
+	}
+	return nil
+}
+
+// RunTime is the longest one ping of a host with these options may take:
+// the requests spread over (Count-1) intervals, then the wait for the last
+// reply.
+func (o PingOptions) RunTime() time.Duration {
+	o = o.Normalize()
+	return time.Duration(o.Count-1)*o.Interval.D() + o.Timeout.D()
+}
+
+// PingPayload is the payload of a TypePingHost task.
+type PingPayload struct {
+	// V is the payload version; see PayloadVersion.
+	V int `json:"v"`
+	// BatchID is the batch this host belongs to.
+	BatchID string `json:"batch"`
+	// Host is a hostname or an IP literal, as normalized by the enqueuer.
+	Host string `json:"host"`
+	// Options say how to ping it.
+	Options PingOptions `json:"opts"`
+}
+
+// Sentinel errors of this package.
+var (
+	// ErrInvalidPayload is wrapped by every error of DecodePingPayload and
+	// NewPingTask: the task can never succeed as it is.
+	ErrInvalidPayload = errors.New("invalid ping payload")
+)
+
+// FieldError names an option field and why its value is refused.
+type FieldError struct {
+	Field, Value, Reason string
+}
+
+func (e *FieldError) Error() string {
+	return fmt.Sprintf("%s %q: %s", e.Field, e.Value, e.Reason)
+}
+
+// Validate checks every field of p.
+func (p PingPayload) Validate() error {
+	switch {
+	case p.V != PayloadVersion:
+		return fmt.Errorf("%w: version %d, this build reads version %d", ErrInvalidPayload, p.V, PayloadVersion)
+	case p.BatchID == "" || strings.ContainsAny(p.BatchID, "{}/ "):
+		return fmt.Errorf("%w: batch ID %q", ErrInvalidPayload, p.BatchID)
+	case p.Host == "" || len(p.Host) > 255 || strings.ContainsAny(p.Host, " \t\r\n/"):
+		return fmt.Errorf("%w: host %q", ErrInvalidPayload, p.Host)
+	}
+	if err := p.Options.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidPayload, err)
+	}
+	return nil
+}
+
+// NewPingTask returns the task that pings host for batchID. opts are passed
+// to asynq (queue, task ID, retries, timeout...).
+func NewPingTask(p PingPayload, opts ...asynq.Option) (*asynq.Task, error) {
+	if p.V == 0 {
+		p.V = PayloadVersion
+	}
+	p.Options = p.Options.Normalize()
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidPayload, err)
+	}
+	return asynq.NewTask(TypePingHost, b, opts...), nil
+}
+
+// DecodePingPayload parses and validates the payload of a TypePingHost task.
+// Unknown fields are refused: they mean a newer writer this reader would
+// silently misunderstand.
+func DecodePingPayload(b []byte) (PingPayload, error) {
+	var p PingPayload
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		return PingPayload{}, fmt.Errorf("%w: %w", ErrInvalidPayload, err)
+	}
+	if err := p.Validate(); err != nil {
+		return PingPayload{}, err
+	}
+	p.Options = p.Options.Normalize()
+	return p, nil
+}
+
+// Duration is a time.Duration that reads and writes JSON as a Go duration
+// string ("1.5s"), which people can read in Redis and write in API requests.
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalJSON writes d as a duration string.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).String())
+}
+
+// UnmarshalJSON reads a duration string such as "250ms".
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string such as \"250ms\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}

@@ -1,0 +1,171 @@
+package worker
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/pingfleet/pingfleet/aggregator"
+	"github.com/pingfleet/pingfleet/tasks"
+)
+
+// DefaultDNSTimeout bounds the resolution of one host name.
+const DefaultDNSTimeout = 2 * time.Second
+
+// Recorder stores a host's result; *aggregator.Aggregator is one.
+type Recorder interface {
+	Record(ctx context.Context, batchID string, r aggregator.Result) (aggregator.Outcome, error)
+}
+
+// Resolver looks up host names; *net.Resolver is one.
+type Resolver interface {
+	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
+}
+
+// HandlerConfig configures a Handler.
+type HandlerConfig struct {
+	// Recorder stores results. Required.
+	Recorder Recorder
+	// Pinger pings. Required.
+	Pinger Pinger
+	// Resolver resolves host names. If nil, net.DefaultResolver.
+	Resolver Resolver
+	// DNSTimeout bounds one resolution. If zero, DefaultDNSTimeout.
+	DNSTimeout time.Duration
+	// WorkerID names this worker in results. If empty, "worker".
+	WorkerID string
+	// Logger logs each task at debug level. If nil, slog.Default().
+	Logger *slog.Logger
+}
+
+// Handler runs TypePingHost tasks: resolve, ping, record.
+type Handler struct {
+	rec        Recorder
+	pinger     Pinger
+	resolver   Resolver
+	dnsTimeout time.Duration
+	workerID   string
+	logger     *slog.Logger
+}
+
+// NewHandler returns a Handler for cfg.
+func NewHandler(cfg HandlerConfig) (*Handler, error) {
+	if cfg.Recorder == nil || cfg.Pinger == nil {
+		return nil, errors.New("worker: HandlerConfig.Recorder and Pinger are required")
+	}
+	var resolver Resolver = net.DefaultResolver
+	if cfg.Resolver != nil {
+		resolver = cfg.Resolver
+	}
+	return &Handler{
+		rec:        cfg.Recorder,
+		pinger:     cfg.Pinger,
+		resolver:   resolver,
+		dnsTimeout: cmp.Or(cfg.DNSTimeout, DefaultDNSTimeout),
+		workerID:   cmp.Or(cfg.WorkerID, "worker"),
+		logger:     cmp.Or(cfg.Logger, slog.Default()),
+	}, nil
+}
+
+// ProcessTask implements asynq.Handler. An unreachable or unresolvable host
+// is a result, recorded like any other; only a failure to record (Redis) or
+// an interrupted run is an error, and asynq retries it. A malformed payload
+// is never retried.
+func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	p, err := tasks.DecodePingPayload(t.Payload())
+	if err != nil {
+		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	}
+	r := h.ping(ctx, p)
+	if err := ctx.Err(); err != nil {
+		// Shut down or timed out mid-ping: the result is partial, so let
+		// asynq run the task again rather than record it.
+		return fmt.Errorf("ping %s: %w", p.Host, err)
+	}
+	retried, _ := asynq.GetRetryCount(ctx)
+	r.Attempts = retried + 1
+	out, err := h.rec.Record(ctx, p.BatchID, r)
+	if errors.Is(err, aggregator.ErrNotFound) {
+		// The batch expired or was never created: nothing will ever
+		// accept this result.
+		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	}
+	if err != nil {
+		return err
+	}
+	h.logger.Debug("host pinged", "batch", p.BatchID, "host", p.Host, "status", r.Status, "duplicate", out == aggregator.Duplicate)
+	return nil
+}
+
+func (h *Handler) ping(ctx context.Context, p tasks.PingPayload) aggregator.Result {
+	r := aggregator.Result{Host: p.Host, Worker: h.workerID, Started: time.Now().UTC()}
+	ip, err := h.resolve(ctx, p.Host, p.Options.Network)
+	if err != nil {
+		r.Status, r.Error = aggregator.StatusError, err.Error()
+		r.Finished = time.Now().UTC()
+		return r
+	}
+	r.IP = ip.String()
+	st, err := h.pinger.Ping(ctx, ip, p.Options)
+	r.Finished = time.Now().UTC()
+	if err != nil {
+		r.Status, r.Error = aggregator.StatusError, err.Error()
+		return r
+	}
+	r.Sent, r.Received, r.ReplyTTL = st.Sent, st.Received, st.TTL
+	if st.Sent > 0 {
+		r.LossPct = float64(st.Sent-st.Received) / float64(st.Sent) * 100
+	}
+	r.Status = aggregator.StatusDown
+	if st.Received > 0 {
+		r.Status = aggregator.StatusUp
+		r.RTTMin, r.RTTAvg, r.RTTMax, r.RTTStdev = ms(st.Min), ms(st.Avg), ms(st.Max), ms(st.Stdev)
+	}
+	return r
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// resolve returns the address to ping for host: host itself when it is an IP
+// literal, otherwise the first address of the wanted family, looked up
+// within the DNS timeout.
+func (h *Handler) resolve(ctx context.Context, host, network string) (netip.Addr, error) {
+	if ip, err := netip.ParseAddr(host); err == nil {
+		if (network == tasks.NetworkIP4 && !ip.Unmap().Is4()) || (network == tasks.NetworkIP6 && !ip.Is6()) {
+			return netip.Addr{}, fmt.Errorf("resolve %s: not an %s address", host, network)
+		}
+		return ip, nil
+	}
+	if n := strings.TrimSuffix(strings.ToLower(host), "."); n == "invalid" || strings.HasSuffix(n, ".invalid") {
+		// RFC 6761 reserves .invalid and asks resolvers to fail at once,
+		// without asking a DNS server.
+		return netip.Addr{}, fmt.Errorf("resolve %s: no such host (.invalid is reserved, RFC 6761)", host)
+	}
+	ctx, cancel := context.WithTimeout(ctx, h.dnsTimeout)
+	defer cancel()
+	addrs, err := h.resolver.LookupNetIP(ctx, network, host)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("resolve %s: %w", host, err)
+	}
+	var v6 netip.Addr
+	for _, a := range addrs {
+		if a.Unmap().Is4() {
+			return a.Unmap(), nil
+		}
+		if !v6.IsValid() {
+			v6 = a
+		}
+	}
+	if !v6.IsValid() {
+		return netip.Addr{}, fmt.Errorf("resolve %s: no address", host)
+	}
+	return v6, nil
+}

@@ -1,0 +1,65 @@
+package worker_test
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/pingfleet/pingfleet/tasks"
+	"github.com/pingfleet/pingfleet/worker"
+)
+
+// Real ICMP to loopback addresses: every 127.0.0.0/8 address answers on
+// Linux. Needs ping sockets or raw sockets (root); SocketAuto picks.
+func TestProBingLoopback(t *testing.T) {
+	t.Parallel()
+	p := worker.NewProBing(worker.SocketAuto, slog.New(slog.DiscardHandler))
+	tests := []struct {
+		desc string
+		addr string
+		opts tasks.PingOptions
+	}{
+		{"IPv4", "127.0.0.1", tasks.PingOptions{Count: 3, Interval: tasks.Duration(10 * time.Millisecond)}},
+		{"other loopback address, big packets, low TTL", "127.42.1.7", tasks.PingOptions{Count: 2, Interval: tasks.Duration(5 * time.Millisecond), Size: 1400, TTL: 3}},
+		{"IPv6", "::1", tasks.PingOptions{Count: 2, Interval: tasks.Duration(5 * time.Millisecond)}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			t.Parallel()
+			if tc.addr == "::1" {
+				if _, err := os.Stat("/proc/net/if_inet6"); err != nil {
+					t.Skip("no IPv6 on this machine")
+				}
+			}
+			st, err := p.Ping(context.Background(), netip.MustParseAddr(tc.addr), tc.opts.Normalize())
+			if err != nil {
+				t.Fatalf("Ping: %v", err)
+			}
+			n := tc.opts.Count
+			if st.Sent != n || st.Received != n {
+				t.Errorf("sent %d, received %d; want %d, %d", st.Sent, st.Received, n, n)
+			}
+			if st.Min <= 0 || st.Min > st.Avg || st.Avg > st.Max || st.TTL == 0 {
+				t.Errorf("stats %+v: want 0 < min <= avg <= max and a reply TTL", st)
+			}
+		})
+	}
+}
+
+func TestProBingCancelled(t *testing.T) {
+	t.Parallel()
+	p := worker.NewProBing(worker.SocketAuto, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := p.Ping(ctx, netip.MustParseAddr("127.0.0.1"), tasks.PingOptions{Count: 100, Interval: tasks.Duration(time.Second)}.Normalize())
+	if err == nil {
+		t.Fatal("Ping with a cancelled context returned no error")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Ping returned %s after its context ended", d)
+	}
+}

@@ -1,0 +1,129 @@
+// Package worker runs ping tasks: asynq servers that take TypePingHost tasks
+// from Redis, ping each host with pro-bing and record the result through
+// the aggregator. Run any number of workers on any number of machines
+// against one Redis; each one adds capacity.
+package worker
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/pingfleet/pingfleet/tasks"
+)
+
+// Defaults of Config.
+const (
+	DefaultConcurrency       = 1000
+	DefaultShutdownTimeout   = 10 * time.Second
+	DefaultTaskCheckInterval = 50 * time.Millisecond
+)
+
+// Config configures a Worker.
+type Config struct {
+	// Redis is the connection asynq uses. Required. The Worker does not
+	// close it.
+	Redis redis.UniversalClient
+	// Handler runs the tasks. Required.
+	Handler *Handler
+	// Concurrency is the number of tasks (hosts) pinged at once. If zero,
+	// DefaultConcurrency.
+	Concurrency int
+	// Shards is the number of queues the tasks are spread over; it must
+	// match the enqueuers'. If zero, tasks.DefaultShards.
+	Shards int
+	// ShutdownTimeout is how long in-flight pings may finish after a stop
+	// before their tasks are handed back to the queue. If zero,
+	// DefaultShutdownTimeout.
+	ShutdownTimeout time.Duration
+	// TaskCheckInterval is how long an idle worker waits before looking
+	// for tasks again. If zero, DefaultTaskCheckInterval (asynq's 1 s
+	// default would add up to a second to every small batch).
+	TaskCheckInterval time.Duration
+	// Logger receives the worker's and asynq's logs. If nil, slog.Default().
+	Logger *slog.Logger
+}
+
+// Worker is a running set of asynq servers.
+type Worker struct {
+	srv    *asynq.Server
+	mux    *asynq.ServeMux
+	logger *slog.Logger
+}
+
+// New returns a Worker for cfg. Call Run to start it.
+func New(cfg Config) (*Worker, error) {
+	if cfg.Redis == nil || cfg.Handler == nil {
+		return nil, errors.New("worker: Config.Redis and Config.Handler are required")
+	}
+	if cfg.Concurrency < 0 || cfg.Shards < 0 {
+		return nil, fmt.Errorf("worker: concurrency %d and shards %d must not be negative", cfg.Concurrency, cfg.Shards)
+	}
+	logger := cmp.Or(cfg.Logger, slog.Default())
+	srv := asynq.NewServerFromRedisClient(cfg.Redis, asynq.Config{
+		Concurrency:       cmp.Or(cfg.Concurrency, DefaultConcurrency),
+		Queues:            tasks.Queues(cmp.Or(cfg.Shards, tasks.DefaultShards)),
+		TaskCheckInterval: cmp.Or(cfg.TaskCheckInterval, DefaultTaskCheckInterval),
+		ShutdownTimeout:   cmp.Or(cfg.ShutdownTimeout, DefaultShutdownTimeout),
+		RetryDelayFunc:    RetryDelay,
+		Logger:            NewAsynqLogger(logger),
+		LogLevel:          asynq.WarnLevel,
+	})
+	mux := asynq.NewServeMux()
+	mux.Handle(tasks.TypePingHost, cfg.Handler)
+	return &Worker{srv: srv, mux: mux, logger: logger}, nil
+}
+
+// RetryDelay is the wait before the n-th retry of a failed task: 1 s, 2 s,
+// 4 s... at most 10 s. Failures are Redis outages, not slow hosts, and a
+// batch waits for its retries, so asynq's default (up to hours) is wrong.
+func RetryDelay(n int, _ error, _ *asynq.Task) time.Duration {
+	return min(time.Second<<min(max(n-1, 0), 4), 10*time.Second)
+}
+
+// Run processes tasks until ctx is done, then stops fetching, lets
+// in-flight pings finish within the shutdown timeout and hands the rest
+// back to the queue.
+func (w *Worker) Run(ctx context.Context) error {
+	if err := w.srv.Start(w.mux); err != nil {
+		return fmt.Errorf("start worker: %w", err)
+	}
+	<-ctx.Done()
+	w.srv.Shutdown()
+	return nil
+}
+
+// ID returns a name for this process among the fleet: host name and PID.
+func ID() string {
+	h, err := os.Hostname()
+	if err != nil {
+		h = "unknown"
+	}
+	return h + ":" + strconv.Itoa(os.Getpid())
+}
+
+// asynqLogger sends asynq's logs to slog.
+type asynqLogger struct{ l *slog.Logger }
+
+// NewAsynqLogger returns an asynq.Logger that writes to l. Fatal logs at
+// error level and exits, as asynq expects.
+func NewAsynqLogger(l *slog.Logger) asynq.Logger {
+	return asynqLogger{l.With("component", "asynq")}
+}
+
+func (a asynqLogger) Debug(args ...any) { a.l.Debug(fmt.Sprint(args...)) }
+func (a asynqLogger) Info(args ...any)  { a.l.Info(fmt.Sprint(args...)) }
+func (a asynqLogger) Warn(args ...any)  { a.l.Warn(fmt.Sprint(args...)) }
+func (a asynqLogger) Error(args ...any) { a.l.Error(fmt.Sprint(args...)) }
+func (a asynqLogger) Fatal(args ...any) {
+	a.l.Error(fmt.Sprint(args...))
+	os.Exit(1)
+}
