@@ -373,28 +373,40 @@ const (
 // that host already has one. It returns ErrNotFound when the batch does not
 // exist (expired or never created).
 func (a *Aggregator) Record(ctx context.Context, id string, r Result) (Outcome, error) {
+	keys, args, err := a.recordArgs(id, r)
+	if err != nil {
+		return Duplicate, err
+	}
+	n, err := recordScript.Run(ctx, a.rdb, keys, args...).Int()
+	return recordOutcome(id, r.Host, n, err)
+}
+
+func (a *Aggregator) recordArgs(id string, r Result) ([]string, []any, error) {
 	switch r.Status {
 	case StatusUp, StatusDown, StatusError:
 	default:
-		return Duplicate, fmt.Errorf("record %s in batch %s: invalid status %q", r.Host, id, r.Status)
+		return nil, nil, fmt.Errorf("record %s in batch %s: invalid status %q", r.Host, id, r.Status)
 	}
 	body, err := json.Marshal(r)
 	if err != nil {
-		return Duplicate, fmt.Errorf("record %s in batch %s: %w", r.Host, id, err)
+		return nil, nil, fmt.Errorf("record %s in batch %s: %w", r.Host, id, err)
 	}
 	rtt := ""
 	if r.Status == StatusUp {
 		rtt = strconv.FormatFloat(r.RTTAvg, 'f', -1, 64)
 	}
-	n, err := recordScript.Run(ctx, a.rdb,
-		[]string{metaKey(id), pendingKey(id), resultsKey(id), rttKey(id)},
-		r.Host, body, string(r.Status), r.Sent, r.Received, rtt, a.now().UnixMilli()).Int()
+	keys := []string{metaKey(id), pendingKey(id), resultsKey(id), rttKey(id)}
+	args := []any{r.Host, body, string(r.Status), r.Sent, r.Received, rtt, a.now().UnixMilli()}
+	return keys, args, nil
+}
+
+func recordOutcome(id, host string, n int, err error) (Outcome, error) {
 	if err != nil {
-		return Duplicate, fmt.Errorf("record %s in batch %s: %w", r.Host, id, err)
+		return Duplicate, fmt.Errorf("record %s in batch %s: %w", host, id, err)
 	}
 	switch n {
 	case -1:
-		return Duplicate, fmt.Errorf("record %s in batch %s: %w", r.Host, id, ErrNotFound)
+		return Duplicate, fmt.Errorf("record %s in batch %s: %w", host, id, ErrNotFound)
 	case 0:
 		return Duplicate, nil
 	case 2:

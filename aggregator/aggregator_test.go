@@ -267,3 +267,50 @@ func TestRecent(t *testing.T) {
 		t.Errorf("Recent(2) (-want +got):\n%s", diff)
 	}
 }
+
+// Many workers recording through one Batcher, every host twice and after
+// the script cache was flushed: each counted once, completion seen once.
+func TestBatcherExactlyOnce(t *testing.T) {
+	t.Parallel()
+	agg, srv := setup(t, aggregator.Config{})
+	ctx := context.Background()
+	hs := hosts(2000)
+	create(t, agg, "batched", hs)
+	if err := srv.Client().ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	b := aggregator.NewBatcher(agg, 64)
+	defer b.Close()
+	var mu sync.Mutex
+	outcomes := map[aggregator.Outcome]int{}
+	var wg sync.WaitGroup
+	for w := range 50 {
+		wg.Go(func() {
+			for i := w; i < len(hs)*2; i += 50 {
+				o, err := b.Record(ctx, "batched", up(hs[i%len(hs)], float64(i%len(hs))))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				outcomes[o]++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	want := map[aggregator.Outcome]int{aggregator.Counted: 1999, aggregator.Completed: 1, aggregator.Duplicate: 2000}
+	if diff := cmp.Diff(want, outcomes); diff != "" {
+		t.Errorf("outcomes (-want +got):\n%s", diff)
+	}
+	s, err := agg.Summary(ctx, "batched")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Done != 2000 || s.Up != 2000 || s.Sent != 4000 || s.State != aggregator.StateComplete {
+		t.Errorf("summary = %+v", s)
+	}
+	if _, err := b.Record(ctx, "nope", up("127.0.0.1", 1)); !errors.Is(err, aggregator.ErrNotFound) {
+		t.Errorf("Record(unknown batch) error = %v; want ErrNotFound", err)
+	}
+}

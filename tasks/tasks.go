@@ -4,11 +4,11 @@
 package tasks
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -103,6 +103,16 @@ type PingOptions struct {
 	TTL int `json:"ttl,omitempty"`
 	// Network is "ip" (default), "ip4" or "ip6".
 	Network string `json:"network,omitempty"`
+	// TOS is the IPv4 type of service (IPv6 traffic class) byte. Default 0.
+	TOS int `json:"tos,omitempty"`
+	// DontFragment sets the don't-fragment bit (IPv6: no fragmentation).
+	DontFragment bool `json:"df,omitempty"`
+	// Source is the source address of requests; empty: the kernel picks.
+	Source string `json:"source,omitempty"`
+	// Interface binds the requests to a network device.
+	Interface string `json:"iface,omitempty"`
+	// Mark is the socket mark (SO_MARK) for policy routing; needs CAP_NET_ADMIN.
+	Mark uint32 `json:"mark,omitempty"`
 }
 
 // Normalize returns o with defaults filled in.
@@ -145,6 +155,23 @@ func (o PingOptions) Validate() error {
 		return &FieldError{"ttl", strconv.Itoa(o.TTL), "must be between 1 and 255"}
 	case o.Network != NetworkIP && o.Network != NetworkIP4 && o.Network != NetworkIP6:
 		return &FieldError{"network", o.Network, `must be "ip", "ip4" or "ip6"`}
+	case o.TOS < 0 || o.TOS > 255:
+		return &FieldError{"tos", strconv.Itoa(o.TOS), "must be between 0 and 255"}
+	case len(o.Interface) > 15 || strings.ContainsAny(o.Interface, "/ \t"):
+		return &FieldError{"interface", o.Interface, "must be a network device name"}
+	}
+	if o.Source != "" {
+		src, err := netip.ParseAddr(o.Source)
+		switch {
+		case err != nil:
+			return &FieldError{"source", o.Source, "must be an IP address"}
+		case o.Network == NetworkIP:
+			// Pinning the family avoids a source of one family for a
+			// host that resolves to the other.
+			return &FieldError{"source", o.Source, "needs --ipv4 or --ipv6 (network ip4 or ip6)"}
+		case (o.Network == NetworkIP6) != src.Unmap().Is6():
+			return &FieldError{"source", o.Source, "is not an address of network " + o.Network}
+		}
 	}
 	return nil
 }
@@ -219,13 +246,11 @@ func NewPingTask(p PingPayload, opts ...asynq.Option) (*asynq.Task, error) {
 }
 
 // DecodePingPayload parses and validates the payload of a TypePingHost task.
-// Unknown fields are refused: they mean a newer writer this reader would
-// silently misunderstand.
+// A payload of another version is refused: a newer writer's fields would be
+// silently misunderstood.
 func DecodePingPayload(b []byte) (PingPayload, error) {
 	var p PingPayload
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
+	if err := json.Unmarshal(b, &p); err != nil {
 		return PingPayload{}, fmt.Errorf("%w: %w", ErrInvalidPayload, err)
 	}
 	if err := p.Validate(); err != nil {

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -23,6 +24,7 @@ import (
 // Defaults of Config.
 const (
 	DefaultConcurrency       = 1000
+	DefaultServers           = 4
 	DefaultShutdownTimeout   = 10 * time.Second
 	DefaultTaskCheckInterval = 50 * time.Millisecond
 )
@@ -37,6 +39,11 @@ type Config struct {
 	// Concurrency is the number of tasks (hosts) pinged at once. If zero,
 	// DefaultConcurrency.
 	Concurrency int
+	// Servers is the number of asynq servers this worker runs, sharing
+	// Concurrency. One asynq server fetches one task per Redis round trip,
+	// which caps it at a few thousand tasks/s whatever its concurrency;
+	// several fetch in parallel. If zero, DefaultServers.
+	Servers int
 	// Shards is the number of queues the tasks are spread over; it must
 	// match the enqueuers'. If zero, tasks.DefaultShards.
 	Shards int
@@ -54,7 +61,7 @@ type Config struct {
 
 // Worker is a running set of asynq servers.
 type Worker struct {
-	srv    *asynq.Server
+	srvs   []*asynq.Server
 	mux    *asynq.ServeMux
 	logger *slog.Logger
 }
@@ -64,22 +71,31 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.Redis == nil || cfg.Handler == nil {
 		return nil, errors.New("worker: Config.Redis and Config.Handler are required")
 	}
-	if cfg.Concurrency < 0 || cfg.Shards < 0 {
-		return nil, fmt.Errorf("worker: concurrency %d and shards %d must not be negative", cfg.Concurrency, cfg.Shards)
+	if cfg.Concurrency < 0 || cfg.Shards < 0 || cfg.Servers < 0 {
+		return nil, fmt.Errorf("worker: concurrency %d, servers %d and shards %d must not be negative", cfg.Concurrency, cfg.Servers, cfg.Shards)
 	}
 	logger := cmp.Or(cfg.Logger, slog.Default())
-	srv := asynq.NewServerFromRedisClient(cfg.Redis, asynq.Config{
-		Concurrency:       cmp.Or(cfg.Concurrency, DefaultConcurrency),
-		Queues:            tasks.Queues(cmp.Or(cfg.Shards, tasks.DefaultShards)),
-		TaskCheckInterval: cmp.Or(cfg.TaskCheckInterval, DefaultTaskCheckInterval),
-		ShutdownTimeout:   cmp.Or(cfg.ShutdownTimeout, DefaultShutdownTimeout),
-		RetryDelayFunc:    RetryDelay,
-		Logger:            NewAsynqLogger(logger),
-		LogLevel:          asynq.WarnLevel,
-	})
-	mux := asynq.NewServeMux()
-	mux.Handle(tasks.TypePingHost, cfg.Handler)
-	return &Worker{srv: srv, mux: mux, logger: logger}, nil
+	concurrency := cmp.Or(cfg.Concurrency, DefaultConcurrency)
+	servers := min(cmp.Or(cfg.Servers, DefaultServers), concurrency)
+	w := &Worker{mux: asynq.NewServeMux(), logger: logger}
+	w.mux.Handle(tasks.TypePingHost, cfg.Handler)
+	for i := range servers {
+		// Spread the concurrency; the first servers take the remainder.
+		n := concurrency / servers
+		if i < concurrency%servers {
+			n++
+		}
+		w.srvs = append(w.srvs, asynq.NewServerFromRedisClient(cfg.Redis, asynq.Config{
+			Concurrency:       n,
+			Queues:            tasks.Queues(cmp.Or(cfg.Shards, tasks.DefaultShards)),
+			TaskCheckInterval: cmp.Or(cfg.TaskCheckInterval, DefaultTaskCheckInterval),
+			ShutdownTimeout:   cmp.Or(cfg.ShutdownTimeout, DefaultShutdownTimeout),
+			RetryDelayFunc:    RetryDelay,
+			Logger:            NewAsynqLogger(logger),
+			LogLevel:          asynq.WarnLevel,
+		}))
+	}
+	return w, nil
 }
 
 // RetryDelay is the wait before the n-th retry of a failed task: 1 s, 2 s,
@@ -93,12 +109,25 @@ func RetryDelay(n int, _ error, _ *asynq.Task) time.Duration {
 // in-flight pings finish within the shutdown timeout and hands the rest
 // back to the queue.
 func (w *Worker) Run(ctx context.Context) error {
-	if err := w.srv.Start(w.mux); err != nil {
-		return fmt.Errorf("start worker: %w", err)
+	started := w.srvs[:0:0]
+	var err error
+	for _, srv := range w.srvs {
+		if err = srv.Start(w.mux); err != nil {
+			err = fmt.Errorf("start worker: %w", err)
+			break
+		}
+		started = append(started, srv)
 	}
-	<-ctx.Done()
-	w.srv.Shutdown()
-	return nil
+	if err == nil {
+		<-ctx.Done()
+	}
+	// Stop all at once: each waits up to ShutdownTimeout for its tasks.
+	var wg sync.WaitGroup
+	for _, srv := range started {
+		wg.Go(srv.Shutdown)
+	}
+	wg.Wait()
+	return err
 }
 
 // ID returns a name for this process among the fleet: host name and PID.

@@ -28,6 +28,12 @@ type batchFlags struct {
 	ttl      int
 	ipv4     bool
 	ipv6     bool
+	network  string
+	tos      int
+	df       bool
+	source   string
+	iface    string
+	mark     uint32
 }
 
 func (b *batchFlags) register(fs *pflag.FlagSet) {
@@ -45,6 +51,12 @@ func (b *batchFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&b.ttl, "ttl", 64, "IP time to live of requests")
 	fs.BoolVarP(&b.ipv4, "ipv4", "4", false, "resolve and ping IPv4 only")
 	fs.BoolVarP(&b.ipv6, "ipv6", "6", false, "resolve and ping IPv6 only")
+	fs.StringVar(&b.network, "network", tasks.NetworkIP, "address family: ip (IPv4 first, then IPv6), ip4 or ip6")
+	fs.IntVar(&b.tos, "tos", 0, "IPv4 TOS / IPv6 traffic class byte of requests")
+	fs.BoolVar(&b.df, "dont-fragment", false, "set the don't-fragment bit")
+	fs.StringVar(&b.source, "source", "", "source `ADDRESS` of requests (needs -4 or -6)")
+	fs.StringVarP(&b.iface, "interface", "I", "", "send requests through network `DEVICE`")
+	fs.Uint32Var(&b.mark, "mark", 0, "socket mark (SO_MARK) of requests, for policy routing")
 }
 
 // options returns the ping options the flags describe, validated.
@@ -53,12 +65,17 @@ func (b *batchFlags) options() (tasks.PingOptions, error) {
 		return tasks.PingOptions{}, usageErr("--ipv4 and --ipv6 exclude each other")
 	}
 	o := tasks.PingOptions{
-		Count:    b.count,
-		Interval: tasks.Duration(b.interval),
-		Timeout:  tasks.Duration(b.timeout),
-		Size:     b.size,
-		TTL:      b.ttl,
-		Network:  tasks.NetworkIP,
+		Count:        b.count,
+		Interval:     tasks.Duration(b.interval),
+		Timeout:      tasks.Duration(b.timeout),
+		Size:         b.size,
+		TTL:          b.ttl,
+		Network:      b.network,
+		TOS:          b.tos,
+		DontFragment: b.df,
+		Source:       b.source,
+		Interface:    b.iface,
+		Mark:         b.mark,
 	}
 	if b.ipv4 {
 		o.Network = tasks.NetworkIP4

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"time"
@@ -84,6 +85,7 @@ type app struct {
 	logFormat string
 	retention time.Duration
 	shards    int
+	cpuProf   string
 
 	logger  *slog.Logger
 	closers []func()
@@ -170,6 +172,7 @@ resolved, 3 invalid usage or input, 4 system error.`,
 	pf.StringVar(&a.logLevel, "log-level", "warn", "log level: debug, info, warn or error")
 	pf.StringVar(&a.logFormat, "log-format", "text", "log format: text or json")
 	pf.DurationVar(&a.retention, "retention", aggregator.DefaultRetention, "how long a batch's results are kept in Redis")
+	pf.StringVar(&a.cpuProf, "cpuprofile", "", "write a CPU profile of this command to `FILE` (for go tool pprof)")
 	pf.IntVar(&a.shards, "shards", tasks.DefaultShards, "number of queues tasks are spread over (enqueuers and workers must agree)")
 
 	root.AddCommand(a.runCommand(), a.enqueueCommand(), a.workerCommand(), a.waitCommand(),
@@ -210,6 +213,17 @@ func (a *app) setup() error {
 	}
 	if a.retention < time.Minute {
 		return usageErr("--retention %s: must be at least 1m", a.retention)
+	}
+	if a.cpuProf != "" {
+		f, err := os.Create(a.cpuProf)
+		if err != nil {
+			return usageErr("--cpuprofile: %v", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return systemErr(err)
+		}
+		a.closers = append(a.closers, func() { pprof.StopCPUProfile(); f.Close() })
 	}
 	return nil
 }

@@ -18,7 +18,9 @@ import (
 
 // workerFlags are the flags of commands that run workers in-process.
 type workerFlags struct {
+	engine          string
 	concurrency     int
+	servers         int
 	privileged      bool
 	unprivileged    bool
 	shutdownTimeout time.Duration
@@ -27,7 +29,9 @@ type workerFlags struct {
 
 func (w *workerFlags) register(cmd *cobra.Command) {
 	fs := cmd.Flags()
+	fs.StringVar(&w.engine, "engine", "shared", `ping engine: "shared" (a few shared ICMP sockets, scales to 10,000s of pings) or "probing" (pro-bing, one socket per ping)`)
 	fs.IntVar(&w.concurrency, "concurrency", worker.DefaultConcurrency, "hosts pinged at once by this process")
+	fs.IntVar(&w.servers, "servers", worker.DefaultServers, "asynq servers (task fetchers) sharing --concurrency")
 	fs.BoolVar(&w.privileged, "privileged", false, "use raw ICMP sockets only (needs root or CAP_NET_RAW)")
 	fs.BoolVar(&w.unprivileged, "unprivileged", false, "use unprivileged ICMP (\"ping\") sockets only, never fall back to raw ones")
 	fs.DurationVar(&w.shutdownTimeout, "shutdown-timeout", worker.DefaultShutdownTimeout, "on stop, how long in-flight pings may finish before their tasks go back to the queue")
@@ -50,10 +54,23 @@ func (a *app) startWorker(ctx context.Context, g *errgroup.Group, w *workerFlags
 	case w.unprivileged:
 		mode = worker.SocketUnprivileged
 	}
+	var pinger worker.Pinger
+	switch w.engine {
+	case "shared":
+		e := worker.NewEngine(worker.EngineConfig{Mode: mode, Logger: a.logger})
+		a.closers = append(a.closers, func() { _ = e.Close() })
+		pinger = e
+	case "probing":
+		pinger = worker.NewProBing(mode, a.logger)
+	default:
+		return usageErr("--engine %q: use shared or probing", w.engine)
+	}
 	id := worker.ID()
+	rec := aggregator.NewBatcher(agg, 0)
+	a.closers = append(a.closers, rec.Close)
 	h, err := worker.NewHandler(worker.HandlerConfig{
-		Recorder:   agg,
-		Pinger:     worker.NewProBing(mode, a.logger),
+		Recorder:   rec,
+		Pinger:     pinger,
 		Resolver:   net.DefaultResolver,
 		DNSTimeout: w.dnsTimeout,
 		WorkerID:   id,
@@ -66,6 +83,7 @@ func (a *app) startWorker(ctx context.Context, g *errgroup.Group, w *workerFlags
 		Redis:           rdb,
 		Handler:         h,
 		Concurrency:     w.concurrency,
+		Servers:         w.servers,
 		Shards:          a.shards,
 		ShutdownTimeout: w.shutdownTimeout,
 		Logger:          a.logger,

@@ -1,0 +1,650 @@
+package worker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
+
+	"github.com/pingfleet/pingfleet/tasks"
+)
+
+// Engine is the default Pinger: every ping of the process shares a few ICMP
+// sockets, one reader goroutine per socket hands each reply to the ping
+// that waits for it (matched by sequence number, source address and a
+// per-socket token in the payload). This is how fping works, and it is what
+// makes 10,000 concurrent pings cheap: with one socket per ping (pro-bing),
+// each raw socket receives a copy of every ICMP packet of the host, so the
+// cost grows with the square of the pings in flight, and every idle socket
+// costs a goroutine waking up to poll.
+//
+// Sockets are opened on first use, one set per combination of the options
+// that are socket-wide (family, TTL, TOS, don't-fragment, source, interface,
+// mark).
+type Engine struct {
+	cfg    EngineConfig
+	raw    atomic.Bool // SocketAuto fell back to raw sockets
+	mu     sync.Mutex
+	groups map[sockKey]*sockGroup
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// EngineConfig configures an Engine.
+type EngineConfig struct {
+	// Mode chooses ping or raw sockets; see SocketMode.
+	Mode SocketMode
+	// Sockets is the number of ping sockets per option set. Each carries at
+	// most 65,536 requests in flight (the sequence space; the kernel sets
+	// the ID). If zero, 4. Raw sockets each receive a copy of every ICMP
+	// reply, so in raw mode there is one socket, whose requests vary the ID
+	// too.
+	Sockets int
+	// ReadBuffer is each socket's receive buffer in bytes: a burst of
+	// replies larger than it is lost. If zero, 4 MiB.
+	ReadBuffer int
+	// Logger logs the fallback to raw sockets. If nil, slog.Default().
+	Logger *slog.Logger
+}
+
+// sockKey is what sockets are shared by: the options that are set on a
+// socket rather than on each packet.
+type sockKey struct {
+	v6     bool
+	ttl    int
+	tos    uint8
+	df     bool
+	iface  string
+	mark   uint32
+	source netip.Addr
+}
+
+// NewEngine returns an Engine. Close it to release its sockets.
+func NewEngine(cfg EngineConfig) *Engine {
+	if cfg.Sockets <= 0 {
+		cfg.Sockets = 4
+	}
+	if cfg.ReadBuffer <= 0 {
+		cfg.ReadBuffer = 8 << 20
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	e := &Engine{cfg: cfg, groups: map[sockKey]*sockGroup{}}
+	e.raw.Store(cfg.Mode == SocketPrivileged)
+	return e
+}
+
+// Privileged reports whether e uses raw sockets.
+func (e *Engine) Privileged() bool { return e.raw.Load() }
+
+// Close closes every socket and waits for the readers to stop. Pings in
+// flight end with an error.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	e.closed = true
+	groups := e.groups
+	e.groups = map[sockKey]*sockGroup{}
+	e.mu.Unlock()
+	for _, g := range groups {
+		for _, s := range g.socks {
+			s.close()
+		}
+	}
+	e.wg.Wait()
+	return nil
+}
+
+// ErrClosed is returned by Ping after Close.
+var ErrClosed = errors.New("ping engine closed")
+
+// Ping implements Pinger.
+func (e *Engine) Ping(ctx context.Context, ip netip.Addr, opts tasks.PingOptions) (Stats, error) {
+	opts = opts.Normalize()
+	ip = ip.Unmap()
+	key := sockKey{v6: ip.Is6(), ttl: opts.TTL, tos: uint8(opts.TOS), df: opts.DontFragment, iface: opts.Interface, mark: opts.Mark}
+	if opts.Source != "" {
+		src, err := netip.ParseAddr(opts.Source)
+		if err != nil {
+			return Stats{}, fmt.Errorf("ping %s: source address %q: %w", ip, opts.Source, err)
+		}
+		if src.Unmap().Is6() != key.v6 {
+			return Stats{}, fmt.Errorf("ping %s: source address %s is of the other IP family", ip, src)
+		}
+		key.source = src.Unmap()
+	}
+	g, err := e.group(key)
+	if err != nil {
+		return Stats{}, fmt.Errorf("ping %s: %w", ip, err)
+	}
+	return g.ping(ctx, ip, opts)
+}
+
+// group returns the sockets for key, opening them on first use.
+func (e *Engine) group(key sockKey) (*sockGroup, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil, ErrClosed
+	}
+	if g := e.groups[key]; g != nil {
+		return g, nil
+	}
+	g := &sockGroup{}
+	n := e.cfg.Sockets
+	if e.raw.Load() {
+		n = 1
+	}
+	for i := range n {
+		s, err := e.open(key)
+		if err == nil && s.raw && i > 0 {
+			s.close() // fell back to raw while opening: one is enough
+			break
+		}
+		if err != nil {
+			for _, s := range g.socks {
+				s.close()
+			}
+			return nil, err
+		}
+		g.socks = append(g.socks, s)
+	}
+	for _, s := range g.socks {
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			s.read()
+		}()
+	}
+	e.groups[key] = g
+	return g, nil
+}
+
+// open opens one socket: a ping socket unless raw sockets are wanted or
+// the kernel refused ping sockets before.
+func (e *Engine) open(key sockKey) (*socket, error) {
+	if !e.raw.Load() {
+		s, err := openSocket(key, false, e.cfg.ReadBuffer)
+		if err == nil || e.cfg.Mode != SocketAuto || !isPermission(err) {
+			return s, err
+		}
+		if e.raw.CompareAndSwap(false, true) {
+			e.cfg.Logger.Warn("unprivileged ICMP sockets refused (net.ipv4.ping_group_range); falling back to raw sockets", "error", err)
+		}
+	}
+	return openSocket(key, true, e.cfg.ReadBuffer)
+}
+
+// sockGroup spreads pings over its sockets.
+type sockGroup struct {
+	socks []*socket
+	next  atomic.Uint32
+}
+
+func (g *sockGroup) ping(ctx context.Context, ip netip.Addr, opts tasks.PingOptions) (Stats, error) {
+	start := int(g.next.Add(1))
+	for i := range g.socks {
+		s := g.socks[(start+i)%len(g.socks)]
+		st, err := s.ping(ctx, ip, opts)
+		if errors.Is(err, errNoSequence) {
+			continue
+		}
+		return st, err
+	}
+	return Stats{}, fmt.Errorf("ping %s: too many requests in flight", ip)
+}
+
+// socket is one ICMP socket and the requests in flight on it.
+type socket struct {
+	conn  net.PacketConn
+	p4    *ipv4.PacketConn
+	p6    *ipv6.PacketConn
+	raw   bool
+	v6    bool
+	id    uint16 // first echo ID (raw sockets only: ping sockets get theirs from the kernel)
+	token [8]byte
+
+	mu       sync.Mutex
+	next     uint32 // the next request's key: ID offset << 16 | sequence
+	inflight map[uint32]*request
+}
+
+// request is one echo request waiting for its reply.
+type request struct {
+	dst  netip.Addr
+	sent time.Time
+	out  chan<- reply
+}
+
+type reply struct {
+	rtt time.Duration
+	ttl int
+}
+
+var errNoSequence = errors.New("no free sequence number")
+
+func openSocket(key sockKey, raw bool, rcvbuf int) (*socket, error) {
+	conn, err := listen(key, raw, rcvbuf)
+	if err != nil {
+		return nil, err
+	}
+	s := &socket{conn: conn, raw: raw, v6: key.v6, inflight: map[uint32]*request{}}
+	if _, err := rand.Read(s.token[:]); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	s.id = binary.BigEndian.Uint16(s.token[:2])
+	if err := s.configure(key); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("configure ICMP socket: %w", err)
+	}
+	return s, nil
+}
+
+// listen opens an ICMP socket: a raw one (SOCK_RAW, needs CAP_NET_RAW) or a
+// ping socket (SOCK_DGRAM, IPPROTO_ICMP; allowed by ping_group_range), with
+// the socket-wide options of key set before it is bound.
+func listen(key sockKey, raw bool, rcvbuf int) (net.PacketConn, error) {
+	family, proto, kind := unix.AF_INET, unix.IPPROTO_ICMP, "ICMP"
+	if key.v6 {
+		family, proto, kind = unix.AF_INET6, unix.IPPROTO_ICMPV6, "ICMPv6"
+	}
+	typ := unix.SOCK_DGRAM
+	if raw {
+		typ = unix.SOCK_RAW
+		kind = "raw " + kind
+	}
+	fd, err := unix.Socket(family, typ|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, proto)
+	if err != nil {
+		return nil, fmt.Errorf("open %s socket: %w", kind, os.NewSyscallError("socket", err))
+	}
+	fail := func(what string, err error) (net.PacketConn, error) {
+		unix.Close(fd)
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	// SO_RCVBUFFORCE passes the rmem_max cap when we may (root);
+	// otherwise take what SO_RCVBUF gives.
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvbuf) != nil {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcvbuf)
+	}
+	if key.iface != "" {
+		if err := unix.BindToDevice(fd, key.iface); err != nil {
+			return fail("bind to interface "+key.iface, err)
+		}
+	}
+	if key.mark != 0 {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, int(key.mark)); err != nil {
+			return fail(fmt.Sprintf("set mark %d", key.mark), err)
+		}
+	}
+	if key.df {
+		var err error
+		if key.v6 {
+			err = unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_DO)
+		} else {
+			err = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DO)
+		}
+		if err != nil {
+			return fail("set don't fragment", err)
+		}
+	}
+	if key.source.IsValid() {
+		var sa unix.Sockaddr
+		if key.v6 {
+			sa = &unix.SockaddrInet6{Addr: key.source.As16()}
+		} else {
+			sa = &unix.SockaddrInet4{Addr: key.source.As4()}
+		}
+		if err := unix.Bind(fd, sa); err != nil {
+			return fail("bind to source "+key.source.String(), err)
+		}
+	}
+	f := os.NewFile(uintptr(fd), "icmp")
+	defer f.Close() // FilePacketConn dups the descriptor
+	conn, err := net.FilePacketConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("open %s socket: %w", kind, err)
+	}
+	return conn, nil
+}
+
+func (s *socket) configure(key sockKey) error {
+	if s.v6 {
+		s.p6 = ipv6.NewPacketConn(s.conn)
+		if err := s.p6.SetControlMessage(ipv6.FlagHopLimit, true); err != nil {
+			return err
+		}
+		if err := s.p6.SetHopLimit(key.ttl); err != nil {
+			return fmt.Errorf("set hop limit: %w", err)
+		}
+		if key.tos != 0 {
+			if err := s.p6.SetTrafficClass(int(key.tos)); err != nil {
+				return fmt.Errorf("set traffic class: %w", err)
+			}
+		}
+		if s.raw {
+			var f ipv6.ICMPFilter
+			f.SetAll(true)
+			f.Accept(ipv6.ICMPTypeEchoReply)
+			_ = s.p6.SetICMPFilter(&f)
+		}
+		return nil
+	}
+	s.p4 = ipv4.NewPacketConn(s.conn)
+	if err := s.p4.SetControlMessage(ipv4.FlagTTL, true); err != nil {
+		return err
+	}
+	if err := s.p4.SetTTL(key.ttl); err != nil {
+		return fmt.Errorf("set TTL: %w", err)
+	}
+	if key.tos != 0 {
+		if err := s.p4.SetTOS(int(key.tos)); err != nil {
+			return fmt.Errorf("set TOS: %w", err)
+		}
+	}
+	if s.raw {
+		// Raw sockets see every ICMP packet of the host: let the kernel
+		// drop all but echo replies before they reach our queue.
+		var f ipv4.ICMPFilter
+		f.SetAll(true)
+		f.Accept(ipv4.ICMPTypeEchoReply)
+		_ = s.p4.SetICMPFilter(&f)
+	}
+	return nil
+}
+
+func (s *socket) close() { s.conn.Close() }
+
+// register reserves a key (ID and sequence number) for a request to dst.
+// Ping sockets have one ID (the kernel's), so 65,536 keys; raw sockets
+// vary the ID as well.
+func (s *socket) register(dst netip.Addr, out chan<- reply) (uint32, *request, error) {
+	space := uint32(1 << 16)
+	if s.raw {
+		space = 1 << 24 // 256 IDs: 16M requests in flight
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if uint32(len(s.inflight)) >= space-1 {
+		return 0, nil, errNoSequence
+	}
+	for {
+		s.next = (s.next + 1) % space
+		if _, busy := s.inflight[s.next]; !busy {
+			break
+		}
+	}
+	r := &request{dst: dst, out: out}
+	s.inflight[s.next] = r
+	return s.next, r, nil
+}
+
+func (s *socket) release(key uint32) {
+	s.mu.Lock()
+	delete(s.inflight, key)
+	s.mu.Unlock()
+}
+
+// send sends the echo request of key to dst.
+func (s *socket) send(dst netip.Addr, key uint32, r *request, opts tasks.PingOptions) error {
+	data := make([]byte, opts.Size)
+	copy(data, s.token[:])
+	var typ icmp.Type = ipv4.ICMPTypeEcho
+	if s.v6 {
+		typ = ipv6.ICMPTypeEchoRequest
+	}
+	id := uint16(key>>16) + s.id
+	msg := icmp.Message{Type: typ, Body: &icmp.Echo{ID: int(id), Seq: int(uint16(key)), Data: data}}
+	b, err := msg.Marshal(nil)
+	if err != nil {
+		return err
+	}
+	var to net.Addr = &net.UDPAddr{IP: dst.AsSlice(), Zone: dst.Zone()}
+	if s.raw {
+		to = &net.IPAddr{IP: dst.AsSlice(), Zone: dst.Zone()}
+	}
+	s.mu.Lock()
+	r.sent = time.Now()
+	s.mu.Unlock()
+	for {
+		if s.v6 {
+			_, err = s.p6.WriteTo(b, nil, to)
+		} else {
+			_, err = s.p4.WriteTo(b, nil, to)
+		}
+		// A full socket send buffer is back-pressure, not a failure.
+		if !errors.Is(err, syscall.ENOBUFS) {
+			return err
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// read delivers replies until the socket is closed.
+func (s *socket) read() {
+	buf := make([]byte, 65536+512)
+	proto := 1
+	if s.v6 {
+		proto = 58
+	}
+	for {
+		var (
+			n   int
+			ttl int
+			src net.Addr
+			err error
+		)
+		if s.v6 {
+			var cm *ipv6.ControlMessage
+			n, cm, src, err = s.p6.ReadFrom(buf)
+			if cm != nil {
+				ttl = cm.HopLimit
+			}
+		} else {
+			var cm *ipv4.ControlMessage
+			n, cm, src, err = s.p4.ReadFrom(buf)
+			if cm != nil {
+				ttl = cm.TTL
+			}
+		}
+		now := time.Now()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		b := buf[:n]
+		if s.raw && !s.v6 {
+			b = stripIPv4Header(b)
+		}
+		s.deliver(proto, b, src, ttl, now)
+	}
+}
+
+func (s *socket) deliver(proto int, b []byte, src net.Addr, ttl int, now time.Time) {
+	m, err := icmp.ParseMessage(proto, b)
+	if err != nil || (m.Type != ipv4.ICMPTypeEchoReply && m.Type != ipv6.ICMPTypeEchoReply) {
+		return
+	}
+	echo, ok := m.Body.(*icmp.Echo)
+	if !ok || len(echo.Data) < len(s.token) || [8]byte(echo.Data[:8]) != s.token {
+		return // another program's reply, or not ours
+	}
+	key := uint32(uint16(echo.Seq))
+	if s.raw {
+		key |= uint32(uint16(echo.ID)-s.id) << 16
+	}
+	from := addrOf(src)
+	s.mu.Lock()
+	r, ok := s.inflight[key]
+	if ok && r.dst == from {
+		delete(s.inflight, key)
+	} else {
+		ok = false
+	}
+	var sent time.Time
+	if ok {
+		sent = r.sent
+	}
+	s.mu.Unlock()
+	if !ok {
+		return // late (timed out) or duplicate reply
+	}
+	select {
+	case r.out <- reply{rtt: now.Sub(sent), ttl: ttl}:
+	default: // cannot happen: out has room for every request of its ping
+	}
+}
+
+func addrOf(a net.Addr) netip.Addr {
+	var ip net.IP
+	var zone string
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		ip, zone = a.IP, a.Zone
+	case *net.IPAddr:
+		ip, zone = a.IP, a.Zone
+	}
+	addr, _ := netip.AddrFromSlice(ip)
+	return addr.Unmap().WithZone(zone)
+}
+
+// stripIPv4Header removes the IP header raw IPv4 sockets deliver.
+func stripIPv4Header(b []byte) []byte {
+	if len(b) < 20 || b[0]>>4 != 4 {
+		return b
+	}
+	l := int(b[0]&0x0f) << 2
+	if l < 20 || l > len(b) {
+		return b
+	}
+	return b[l:]
+}
+
+// ping sends opts.Count requests to dst, opts.Interval apart, and collects
+// the replies that arrive within opts.Timeout of their request.
+func (s *socket) ping(ctx context.Context, dst netip.Addr, opts tasks.PingOptions) (Stats, error) {
+	replies := make(chan reply, opts.Count)
+	var seqs []uint32
+	defer func() {
+		for _, q := range seqs {
+			s.release(q)
+		}
+	}()
+	var st Stats
+	var rtts []time.Duration
+	collect := func(r reply) {
+		rtts = append(rtts, r.rtt)
+		st.TTL = r.ttl
+	}
+	start := time.Now()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	<-timer.C
+	var lastSent time.Time
+	var firstErr error
+	for i := 0; i < opts.Count; i++ {
+		if i > 0 {
+			timer.Reset(time.Until(start.Add(time.Duration(i) * opts.Interval.D())))
+		wait:
+			for {
+				select {
+				case <-ctx.Done():
+					return Stats{}, ctx.Err()
+				case r := <-replies:
+					collect(r)
+				case <-timer.C:
+					break wait
+				}
+			}
+		}
+		seq, req, err := s.register(dst, replies)
+		if err != nil {
+			if i == 0 {
+				return Stats{}, err
+			}
+			break
+		}
+		seqs = append(seqs, seq)
+		if err := s.send(dst, seq, req, opts); err != nil {
+			s.release(seq)
+			seqs = seqs[:len(seqs)-1]
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		st.Sent++
+		lastSent = time.Now()
+	}
+	if st.Sent == 0 {
+		return Stats{}, fmt.Errorf("send to %s: %w", dst, firstErr)
+	}
+	// Wait for the replies still due, each up to Timeout after its request
+	// (the last one sets the bound).
+	if len(rtts) < st.Sent {
+		timer.Reset(time.Until(lastSent.Add(opts.Timeout.D())))
+	collecting:
+		for len(rtts) < st.Sent {
+			select {
+			case <-ctx.Done():
+				return Stats{}, ctx.Err()
+			case r := <-replies:
+				collect(r)
+			case <-timer.C:
+				break collecting
+			}
+		}
+	}
+	// Replies that came later than Timeout after their own request are lost.
+	kept := rtts[:0]
+	for _, r := range rtts {
+		if r <= opts.Timeout.D() {
+			kept = append(kept, r)
+		}
+	}
+	st.Received = len(kept)
+	if st.Received == 0 {
+		st.TTL = 0
+	}
+	st.Min, st.Avg, st.Max, st.Stdev = rttStats(kept)
+	return st, nil
+}
+
+// rttStats returns min, mean, max and population standard deviation.
+func rttStats(rtts []time.Duration) (lo, mean, hi, sd time.Duration) {
+	if len(rtts) == 0 {
+		return 0, 0, 0, 0
+	}
+	lo, hi = rtts[0], rtts[0]
+	var sum float64
+	for _, r := range rtts {
+		lo, hi = min(lo, r), max(hi, r)
+		sum += float64(r)
+	}
+	m := sum / float64(len(rtts))
+	var sq float64
+	for _, r := range rtts {
+		d := float64(r) - m
+		sq += d * d
+	}
+	return lo, time.Duration(m), hi, time.Duration(math.Sqrt(sq / float64(len(rtts))))
+}
+
+var _ Pinger = (*Engine)(nil)

@@ -1,0 +1,138 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pingfleet/pingfleet/tasks"
+	"github.com/pingfleet/pingfleet/worker"
+)
+
+func newEngine(t *testing.T, mode worker.SocketMode) *worker.Engine {
+	t.Helper()
+	e := worker.NewEngine(worker.EngineConfig{Mode: mode, Logger: slog.New(slog.DiscardHandler)})
+	t.Cleanup(func() { _ = e.Close() })
+	return e
+}
+
+func fast(count int) tasks.PingOptions {
+	return tasks.PingOptions{Count: count, Interval: tasks.Duration(5 * time.Millisecond), Timeout: tasks.Duration(2 * time.Second)}.Normalize()
+}
+
+func TestEngineLoopback(t *testing.T) {
+	t.Parallel()
+	e := newEngine(t, worker.SocketAuto)
+	tests := []struct {
+		desc string
+		addr string
+		opts tasks.PingOptions
+	}{
+		{"IPv4", "127.0.0.1", fast(3)},
+		{"IPv6", "::1", func() tasks.PingOptions { o := fast(2); o.Network = tasks.NetworkIP6; return o }()},
+		{"large packets, don't fragment, TOS", "127.9.9.9", func() tasks.PingOptions {
+			o := fast(2)
+			o.Size, o.DontFragment, o.TOS = 1400, true, 0x10
+			return o
+		}()},
+		{"TTL 1 still reaches loopback", "127.0.0.2", func() tasks.PingOptions { o := fast(1); o.TTL = 1; return o }()},
+		{"source address", "127.0.0.3", func() tasks.PingOptions {
+			o := fast(1)
+			o.Network, o.Source = tasks.NetworkIP4, "127.0.0.1"
+			return o
+		}()},
+		{"interface", "127.0.0.4", func() tasks.PingOptions { o := fast(1); o.Interface = "lo"; return o }()},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			t.Parallel()
+			if tc.addr == "::1" {
+				if _, err := os.Stat("/proc/net/if_inet6"); err != nil {
+					t.Skip("no IPv6 on this machine")
+				}
+			}
+			st, err := e.Ping(context.Background(), netip.MustParseAddr(tc.addr), tc.opts)
+			if err != nil {
+				t.Fatalf("Ping: %v", err)
+			}
+			if st.Sent != tc.opts.Count || st.Received != tc.opts.Count {
+				t.Errorf("sent %d, received %d; want %d each", st.Sent, st.Received, tc.opts.Count)
+			}
+			if st.Min <= 0 || st.Min > st.Avg || st.Avg > st.Max || st.TTL != 64 {
+				t.Errorf("stats %+v: want 0 < min <= avg <= max and reply TTL 64", st)
+			}
+		})
+	}
+}
+
+func TestEngineErrors(t *testing.T) {
+	t.Parallel()
+	e := newEngine(t, worker.SocketAuto)
+	for _, tc := range []struct {
+		desc string
+		opts tasks.PingOptions
+	}{
+		{"no such interface", func() tasks.PingOptions { o := fast(1); o.Interface = "nope0"; return o }()},
+		{"source not on this host", func() tasks.PingOptions { o := fast(1); o.Network, o.Source = tasks.NetworkIP4, "192.0.2.77"; return o }()},
+	} {
+		if _, err := e.Ping(context.Background(), netip.MustParseAddr("127.0.0.1"), tc.opts); err == nil {
+			t.Errorf("%s: Ping succeeded; want an error", tc.desc)
+		}
+	}
+}
+
+// 10,000 pings in flight at once on one engine lose no reply.
+func TestEngineTenThousandConcurrent(t *testing.T) {
+	if testing.Short() {
+		t.Skip("10,000 pings; skipped with -short")
+	}
+	t.Parallel()
+	e := newEngine(t, worker.SocketAuto)
+	const n = 10000
+	opts := tasks.PingOptions{Count: 2, Interval: tasks.Duration(500 * time.Millisecond), Timeout: tasks.Duration(5 * time.Second)}.Normalize()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	lost, failed := 0, 0
+	start := make(chan struct{})
+	for i := range n {
+		ip := netip.MustParseAddr(fmt.Sprintf("127.%d.%d.%d", 100+i/62500, (i/250)%250, i%250+1))
+		wg.Go(func() {
+			<-start
+			st, err := e.Ping(context.Background(), ip, opts)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				failed++
+				return
+			}
+			lost += st.Sent - st.Received
+		})
+	}
+	close(start)
+	wg.Wait()
+	if lost != 0 || failed != 0 {
+		t.Errorf("%d of %d replies lost, %d pings failed", lost, 2*n, failed)
+	}
+}
+
+func TestEngineCancelAndClose(t *testing.T) {
+	t.Parallel()
+	e := worker.NewEngine(worker.EngineConfig{Logger: slog.New(slog.DiscardHandler)})
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err := e.Ping(ctx, netip.MustParseAddr("127.0.0.1"), tasks.PingOptions{Count: 100}.Normalize())
+	if err == nil {
+		t.Error("Ping past its context's end returned no error")
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Ping(context.Background(), netip.MustParseAddr("127.0.0.1"), fast(1)); err == nil {
+		t.Error("Ping after Close returned no error")
+	}
+}
