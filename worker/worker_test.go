@@ -25,7 +25,9 @@ func TestWorkerRunsBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	logger := slog.New(slog.DiscardHandler)
-	h, err := worker.NewHandler(worker.HandlerConfig{Recorder: agg, Pinger: worker.NewProBing(worker.SocketAuto, logger), Logger: logger})
+	engine := worker.NewEngine(worker.EngineConfig{Logger: logger})
+	defer engine.Close()
+	h, err := worker.NewHandler(worker.HandlerConfig{Recorder: agg, Pinger: engine, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +47,7 @@ func TestWorkerRunsBatch(t *testing.T) {
 	for i := range 100 {
 		hosts = append(hosts, fmt.Sprintf("127.0.77.%d", i+1))
 	}
-	res, err := enq.Submit(ctx, enqueuer.Batch{Hosts: hosts, Options: tasks.PingOptions{Count: 2, Interval: tasks.Duration(10 * time.Millisecond)}})
+	res, err := enq.Submit(ctx, enqueuer.Batch{Hosts: hosts, Options: tasks.PingOptions{Count: 2, Interval: tasks.Duration(10 * time.Millisecond), Timeout: tasks.Duration(5 * time.Second)}})
 	if err != nil {
 		t.Fatal(err)
 	}

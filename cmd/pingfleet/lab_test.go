@@ -1,0 +1,122 @@
+package main
+
+// The built binary against the lab: fake hosts with real delay, loss and
+// dead ranges inside a network namespace (see package lab). pingfleet runs
+// there on its embedded Redis, so nothing crosses namespaces.
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/pingfleet/pingfleet/aggregator"
+	"github.com/pingfleet/pingfleet/lab"
+	"github.com/pingfleet/pingfleet/lab/labtest"
+)
+
+func runInLab(t *testing.T, l *lab.Lab, args ...string) cliResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, errOut := &syncBuffer{}, &syncBuffer{}
+	cmd := l.Exec(ctx, binary(t), args...)
+	cmd.Stdout, cmd.Stderr = out, errOut
+	err := cmd.Run()
+	code := cmd.ProcessState.ExitCode()
+	if code < 0 {
+		t.Fatalf("run %v: %v", args, err)
+	}
+	return cliResult{code, out.String(), errOut.String()}
+}
+
+// anyDown expects exit code 1 when some host is down, else 0.
+const anyDown = -1
+
+func TestLabAccuracy(t *testing.T) {
+	t.Parallel()
+	l := labtest.Start(t, lab.Config{Seed: 7})
+
+	tests := []struct {
+		desc  string
+		hosts string
+		count string
+		code  int
+		check func(t *testing.T, rs []aggregator.Result, s aggregator.Summary)
+	}{
+		{
+			desc:  "50 ms ± 5 ms delay",
+			hosts: "198.18.1.1-20",
+			count: "5",
+			code:  ExitOK,
+			check: func(t *testing.T, rs []aggregator.Result, s aggregator.Summary) {
+				// Jitter is uniform in ±5 ms, so every RTT lies in
+				// [45, 55] ms plus the machine's own delay (bounded
+				// generously: this may run beside other tests).
+				for _, r := range rs {
+					if r.Received != 5 || r.RTTMin < 45 || r.RTTAvg < 46 || r.RTTAvg > 60 || r.RTTMax > 80 {
+						t.Errorf("%s: %d received, RTT min/avg/max %.1f/%.1f/%.1f ms; want 5 within 45-60 ms on average",
+							r.Host, r.Received, r.RTTMin, r.RTTAvg, r.RTTMax)
+					}
+				}
+				if s.RTTP50 < 46 || s.RTTP50 > 60 {
+					t.Errorf("p50 %.1f ms; want 46-60", s.RTTP50)
+				}
+			},
+		},
+		{
+			desc:  "20 % loss",
+			hosts: "198.18.2.1-50",
+			count: "10",
+			code:  anyDown,
+			check: func(t *testing.T, _ []aggregator.Result, s aggregator.Summary) {
+				// 500 requests, p = 0.2: sd = 1.8 %; ±6 sd keeps this
+				// test from ever failing by chance (1 in 10^9).
+				if s.Sent != 500 || s.LossPct < 9.3 || s.LossPct > 30.7 {
+					t.Errorf("loss %.1f%% of %d sent; want 500 sent, 9.3-30.7%% lost", s.LossPct, s.Sent)
+				}
+			},
+		},
+		{
+			desc:  "50 % loss",
+			hosts: "198.18.3.1-50",
+			count: "10",
+			code:  anyDown,
+			check: func(t *testing.T, _ []aggregator.Result, s aggregator.Summary) {
+				// sd = 2.2 %: ±6 sd.
+				if s.Sent != 500 || s.LossPct < 36.6 || s.LossPct > 63.4 {
+					t.Errorf("loss %.1f%% of %d sent; want 500 sent, 36.6-63.4%% lost", s.LossPct, s.Sent)
+				}
+			},
+		},
+		{
+			desc:  "dead range: every host down, exit code 1",
+			hosts: "198.18.4.0/28",
+			count: "2",
+			code:  ExitDown,
+			check: func(t *testing.T, rs []aggregator.Result, s aggregator.Summary) {
+				if s.Down != 14 || s.Up != 0 || s.Error != 0 || s.LossPct != 100 || len(rs) != 14 {
+					t.Errorf("summary %+v; want 14 down, 100%% loss", s)
+				}
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			t.Parallel()
+			r := runInLab(t, l, "run", tc.hosts, "-c", tc.count, "-p", "50ms", "-t", "1s", "-o", "ndjson")
+			results, sum := ndjsonReport(t, r.stdout)
+			want := tc.code
+			if want == anyDown {
+				// A host may lose all its requests by chance.
+				want = map[bool]int{true: ExitDown, false: ExitOK}[sum.Down > 0]
+			}
+			if r.code != want {
+				t.Errorf("exit %d; want %d\nstderr: %s", r.code, want, r.stderr)
+			}
+			if sum.State != aggregator.StateComplete {
+				t.Fatalf("batch not complete: %+v\nstderr: %s", sum, r.stderr)
+			}
+			tc.check(t, results, sum)
+		})
+	}
+}
