@@ -24,7 +24,7 @@ type env struct {
 	ins *asynq.Inspector
 }
 
-func setup(t *testing.T) env {
+func setup(t testing.TB) env {
 	t.Helper()
 	srv := redistest.Start(t)
 	rdb := srv.Client()
@@ -40,7 +40,7 @@ func setup(t *testing.T) env {
 }
 
 // queued counts the tasks waiting in every ping queue.
-func (e env) queued(t *testing.T) int {
+func (e env) queued(t testing.TB) int {
 	t.Helper()
 	n := 0
 	for q := range tasks.Queues(tasks.DefaultShards) {
@@ -56,7 +56,7 @@ func (e env) queued(t *testing.T) int {
 func hostList(n int) []string {
 	out := make([]string, n)
 	for i := range out {
-		out[i] = fmt.Sprintf("127.0.%d.%d", i/200, i%200+1)
+		out[i] = fmt.Sprintf("127.%d.%d.%d", i/50000, i/200%250, i%200+1)
 	}
 	return out
 }

@@ -15,7 +15,7 @@ import (
 	"github.com/pingfleet/pingfleet/worker"
 )
 
-func newEngine(t *testing.T, mode worker.SocketMode) *worker.Engine {
+func newEngine(t testing.TB, mode worker.SocketMode) *worker.Engine {
 	t.Helper()
 	e := worker.NewEngine(worker.EngineConfig{Mode: mode, Logger: slog.New(slog.DiscardHandler)})
 	t.Cleanup(func() { _ = e.Close() })

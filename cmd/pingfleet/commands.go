@@ -25,6 +25,7 @@ type workerFlags struct {
 	unprivileged    bool
 	shutdownTimeout time.Duration
 	dnsTimeout      time.Duration
+	dnsCacheMaxAge  time.Duration
 }
 
 func (w *workerFlags) register(cmd *cobra.Command) {
@@ -36,6 +37,7 @@ func (w *workerFlags) register(cmd *cobra.Command) {
 	fs.BoolVar(&w.unprivileged, "unprivileged", false, "use unprivileged ICMP (\"ping\") sockets only, never fall back to raw ones")
 	fs.DurationVar(&w.shutdownTimeout, "shutdown-timeout", worker.DefaultShutdownTimeout, "on stop, how long in-flight pings may finish before their tasks go back to the queue")
 	fs.DurationVar(&w.dnsTimeout, "dns-timeout", worker.DefaultDNSTimeout, "bound on resolving one host name")
+	fs.DurationVar(&w.dnsCacheMaxAge, "dns-cache-max-age", worker.DefaultDNSCacheMaxAge, "how long this worker reuses a name's addresses (0: no cache)")
 }
 
 // start runs a worker on rdb until ctx is done; wait for the errgroup to
@@ -65,13 +67,17 @@ func (a *app) startWorker(ctx context.Context, g *errgroup.Group, w *workerFlags
 	default:
 		return usageErr("--engine %q: use shared or probing", w.engine)
 	}
+	var resolver worker.Resolver = net.DefaultResolver
+	if w.dnsCacheMaxAge > 0 {
+		resolver = worker.NewCachingResolver(net.DefaultResolver, w.dnsCacheMaxAge)
+	}
 	id := worker.ID()
 	rec := aggregator.NewBatcher(agg, 0)
 	a.closers = append(a.closers, rec.Close)
 	h, err := worker.NewHandler(worker.HandlerConfig{
 		Recorder:   rec,
 		Pinger:     pinger,
-		Resolver:   net.DefaultResolver,
+		Resolver:   resolver,
 		DNSTimeout: w.dnsTimeout,
 		WorkerID:   id,
 		Logger:     a.logger,

@@ -10,8 +10,9 @@ import (
 	"github.com/pingfleet/pingfleet/aggregator"
 )
 
-// pollInterval is how often a waiting command reads a batch's summary.
-const pollInterval = 100 * time.Millisecond
+// pollInterval is how often a waiting command reads a batch's summary (two
+// cheap reads): it bounds how late completion is noticed.
+const pollInterval = 25 * time.Millisecond
 
 // waitAndReport follows batch id until it completes, with a progress bar
 // when stderr is a terminal, then prints its report and returns the exit
