@@ -42,7 +42,16 @@ const (
 	StateRunning State = "running"
 	// StateComplete: every host has a result.
 	StateComplete State = "complete"
+	// StateCancelled: cancelled; hosts not pinged by then are "cancelled".
+	StateCancelled State = "cancelled"
+	// StateExpired: its deadline passed; hosts still pending are "expired".
+	StateExpired State = "expired"
 )
+
+// Final reports whether s is a state a batch never leaves.
+func (s State) Final() bool {
+	return s == StateComplete || s == StateCancelled || s == StateExpired
+}
 
 // Status is the outcome of pinging one host.
 type Status string
@@ -50,10 +59,12 @@ type Status string
 // Host statuses. Pending is never recorded; it is what Results reports for a
 // host without a result yet.
 const (
-	StatusUp      Status = "up"      // at least one reply
-	StatusDown    Status = "down"    // no reply
-	StatusError   Status = "error"   // could not be pinged: name not resolved, socket refused...
-	StatusPending Status = "pending" // no result yet
+	StatusUp        Status = "up"        // at least one reply
+	StatusDown      Status = "down"      // no reply
+	StatusError     Status = "error"     // could not be pinged: name not resolved, socket refused...
+	StatusPending   Status = "pending"   // no result yet
+	StatusCancelled Status = "cancelled" // not pinged: the batch was cancelled
+	StatusExpired   Status = "expired"   // not pinged before the batch's deadline
 )
 
 // Sentinel errors.
@@ -109,10 +120,15 @@ func hostsKey(id string) string   { return "pingfleet:{" + id + "}:hosts" }
 func pendingKey(id string) string { return "pingfleet:{" + id + "}:pending" }
 func resultsKey(id string) string { return "pingfleet:{" + id + "}:results" }
 func rttKey(id string) string     { return "pingfleet:{" + id + "}:rtt" }
+func eventsKey(id string) string  { return "pingfleet:{" + id + "}:events" }
+
+// openKey indexes the batches whose lifecycle is not closed (not final, or
+// final without its callback enqueued), scored by deadline.
+const openKey = "pingfleet:open"
 
 // Keys returns every key that holds state of batch id, for tests and tools.
 func Keys(id string) []string {
-	return []string{metaKey(id), hostsKey(id), pendingKey(id), resultsKey(id), rttKey(id)}
+	return []string{metaKey(id), hostsKey(id), pendingKey(id), resultsKey(id), rttKey(id), eventsKey(id)}
 }
 
 // NewBatch describes a batch to create.
@@ -121,6 +137,18 @@ type NewBatch struct {
 	Hosts   []string
 	Options tasks.PingOptions
 	Labels  map[string]string
+	// CallbackURL is POSTed the summary once the batch is final.
+	CallbackURL string
+	// Deadline is when hosts still pending expire. If zero, DefaultDeadline.
+	Deadline time.Time
+}
+
+// DefaultDeadline is the deadline of a batch that has none: generous for
+// its size (five minutes, plus one ping time per 1,000 hosts), so only a
+// batch whose workers are gone reaches it.
+func DefaultDeadline(created time.Time, hosts int, opts tasks.PingOptions) time.Time {
+	per := opts.Normalize().RunTime()
+	return created.Add(5*time.Minute + per*time.Duration(hosts/1000+1))
 }
 
 // Result is what one ping of one host found.
@@ -146,16 +174,20 @@ type Result struct {
 
 // Summary is the state of a batch and its figures across hosts.
 type Summary struct {
-	ID       string `json:"id"`
-	State    State  `json:"state"`
-	Total    int    `json:"total"`
-	Done     int    `json:"done"`
-	Pending  int    `json:"pending"`
-	Up       int    `json:"up"`
-	Down     int    `json:"down"`
-	Error    int    `json:"error"`
-	Sent     int    `json:"sent"`
-	Received int    `json:"received"`
+	ID      string `json:"id"`
+	State   State  `json:"state"`
+	Total   int    `json:"total"`
+	Done    int    `json:"done"`
+	Pending int    `json:"pending"`
+	Up      int    `json:"up"`
+	Down    int    `json:"down"`
+	Error   int    `json:"error"`
+	// Cancelled and Expired count hosts never pinged because the batch was
+	// cancelled or hit its deadline. Up+Down+Error+Cancelled+Expired = Done.
+	Cancelled int `json:"cancelled,omitempty"`
+	Expired   int `json:"expired,omitempty"`
+	Sent      int `json:"sent"`
+	Received  int `json:"received"`
 	// LossPct is the share of all requests sent in the batch that got no reply.
 	LossPct float64 `json:"loss_pct"`
 	// RTT percentiles are over the average RTT of each host that is up
@@ -171,12 +203,14 @@ type Summary struct {
 	Finished time.Time `json:"finished,omitzero"`
 	// DurationSec is Finished-Created, or the time since Created so far.
 	DurationSec float64           `json:"duration_s"`
+	Deadline    time.Time         `json:"deadline,omitzero"`
 	Options     tasks.PingOptions `json:"options"`
 	Labels      map[string]string `json:"labels,omitempty"`
+	CallbackURL string            `json:"callback_url,omitempty"`
 }
 
 // Completed reports whether the batch has reached a final state.
-func (s Summary) Completed() bool { return s.State == StateComplete }
+func (s Summary) Completed() bool { return s.State.Final() }
 
 // createScript writes the batch record unless one exists. It returns 1 when
 // it created it, 0 when a record with the same digest exists (a re-run), and
@@ -190,7 +224,8 @@ if digest then
 end
 redis.call('HSET', KEYS[1], 'digest', ARGV[1], 'id', ARGV[2], 'state', 'enqueuing',
   'total', ARGV[3], 'created', ARGV[4], 'opts', ARGV[5], 'labels', ARGV[6],
-  'done', 0, 'up', 0, 'down', 0, 'error', 0, 'sent', 0, 'recv', 0, 'loaded', 0)
+  'done', 0, 'up', 0, 'down', 0, 'error', 0, 'cancelled', 0, 'expired', 0,
+  'sent', 0, 'recv', 0, 'loaded', 0, 'deadline', ARGV[8], 'callback', ARGV[9])
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
 return 1
 `)
@@ -231,8 +266,13 @@ func (a *Aggregator) Create(ctx context.Context, b NewBatch) (existed bool, err 
 		return false, fmt.Errorf("create batch: %w", err)
 	}
 	now := a.now()
+	deadline := b.Deadline
+	if deadline.IsZero() {
+		deadline = DefaultDeadline(now, len(b.Hosts), b.Options)
+	}
 	res, err := createScript.Run(ctx, a.rdb, []string{metaKey(b.ID)},
-		digest(b.Hosts, opts), b.ID, len(b.Hosts), now.UnixMilli(), opts, labels, a.retention.Milliseconds()).Int()
+		digest(b.Hosts, opts), b.ID, len(b.Hosts), now.UnixMilli(), opts, labels, a.retention.Milliseconds(),
+		deadline.UnixMilli(), b.CallbackURL).Int()
 	if err != nil {
 		return false, fmt.Errorf("create batch %s: %w", b.ID, err)
 	}
@@ -246,7 +286,12 @@ func (a *Aggregator) Create(ctx context.Context, b NewBatch) (existed bool, err 
 	if !existed {
 		// The index is outside the batch's slot, so not in the script. An
 		// entry whose batch expired is dropped by Recent.
-		if err := a.rdb.ZAdd(ctx, indexKey, redis.Z{Score: float64(now.UnixMilli()), Member: b.ID}).Err(); err != nil {
+		_, err := a.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.ZAdd(ctx, indexKey, redis.Z{Score: float64(now.UnixMilli()), Member: b.ID})
+			p.ZAdd(ctx, openKey, redis.Z{Score: float64(deadline.UnixMilli()), Member: b.ID})
+			return nil
+		})
+		if err != nil {
 			return existed, fmt.Errorf("index batch %s: %w", b.ID, err)
 		}
 	}
@@ -347,9 +392,12 @@ redis.call('HINCRBY', KEYS[1], ARGV[3], 1)
 redis.call('HINCRBY', KEYS[1], 'sent', ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'recv', ARGV[5])
 redis.call('HSETNX', KEYS[1], 'started', ARGV[7])
+redis.call('XADD', KEYS[5], '*', 't', 'result', 'd', ARGV[2])
+redis.call('PEXPIRE', KEYS[5], ttl)
 local done = redis.call('HINCRBY', KEYS[1], 'done', 1)
 if done >= tonumber(redis.call('HGET', KEYS[1], 'total')) then
   redis.call('HSET', KEYS[1], 'state', 'complete', 'finished', ARGV[7])
+  redis.call('XADD', KEYS[5], '*', 't', 'complete')
   return 2
 end
 return 1
@@ -395,7 +443,7 @@ func (a *Aggregator) recordArgs(id string, r Result) ([]string, []any, error) {
 	if r.Status == StatusUp {
 		rtt = strconv.FormatFloat(r.RTTAvg, 'f', -1, 64)
 	}
-	keys := []string{metaKey(id), pendingKey(id), resultsKey(id), rttKey(id)}
+	keys := []string{metaKey(id), pendingKey(id), resultsKey(id), rttKey(id), eventsKey(id)}
 	args := []any{r.Host, body, string(r.Status), r.Sent, r.Received, rtt, a.now().UnixMilli()}
 	return keys, args, nil
 }
@@ -474,7 +522,7 @@ func parseMeta(m map[string]string) (Summary, error) {
 	var s Summary
 	var err error
 	num := func(k string) int {
-		if err != nil {
+		if _, ok := m[k]; !ok || err != nil {
 			return 0
 		}
 		var v int
@@ -499,8 +547,11 @@ func parseMeta(m map[string]string) (Summary, error) {
 	s.State = State(m["state"])
 	s.Total, s.Done = num("total"), num("done")
 	s.Up, s.Down, s.Error = num("up"), num("down"), num("error")
+	s.Cancelled, s.Expired = num("cancelled"), num("expired")
 	s.Sent, s.Received = num("sent"), num("recv")
 	s.Created, s.Started, s.Finished = ms("created"), ms("started"), ms("finished")
+	s.Deadline = ms("deadline")
+	s.CallbackURL = m["callback"]
 	if err != nil {
 		return Summary{}, err
 	}
@@ -573,6 +624,47 @@ func (a *Aggregator) Results(ctx context.Context, id string, fn func(Result) err
 			return nil
 		}
 	}
+}
+
+// Page returns up to limit batches created before before (all when zero),
+// newest first, that keep accepts, and the time to pass as before for the
+// next page (zero when there is none). It scans at most 10 pages' worth.
+func (a *Aggregator) Page(ctx context.Context, before time.Time, limit int, keep func(Summary) bool) ([]Summary, time.Time, error) {
+	limit = max(limit, 1)
+	maxScore := "+inf"
+	if !before.IsZero() {
+		maxScore = "(" + strconv.FormatInt(before.UnixMilli(), 10)
+	}
+	var out []Summary
+	var last time.Time
+	for scanned := 0; scanned < 10*limit; {
+		zs, err := a.rdb.ZRevRangeByScoreWithScores(ctx, indexKey, &redis.ZRangeBy{Max: maxScore, Min: "-inf", Count: int64(limit)}).Result()
+		if err != nil {
+			return nil, time.Time{}, fmt.Errorf("list batches: %w", err)
+		}
+		if len(zs) == 0 {
+			return out, time.Time{}, nil
+		}
+		for _, z := range zs {
+			scanned++
+			last = time.UnixMilli(int64(z.Score)).UTC()
+			s, err := a.Summary(ctx, z.Member.(string))
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return nil, time.Time{}, err
+			}
+			if keep == nil || keep(s) {
+				out = append(out, s)
+				if len(out) == limit {
+					return out, last, nil
+				}
+			}
+		}
+		maxScore = "(" + strconv.FormatInt(last.UnixMilli(), 10)
+	}
+	return out, last, nil
 }
 
 // Recent returns the summaries of the newest batches, newest first, at most

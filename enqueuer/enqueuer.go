@@ -89,7 +89,14 @@ type Batch struct {
 	Hosts   []string
 	Options tasks.PingOptions
 	Labels  map[string]string
+	// CallbackURL is POSTed the summary when the batch ends.
+	CallbackURL string
+	// Deadline is when hosts still pending expire; zero for the default.
+	Deadline time.Time
 }
+
+// NewBatchID returns a new batch ID: a ULID, which sorts by creation time.
+func NewBatchID() string { return ulid.Make().String() }
 
 // Submitted tells what Submit did.
 type Submitted struct {
@@ -124,7 +131,7 @@ func (e *PartialError) Unwrap() error { return e.Err }
 // Nothing is written when b is invalid.
 func (e *Enqueuer) Submit(ctx context.Context, b Batch) (Submitted, error) {
 	if b.ID == "" {
-		b.ID = ulid.Make().String()
+		b.ID = NewBatchID()
 	}
 	if !batchIDPattern.MatchString(b.ID) {
 		return Submitted{}, fmt.Errorf("%w %q: use 1-64 letters, digits, '-' or '_'", ErrInvalidBatchID, b.ID)
@@ -136,7 +143,7 @@ func (e *Enqueuer) Submit(ctx context.Context, b Batch) (Submitted, error) {
 	if err := b.Options.Validate(); err != nil {
 		return Submitted{}, err
 	}
-	existed, err := e.agg.Create(ctx, aggregator.NewBatch{ID: b.ID, Hosts: b.Hosts, Options: b.Options, Labels: b.Labels})
+	existed, err := e.agg.Create(ctx, aggregator.NewBatch{ID: b.ID, Hosts: b.Hosts, Options: b.Options, Labels: b.Labels, CallbackURL: b.CallbackURL, Deadline: b.Deadline})
 	if err != nil {
 		return Submitted{}, err
 	}

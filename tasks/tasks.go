@@ -113,6 +113,9 @@ type PingOptions struct {
 	Interface string `json:"iface,omitempty"`
 	// Mark is the socket mark (SO_MARK) for policy routing; needs CAP_NET_ADMIN.
 	Mark uint32 `json:"mark,omitempty"`
+	// BatchRate is the most pings per second of the whole batch across the
+	// fleet; 0 means no limit of its own.
+	BatchRate int `json:"batch_rate,omitempty"`
 }
 
 // Normalize returns o with defaults filled in.
@@ -155,6 +158,8 @@ func (o PingOptions) Validate() error {
 		return &FieldError{"ttl", strconv.Itoa(o.TTL), "must be between 1 and 255"}
 	case o.Network != NetworkIP && o.Network != NetworkIP4 && o.Network != NetworkIP6:
 		return &FieldError{"network", o.Network, `must be "ip", "ip4" or "ip6"`}
+	case o.BatchRate < 0:
+		return &FieldError{"batch_rate", strconv.Itoa(o.BatchRate), "must not be negative"}
 	case o.TOS < 0 || o.TOS > 255:
 		return &FieldError{"tos", strconv.Itoa(o.TOS), "must be between 0 and 255"}
 	case len(o.Interface) > 15 || strings.ContainsAny(o.Interface, "/ \t"):
@@ -286,4 +291,54 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	}
 	*d = Duration(v)
 	return nil
+}
+
+// TypeBatchCallback is the asynq task type of "POST batch X's summary to
+// its callback URL". There is at most one such task per batch (its task ID
+// derives from the batch ID and it is retained after success).
+const TypeBatchCallback = "batch:callback"
+
+// CallbackQueue is the queue of TypeBatchCallback tasks.
+const CallbackQueue = "pingfleet-callbacks"
+
+// CallbackMaxRetry is how often a failed callback delivery is retried
+// (with backoff up to five minutes between tries: about an hour in all).
+const CallbackMaxRetry = 15
+
+// CallbackPayload is the payload of a TypeBatchCallback task.
+type CallbackPayload struct {
+	V       int    `json:"v"`
+	BatchID string `json:"batch"`
+}
+
+// NewCallbackTask returns the callback task of batch batchID, kept for
+// retention after it succeeds so that it can never be enqueued twice.
+func NewCallbackTask(batchID string, retention time.Duration) (*asynq.Task, error) {
+	p := CallbackPayload{V: PayloadVersion, BatchID: batchID}
+	if batchID == "" || strings.ContainsAny(batchID, "{}/ ") {
+		return nil, fmt.Errorf("%w: batch ID %q", ErrInvalidPayload, batchID)
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	return asynq.NewTask(TypeBatchCallback, b,
+		asynq.TaskID("callback/"+batchID),
+		asynq.Queue(CallbackQueue),
+		asynq.MaxRetry(CallbackMaxRetry),
+		asynq.Timeout(time.Minute),
+		asynq.Retention(retention),
+	), nil
+}
+
+// DecodeCallbackPayload parses a TypeBatchCallback payload.
+func DecodeCallbackPayload(b []byte) (CallbackPayload, error) {
+	var p CallbackPayload
+	if err := json.Unmarshal(b, &p); err != nil {
+		return p, fmt.Errorf("%w: %w", ErrInvalidPayload, err)
+	}
+	if p.V != PayloadVersion || p.BatchID == "" {
+		return p, fmt.Errorf("%w: version %d, batch %q", ErrInvalidPayload, p.V, p.BatchID)
+	}
+	return p, nil
 }

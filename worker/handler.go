@@ -44,6 +44,21 @@ type HandlerConfig struct {
 	WorkerID string
 	// Logger logs each task at debug level. If nil, slog.Default().
 	Logger *slog.Logger
+	// Cancelled, if set, tells whether a batch was cancelled: its tasks
+	// are then dropped without pinging.
+	Cancelled func(batchID string) bool
+	// Limiter, if set, paces pings: a fleet-wide rate and the batch's own
+	// (PingOptions.BatchRate). *ratelimit.Limiter is one.
+	Limiter Limiter
+	// Finished, if set, is called when this worker recorded a batch's last
+	// result (a notify.Notifier hands the callback over). An error is only
+	// logged: the janitor does it later.
+	Finished func(ctx context.Context, batchID string) error
+}
+
+// Limiter makes a caller wait until n pings of batch batchID may be sent.
+type Limiter interface {
+	Wait(ctx context.Context, batchID string, batchRate, n int) error
 }
 
 // Handler runs TypePingHost tasks: resolve, ping, record.
@@ -54,6 +69,9 @@ type Handler struct {
 	dnsTimeout time.Duration
 	workerID   string
 	logger     *slog.Logger
+	cancelled  func(string) bool
+	finished   func(context.Context, string) error
+	limiter    Limiter
 }
 
 // NewHandler returns a Handler for cfg.
@@ -72,6 +90,9 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 		dnsTimeout: cmp.Or(cfg.DNSTimeout, DefaultDNSTimeout),
 		workerID:   cmp.Or(cfg.WorkerID, "worker"),
 		logger:     cmp.Or(cfg.Logger, slog.Default()),
+		cancelled:  cfg.Cancelled,
+		limiter:    cfg.Limiter,
+		finished:   cfg.Finished,
 	}, nil
 }
 
@@ -83,6 +104,15 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	p, err := tasks.DecodePingPayload(t.Payload())
 	if err != nil {
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	}
+	if h.cancelled != nil && h.cancelled(p.BatchID) {
+		h.logger.Debug("task of a cancelled batch dropped", "batch", p.BatchID, "host", p.Host)
+		return nil
+	}
+	if h.limiter != nil {
+		if err := h.limiter.Wait(ctx, p.BatchID, p.Options.BatchRate, p.Options.Count); err != nil {
+			return fmt.Errorf("rate limit: %w", err)
+		}
 	}
 	r := h.ping(ctx, p)
 	if err := ctx.Err(); err != nil {
@@ -102,6 +132,11 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return err
 	}
 	h.logger.Debug("host pinged", "batch", p.BatchID, "host", p.Host, "status", r.Status, "duplicate", out == aggregator.Duplicate)
+	if out == aggregator.Completed && h.finished != nil {
+		if err := h.finished(ctx, p.BatchID); err != nil {
+			h.logger.Warn("batch finished, callback not handed over yet (the janitor will)", "batch", p.BatchID, "error", err)
+		}
+	}
 	return nil
 }
 

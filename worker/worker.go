@@ -18,6 +18,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/pingfleet/pingfleet/notify"
 	"github.com/pingfleet/pingfleet/tasks"
 )
 
@@ -34,8 +35,11 @@ type Config struct {
 	// Redis is the connection asynq uses. Required. The Worker does not
 	// close it.
 	Redis redis.UniversalClient
-	// Handler runs the tasks. Required.
+	// Handler runs the ping tasks. Required.
 	Handler *Handler
+	// Callbacks, if set, delivers batch callbacks (TypeBatchCallback
+	// tasks); this worker then serves the callback queue too.
+	Callbacks asynq.Handler
 	// Concurrency is the number of tasks (hosts) pinged at once. If zero,
 	// DefaultConcurrency.
 	Concurrency int
@@ -79,6 +83,13 @@ func New(cfg Config) (*Worker, error) {
 	servers := min(cmp.Or(cfg.Servers, DefaultServers), concurrency)
 	w := &Worker{mux: asynq.NewServeMux(), logger: logger}
 	w.mux.Handle(tasks.TypePingHost, cfg.Handler)
+	if cfg.Callbacks != nil {
+		w.mux.Handle(tasks.TypeBatchCallback, cfg.Callbacks)
+	}
+	queues := tasks.Queues(cmp.Or(cfg.Shards, tasks.DefaultShards))
+	if cfg.Callbacks != nil {
+		queues[tasks.CallbackQueue] = 1
+	}
 	for i := range servers {
 		// Spread the concurrency; the first servers take the remainder.
 		n := concurrency / servers
@@ -87,7 +98,7 @@ func New(cfg Config) (*Worker, error) {
 		}
 		w.srvs = append(w.srvs, asynq.NewServerFromRedisClient(cfg.Redis, asynq.Config{
 			Concurrency:       n,
-			Queues:            tasks.Queues(cmp.Or(cfg.Shards, tasks.DefaultShards)),
+			Queues:            queues,
 			TaskCheckInterval: cmp.Or(cfg.TaskCheckInterval, DefaultTaskCheckInterval),
 			ShutdownTimeout:   cmp.Or(cfg.ShutdownTimeout, DefaultShutdownTimeout),
 			RetryDelayFunc:    RetryDelay,
@@ -98,10 +109,15 @@ func New(cfg Config) (*Worker, error) {
 	return w, nil
 }
 
-// RetryDelay is the wait before the n-th retry of a failed task: 1 s, 2 s,
-// 4 s... at most 10 s. Failures are Redis outages, not slow hosts, and a
-// batch waits for its retries, so asynq's default (up to hours) is wrong.
-func RetryDelay(n int, _ error, _ *asynq.Task) time.Duration {
+// RetryDelay is the wait before the n-th retry of a failed task. A ping
+// task waits 1 s, 2 s, 4 s... at most 10 s: its failures are Redis outages,
+// not slow hosts, and a batch waits for its retries, so asynq's default (up
+// to hours) is wrong. A callback waits 2 s, 4 s... at most 5 min: the
+// receiver may be down for a while.
+func RetryDelay(n int, _ error, t *asynq.Task) time.Duration {
+	if t != nil && t.Type() == tasks.TypeBatchCallback {
+		return notify.RetryDelay(n)
+	}
 	return min(time.Second<<min(max(n-1, 0), 4), 10*time.Second)
 }
 

@@ -34,6 +34,7 @@ type batchFlags struct {
 	source   string
 	iface    string
 	mark     uint32
+	rate     int
 }
 
 func (b *batchFlags) register(fs *pflag.FlagSet) {
@@ -56,6 +57,7 @@ func (b *batchFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&b.df, "dont-fragment", false, "set the don't-fragment bit")
 	fs.StringVar(&b.source, "source", "", "source `ADDRESS` of requests (needs -4 or -6)")
 	fs.StringVarP(&b.iface, "interface", "I", "", "send requests through network `DEVICE`")
+	fs.IntVar(&b.rate, "batch-rate", 0, "most pings per second of this batch across the fleet (0: no limit of its own)")
 	fs.Uint32Var(&b.mark, "mark", 0, "socket mark (SO_MARK) of requests, for policy routing")
 }
 
@@ -76,6 +78,7 @@ func (b *batchFlags) options() (tasks.PingOptions, error) {
 		Source:       b.source,
 		Interface:    b.iface,
 		Mark:         b.mark,
+		BatchRate:    b.rate,
 	}
 	if b.ipv4 {
 		o.Network = tasks.NetworkIP4

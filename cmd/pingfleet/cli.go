@@ -176,7 +176,7 @@ resolved, 3 invalid usage or input, 4 system error.`,
 	pf.IntVar(&a.shards, "shards", tasks.DefaultShards, "number of queues tasks are spread over (enqueuers and workers must agree)")
 
 	root.AddCommand(a.runCommand(), a.enqueueCommand(), a.workerCommand(), a.waitCommand(),
-		a.statusCommand(), a.resultsCommand(), a.batchesCommand())
+		a.statusCommand(), a.resultsCommand(), a.batchesCommand(), a.serveCommand())
 	return root
 }
 

@@ -46,14 +46,14 @@ func cli(t *testing.T, stdin string, args ...string) cliResult {
 }
 
 // report is the json output of run and wait.
-type report struct {
+type runReport struct {
 	Results []aggregator.Result `json:"results"`
 	Summary aggregator.Summary  `json:"summary"`
 }
 
-func decodeReport(t *testing.T, r cliResult) report {
+func decodeReport(t *testing.T, r cliResult) runReport {
 	t.Helper()
-	var rep report
+	var rep runReport
 	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
 		t.Fatalf("decode report: %v\nstdout: %s\nstderr: %s", err, r.stdout, r.stderr)
 	}

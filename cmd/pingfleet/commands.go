@@ -1,18 +1,23 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pingfleet/pingfleet/aggregator"
 	"github.com/pingfleet/pingfleet/enqueuer"
+	"github.com/pingfleet/pingfleet/notify"
+	"github.com/pingfleet/pingfleet/ratelimit"
+	"github.com/pingfleet/pingfleet/report"
 	"github.com/pingfleet/pingfleet/worker"
 )
 
@@ -26,6 +31,10 @@ type workerFlags struct {
 	shutdownTimeout time.Duration
 	dnsTimeout      time.Duration
 	dnsCacheMaxAge  time.Duration
+	callbackSecret  string
+	janitor         bool
+	fleetRate       int
+	fleetBurst      int
 }
 
 func (w *workerFlags) register(cmd *cobra.Command) {
@@ -37,6 +46,10 @@ func (w *workerFlags) register(cmd *cobra.Command) {
 	fs.BoolVar(&w.unprivileged, "unprivileged", false, "use unprivileged ICMP (\"ping\") sockets only, never fall back to raw ones")
 	fs.DurationVar(&w.shutdownTimeout, "shutdown-timeout", worker.DefaultShutdownTimeout, "on stop, how long in-flight pings may finish before their tasks go back to the queue")
 	fs.DurationVar(&w.dnsTimeout, "dns-timeout", worker.DefaultDNSTimeout, "bound on resolving one host name")
+	fs.StringVar(&w.callbackSecret, "callback-secret", "", "sign callback bodies with HMAC-SHA256 under this secret (env PINGFLEET_CALLBACK_SECRET)")
+	fs.IntVar(&w.fleetRate, "fleet-rate", 0, "most pings per second of the whole fleet, shared through Redis (0: no limit; give every worker the same value)")
+	fs.IntVar(&w.fleetBurst, "fleet-burst", 0, "pings the fleet may send at once above --fleet-rate (default a tenth of it)")
+	fs.BoolVar(&w.janitor, "janitor", true, "also expire batches past their deadline and hand over missed callbacks")
 	fs.DurationVar(&w.dnsCacheMaxAge, "dns-cache-max-age", worker.DefaultDNSCacheMaxAge, "how long this worker reuses a name's addresses (0: no cache)")
 }
 
@@ -74,20 +87,39 @@ func (a *app) startWorker(ctx context.Context, g *errgroup.Group, w *workerFlags
 	id := worker.ID()
 	rec := aggregator.NewBatcher(agg, 0)
 	a.closers = append(a.closers, rec.Close)
+	cancels := worker.WatchCancels(context.WithoutCancel(ctx), rdb)
+	a.closers = append(a.closers, cancels.Close)
+	notifier := notify.NewNotifier(asynq.NewClientFromRedisClient(rdb), agg, a.retention)
+	limiter, err := ratelimit.New(ratelimit.Config{Client: rdb, FleetRate: w.fleetRate, Burst: w.fleetBurst})
+	if err != nil {
+		return usageErr("--fleet-rate: %v", err)
+	}
 	h, err := worker.NewHandler(worker.HandlerConfig{
+		Limiter:    limiter,
 		Recorder:   rec,
 		Pinger:     pinger,
 		Resolver:   resolver,
 		DNSTimeout: w.dnsTimeout,
 		WorkerID:   id,
 		Logger:     a.logger,
+		Cancelled:  cancels.Cancelled,
+		Finished:   notifier.FinishedBatch,
 	})
 	if err != nil {
 		return systemErr(err)
 	}
+	sender, err := notify.NewSender(notify.SenderConfig{Aggregator: agg, Secret: []byte(cmp.Or(w.callbackSecret, a.getenv("PINGFLEET_CALLBACK_SECRET"))), Logger: a.logger})
+	if err != nil {
+		return systemErr(err)
+	}
+	if w.janitor {
+		j := notify.NewJanitor(agg, notifier, 0, a.logger)
+		g.Go(func() error { return j.Run(ctx) })
+	}
 	wk, err := worker.New(worker.Config{
 		Redis:           rdb,
 		Handler:         h,
+		Callbacks:       sender,
 		Concurrency:     w.concurrency,
 		Servers:         w.servers,
 		Shards:          a.shards,
@@ -324,12 +356,12 @@ func (a *app) resultsCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			rw := newResultWriter(a.stdout, a.output)
-			err = agg.Results(cmd.Context(), args[0], rw.write, statuses...)
+			rw := report.NewResultWriter(a.stdout, a.output)
+			err = agg.Results(cmd.Context(), args[0], rw.Write, statuses...)
 			if err != nil {
 				return lookupErr(err)
 			}
-			return rw.close()
+			return rw.Close()
 		},
 	}
 	cmd.Flags().StringSliceVar(&only, "status", nil, "only hosts with this status: up, down, error or pending (repeatable, comma-separated)")

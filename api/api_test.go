@@ -1,0 +1,605 @@
+package api_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+
+	"github.com/pingfleet/pingfleet/aggregator"
+	"github.com/pingfleet/pingfleet/api"
+	"github.com/pingfleet/pingfleet/enqueuer"
+	"github.com/pingfleet/pingfleet/internal/redistest"
+	"github.com/pingfleet/pingfleet/notify"
+	"github.com/pingfleet/pingfleet/tasks"
+	"github.com/pingfleet/pingfleet/worker"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const token = "t0ken"
+
+type env struct {
+	t        *testing.T
+	srv      *redistest.Server
+	rdb      *redis.Client
+	agg      *aggregator.Aggregator
+	notifier *notify.Notifier
+	http     *httptest.Server
+}
+
+func setup(t *testing.T, mod func(*api.Config)) *env {
+	t.Helper()
+	srv := redistest.Start(t)
+	rdb := srv.Client()
+	agg, err := aggregator.New(aggregator.Config{Client: rdb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	enq, err := enqueuer.New(enqueuer.Config{Redis: rdb, Aggregator: agg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := asynq.NewClientFromRedisClient(rdb)
+	notifier := notify.NewNotifier(client, agg, time.Hour)
+	cfg := api.Config{
+		Redis: rdb, Aggregator: agg, Enqueuer: enq, Notifier: notifier,
+		Inspector: asynq.NewInspectorFromRedisClient(rdb), Tokens: []string{token},
+		MaxHosts: 6000, Logger: slog.New(slog.DiscardHandler),
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	s, err := api.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(s)
+	t.Cleanup(hs.Close)
+	return &env{t: t, srv: srv, rdb: rdb, agg: agg, notifier: notifier, http: hs}
+}
+
+// do sends a request with the token and returns the status and body.
+func (e *env) do(method, path, body string, headers ...string) (int, string) {
+	e.t.Helper()
+	req, err := http.NewRequest(method, e.http.URL+path, strings.NewReader(body))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func (e *env) create(body string, headers ...string) api.CreateResponse {
+	e.t.Helper()
+	code, resp := e.do("POST", "/v1/batches", body, headers...)
+	if code != http.StatusAccepted {
+		e.t.Fatalf("POST /v1/batches: %d %s", code, resp)
+	}
+	var cr api.CreateResponse
+	if err := json.Unmarshal([]byte(resp), &cr); err != nil {
+		e.t.Fatal(err)
+	}
+	return cr
+}
+
+func (e *env) queued() int {
+	e.t.Helper()
+	ins := asynq.NewInspectorFromRedisClient(e.rdb)
+	n := 0
+	for q := range tasks.Queues(tasks.DefaultShards) {
+		if info, err := ins.GetQueueInfo(q); err == nil {
+			n += info.Pending + info.Active + info.Completed
+		}
+	}
+	return n
+}
+
+// pingLog is a Pinger that answers at once (after delay) and notes when each ping started.
+type pingLog struct {
+	mu     sync.Mutex
+	starts []time.Time
+	delay  time.Duration
+}
+
+func (p *pingLog) Ping(ctx context.Context, _ netip.Addr, o tasks.PingOptions) (worker.Stats, error) {
+	p.mu.Lock()
+	p.starts = append(p.starts, time.Now())
+	p.mu.Unlock()
+	select {
+	case <-ctx.Done():
+		return worker.Stats{}, ctx.Err()
+	case <-time.After(p.delay):
+	}
+	return worker.Stats{Sent: o.Count, Received: o.Count, Min: time.Millisecond, Avg: time.Millisecond, Max: time.Millisecond, TTL: 64}, nil
+}
+
+// startWorker runs an in-process worker (fake pinger, real asynq and Redis)
+// until the test ends.
+func (e *env) startWorker(p worker.Pinger, concurrency int, secret string) {
+	e.t.Helper()
+	logger := slog.New(slog.DiscardHandler)
+	cancels := worker.WatchCancels(context.Background(), e.rdb)
+	h, err := worker.NewHandler(worker.HandlerConfig{
+		Recorder: e.agg, Pinger: p, Logger: logger,
+		Cancelled: cancels.Cancelled, Finished: e.notifier.FinishedBatch,
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	sender, err := notify.NewSender(notify.SenderConfig{Aggregator: e.agg, Secret: []byte(secret), Logger: logger})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	w, err := worker.New(worker.Config{Redis: e.rdb, Handler: h, Callbacks: sender, Concurrency: concurrency, Servers: 1, Logger: logger})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = w.Run(ctx)
+	}()
+	e.t.Cleanup(func() {
+		cancel()
+		<-done
+		cancels.Close()
+	})
+}
+
+func (e *env) waitState(id string, timeout time.Duration) aggregator.Summary {
+	e.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		s, err := e.agg.Summary(context.Background(), id)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if s.Completed() {
+			return s
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("batch %s not final after %s: %+v", id, timeout, s)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestCreateErrors(t *testing.T) {
+	t.Parallel()
+	e := setup(t, func(c *api.Config) { c.MaxBodyBytes = 4096 })
+	keys := e.rdb.DBSize(context.Background()).Val()
+	tests := []struct {
+		desc    string
+		body    string
+		code    int
+		details []string // substrings each expected in the details, in order
+	}{
+		{"not JSON", `{"hosts": [`, 400, nil},
+		{"unknown field", `{"hosts": ["127.0.0.1"], "colour": "red"}`, 400, nil},
+		{"no hosts", `{"hosts": []}`, 422, []string{`"field": "hosts"`}},
+		{"invalid hosts named by position", `{"hosts": ["127.0.0.1", "bad host!", "10.0.0.1-300"]}`, 422,
+			[]string{`"position": 2`, `"position": 3`, "end 300"}},
+		{"option out of bounds", `{"hosts": ["127.0.0.1"], "options": {"count": 20000, "interval": "1s"}}`, 422, []string{`"field": "options.count"`}},
+		{"bad duration", `{"hosts": ["127.0.0.1"], "options": {"interval": "soon"}}`, 400, nil},
+		{"denied target", `{"hosts": ["127.0.0.1", "224.0.0.9", "255.255.255.255"]}`, 422,
+			[]string{"224.0.0.9 is in denied range 224.0.0.0/4", "255.255.255.255 is in denied range"}},
+		{"callback not http", `{"hosts": ["127.0.0.1"], "callback_url": "ftp://x"}`, 422, []string{"callback_url"}},
+		{"deadline in the past", `{"hosts": ["127.0.0.1"], "deadline": "2001-01-01T00:00:00Z"}`, 422, []string{"deadline"}},
+		{"too many hosts", `{"hosts": ["127.1.0.0/19"]}`, 413, []string{"limit of 6000 hosts"}},
+		{"body too large", `{"hosts": ["` + strings.Repeat("a", 5000) + `"]}`, 413, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.desc, func(t *testing.T) {
+			code, body := e.do("POST", "/v1/batches", tc.body)
+			if code != tc.code {
+				t.Errorf("status %d; want %d\n%s", code, tc.code, body)
+			}
+			var er api.Error
+			if err := json.Unmarshal([]byte(body), &er); err != nil || er.Error == "" {
+				t.Errorf("body is not an error document: %v\n%s", err, body)
+			}
+			rest := body
+			for _, d := range tc.details {
+				i := strings.Index(rest, d)
+				if i < 0 {
+					t.Errorf("details lack %q (in order):\n%s", d, body)
+					break
+				}
+				rest = rest[i+len(d):]
+			}
+		})
+	}
+	if n := e.rdb.DBSize(context.Background()).Val(); n != keys {
+		t.Errorf("rejected requests left %d keys; want %d", n, keys)
+	}
+}
+
+func TestAuthAndHealth(t *testing.T) {
+	t.Parallel()
+	e := setup(t, nil)
+	for _, tc := range []struct {
+		path, auth string
+		code       int
+	}{
+		{"/v1/batches", "", 401},
+		{"/v1/batches", "Bearer nope", 401},
+		{"/v1/batches", "t0ken", 401},
+		{"/v1/batches", "Bearer " + token, 200},
+		{"/healthz", "", 200},
+		{"/readyz", "", 200},
+		{"/openapi.json", "", 200},
+		{"/v1/batches/nope", "Bearer " + token, 404},
+	} {
+		req, _ := http.NewRequest("GET", e.http.URL+tc.path, nil)
+		if tc.auth != "" {
+			req.Header.Set("Authorization", tc.auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.code {
+			t.Errorf("GET %s with %q: %d; want %d", tc.path, tc.auth, resp.StatusCode, tc.code)
+		}
+	}
+	e.srv.Kill()
+	resp, err := http.Get(e.http.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 {
+		t.Errorf("readyz with Redis down: %d; want 503", resp.StatusCode)
+	}
+}
+
+func TestIdempotencyKey(t *testing.T) {
+	t.Parallel()
+	e := setup(t, nil)
+	body := `{"hosts": ["127.0.0.1-40"], "labels": {"job": "ci"}}`
+	var wg sync.WaitGroup
+	ids := make([]string, 4)
+	for i := range ids {
+		wg.Go(func() { ids[i] = e.create(body, "Idempotency-Key", "deploy-7").ID })
+	}
+	wg.Wait()
+	for _, id := range ids[1:] {
+		if id != ids[0] {
+			t.Fatalf("same key, same body gave batches %v; want one", ids)
+		}
+	}
+	if n := e.queued(); n != 40 {
+		t.Errorf("%d tasks queued; want 40 (one set)", n)
+	}
+	code, resp := e.do("POST", "/v1/batches", `{"hosts": ["127.0.0.2"]}`, "Idempotency-Key", "deploy-7")
+	if code != http.StatusConflict {
+		t.Errorf("same key, other body: %d %s; want 409", code, resp)
+	}
+	other := e.create(body, "Idempotency-Key", "deploy-8")
+	if other.ID == ids[0] {
+		t.Error("another key gave the same batch")
+	}
+}
+
+func TestResultsListAndFormats(t *testing.T) {
+	t.Parallel()
+	e := setup(t, nil)
+	e.startWorker(&pingLog{}, 20, "")
+	cr := e.create(`{"hosts": ["127.0.0.1-3", "nope.invalid"], "labels": {"team": "a"}}`)
+	e.waitState(cr.ID, 20*time.Second)
+	e.create(`{"hosts": ["127.0.0.9"], "labels": {"team": "b"}}`)
+
+	code, body := e.do("GET", "/v1/batches/"+cr.ID+"/results?status=error&format=ndjson", "")
+	if code != 200 || strings.Count(body, "\n") != 1 || !strings.Contains(body, `"host":"nope.invalid"`) {
+		t.Errorf("results?status=error: %d\n%s", code, body)
+	}
+	code, body = e.do("GET", "/v1/batches/"+cr.ID+"/results?format=csv", "")
+	if code != 200 || strings.Count(body, "\n") != 5 || !strings.HasPrefix(body, "host,ip,status") {
+		t.Errorf("results csv: %d\n%s", code, body)
+	}
+	code, body = e.do("GET", "/v1/batches/"+cr.ID+"/results", "")
+	var rs []aggregator.Result
+	if err := json.Unmarshal([]byte(body), &rs); code != 200 || err != nil || len(rs) != 4 {
+		t.Errorf("results json: %d %v\n%s", code, err, body)
+	}
+	for _, bad := range []string{"?format=xml", "?status=sideways"} {
+		if code, _ := e.do("GET", "/v1/batches/"+cr.ID+"/results"+bad, ""); code != 400 {
+			t.Errorf("results%s: %d; want 400", bad, code)
+		}
+	}
+	code, body = e.do("GET", "/v1/batches/"+cr.ID, "")
+	var b api.BatchResponse
+	if err := json.Unmarshal([]byte(body), &b); code != 200 || err != nil || b.Progress != 1 || b.Up != 3 || b.Error != 1 {
+		t.Errorf("GET batch: %d %v %+v", code, err, b)
+	}
+	code, body = e.do("GET", "/v1/batches?label=team=a", "")
+	if code != 200 || !strings.Contains(body, cr.ID) || strings.Count(body, `"id"`) != 1 {
+		t.Errorf("list by label: %d\n%s", code, body)
+	}
+	code, body = e.do("GET", "/v1/batches?limit=1", "")
+	var page struct {
+		Batches    []api.BatchResponse `json:"batches"`
+		NextBefore string              `json:"next_before"`
+	}
+	if err := json.Unmarshal([]byte(body), &page); code != 200 || err != nil || len(page.Batches) != 1 || page.NextBefore == "" {
+		t.Fatalf("list page 1: %d %v\n%s", code, err, body)
+	}
+	code, body = e.do("GET", "/v1/batches?limit=1&before="+page.NextBefore, "")
+	if code != 200 || !strings.Contains(body, cr.ID) {
+		t.Errorf("list page 2 should hold the older batch: %d\n%s", code, body)
+	}
+}
+
+// Cancel in the middle of a 5,000-host batch: no ping starts after the
+// cancel is acknowledged, except tasks already running, and the counts
+// still add up.
+func TestCancelMidBatch(t *testing.T) {
+	t.Parallel()
+	e := setup(t, nil)
+	pl := &pingLog{delay: 20 * time.Millisecond}
+	e.startWorker(pl, 50, "")
+	cr := e.create(`{"hosts": ["127.1.0.1-127.1.19.136"]}`)
+	if cr.Total != 5000 {
+		t.Fatalf("total %d; want 5000", cr.Total)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		s, _ := e.agg.Summary(context.Background(), cr.ID)
+		if s.Done >= 500 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("batch did not progress")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	code, body := e.do("DELETE", "/v1/batches/"+cr.ID, "")
+	acked := time.Now()
+	if code != 200 {
+		t.Fatalf("DELETE: %d %s", code, body)
+	}
+	time.Sleep(500 * time.Millisecond) // let in-flight pings end
+	pl.mu.Lock()
+	late := 0
+	for _, s := range pl.starts {
+		if s.After(acked) {
+			late++
+		}
+	}
+	pl.mu.Unlock()
+	if late > 0 {
+		t.Errorf("%d pings started after the cancel was acknowledged", late)
+	}
+	s, err := e.agg.Summary(context.Background(), cr.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.State != aggregator.StateCancelled || s.Cancelled == 0 || s.Up+s.Down+s.Error+s.Cancelled != s.Total || s.Done != s.Total {
+		t.Errorf("summary after cancel: %+v", s)
+	}
+	if code, body := e.do("DELETE", "/v1/batches/"+cr.ID, ""); code != 200 {
+		t.Errorf("second DELETE: %d %s; want 200 (idempotent)", code, body)
+	}
+}
+
+type receiver struct {
+	mu        sync.Mutex
+	calls     int
+	successes map[string]int
+	failFirst int
+	sigs      []string
+	bodies    []string
+}
+
+func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	b, _ := io.ReadAll(req.Body)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls++
+	if r.calls <= r.failFirst {
+		http.Error(w, "not now", http.StatusServiceUnavailable)
+		return
+	}
+	r.successes[req.Header.Get("X-Pingfleet-Batch")]++
+	r.sigs = append(r.sigs, req.Header.Get(notify.SignatureHeader))
+	r.bodies = append(r.bodies, string(b))
+}
+
+func TestCallbackExactlyOnce(t *testing.T) {
+	t.Parallel()
+	e := setup(t, nil)
+	rcv := &receiver{successes: map[string]int{}, failFirst: 2}
+	rs := httptest.NewServer(rcv)
+	defer rs.Close()
+	e.startWorker(&pingLog{}, 10, "shh")
+	cr := e.create(fmt.Sprintf(`{"hosts": ["127.0.0.1-5"], "callback_url": %q}`, rs.URL))
+	e.waitState(cr.ID, 20*time.Second)
+	// Retries after 2 s and 4 s: success on the third try, then nothing more.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		rcv.mu.Lock()
+		n := rcv.successes[cr.ID]
+		rcv.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no successful callback within 30s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Janitors and repeated notifications must not send it again.
+	j := notify.NewJanitor(e.agg, e.notifier, 50*time.Millisecond, slog.New(slog.DiscardHandler))
+	for range 3 {
+		if err := j.Sweep(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.notifier.FinishedBatch(context.Background(), cr.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(3 * time.Second)
+	rcv.mu.Lock()
+	defer rcv.mu.Unlock()
+	if rcv.successes[cr.ID] != 1 || rcv.calls != 3 {
+		t.Errorf("%d successful deliveries in %d calls; want 1 in 3", rcv.successes[cr.ID], rcv.calls)
+	}
+	if want := notify.Sign([]byte("shh"), []byte(rcv.bodies[0])); rcv.sigs[0] != want {
+		t.Errorf("signature %q; want %q", rcv.sigs[0], want)
+	}
+	var s aggregator.Summary
+	if err := json.Unmarshal([]byte(rcv.bodies[0]), &s); err != nil || s.ID != cr.ID || s.State != aggregator.StateComplete || s.Up != 5 {
+		t.Errorf("callback body %s: %v", rcv.bodies[0], err)
+	}
+}
+
+// No worker at all: the batch expires at its deadline and calls back.
+func TestDeadlineExpires(t *testing.T) {
+	t.Parallel()
+	e := setup(t, nil)
+	rcv := &receiver{successes: map[string]int{}}
+	rs := httptest.NewServer(rcv)
+	defer rs.Close()
+	cr := e.create(fmt.Sprintf(`{"hosts": ["127.0.0.1-4"], "deadline": "1s", "callback_url": %q}`, rs.URL))
+	j := notify.NewJanitor(e.agg, e.notifier, 100*time.Millisecond, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = j.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	s := e.waitState(cr.ID, 10*time.Second)
+	if s.State != aggregator.StateExpired || s.Expired != 4 || s.Done != 4 {
+		t.Errorf("summary %+v; want expired with 4 expired hosts", s)
+	}
+	// The callback task is queued for a worker; start one to deliver it.
+	e.startWorker(&pingLog{}, 5, "")
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		rcv.mu.Lock()
+		n := rcv.successes[cr.ID]
+		rcv.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no callback for the expired batch")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A client that drops the event stream and reconnects with Last-Event-ID
+// sees every result exactly once, then the complete event.
+func TestEventsReconnect(t *testing.T) {
+	t.Parallel()
+	e := setup(t, nil)
+	cr := e.create(`{"hosts": ["127.0.3.1-60"]}`)
+	e.startWorker(&pingLog{delay: 5 * time.Millisecond}, 4, "")
+	seen := map[string]int{}
+	last := ""
+	complete := false
+	for attempt := 0; !complete && attempt < 50; attempt++ {
+		req, _ := http.NewRequest("GET", e.http.URL+"/v1/batches/"+cr.ID+"/events", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		if last != "" {
+			req.Header.Set("Last-Event-ID", last)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(resp.Body)
+		var id, event string
+		got := 0
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case strings.HasPrefix(line, "id: "):
+				id = strings.TrimPrefix(line, "id: ")
+			case strings.HasPrefix(line, "event: "):
+				event = strings.TrimPrefix(line, "event: ")
+			case strings.HasPrefix(line, "data: ") && event == "result":
+				var r aggregator.Result
+				if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &r); err != nil {
+					t.Fatal(err)
+				}
+				seen[r.Host]++
+				last, got = id, got+1
+			case strings.HasPrefix(line, "data: ") && event == "complete":
+				complete = true
+			}
+			if got == 7 || complete { // drop the connection now and then
+				break
+			}
+		}
+		resp.Body.Close()
+	}
+	if !complete {
+		t.Fatal("no complete event")
+	}
+	if len(seen) != 60 {
+		t.Errorf("%d distinct hosts seen; want 60", len(seen))
+	}
+	for h, n := range seen {
+		if n != 1 {
+			t.Errorf("host %s seen %d times", h, n)
+		}
+	}
+}
+
+func TestOpenAPIMatchesRoutes(t *testing.T) {
+	t.Parallel()
+	var doc struct {
+		OpenAPI string                    `json:"openapi"`
+		Paths   map[string]map[string]any `json:"paths"`
+	}
+	if err := json.Unmarshal(api.OpenAPI, &doc); err != nil {
+		t.Fatal(err)
+	}
+	var documented []string
+	for path, ops := range doc.Paths {
+		for method := range ops {
+			documented = append(documented, strings.ToUpper(method)+" "+path)
+		}
+	}
+	want := map[string]bool{}
+	for _, r := range api.Routes {
+		want[r] = true
+	}
+	for _, d := range documented {
+		if !want[d] {
+			t.Errorf("openapi.json documents %s, which is not a route", d)
+		}
+		delete(want, d)
+	}
+	for r := range want {
+		t.Errorf("route %s is missing from openapi.json", r)
+	}
+	if !strings.HasPrefix(doc.OpenAPI, "3.") {
+		t.Errorf("openapi version %q", doc.OpenAPI)
+	}
+}

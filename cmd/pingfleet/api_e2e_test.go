@@ -1,0 +1,215 @@
+package main
+
+// End-to-end tests of the HTTP API with the built binary: several `serve`
+// and `worker` processes on one real Redis.
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/pingfleet/pingfleet/aggregator"
+	"github.com/pingfleet/pingfleet/internal/redistest"
+	"github.com/pingfleet/pingfleet/notify"
+)
+
+// startServe starts `pingfleet serve` on a free port and returns its URL.
+func startServe(t *testing.T, redisURL string, args ...string) string {
+	t.Helper()
+	port, err := freeTCPPort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	cmd := exec.Command(binary(t), append([]string{"serve", "--redis", redisURL, "--addr", addr}, args...)...)
+	logs := &syncBuffer{}
+	cmd.Stderr = logs
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+			t.Errorf("serve did not stop within 20s of SIGTERM")
+		}
+		if t.Failed() {
+			t.Logf("serve %s log:\n%s", addr, logs)
+		}
+	})
+	url := "http://" + addr
+	eventually(t, 10*time.Second, func() bool {
+		resp, err := http.Get(url + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	return url
+}
+
+func freeTCPPort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func postBatch(t *testing.T, url, body string) string {
+	t.Helper()
+	resp, err := http.Post(url+"/v1/batches", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST: %d %s", resp.StatusCode, b)
+	}
+	var cr struct{ ID string }
+	if err := json.Unmarshal(b, &cr); err != nil {
+		t.Fatal(err)
+	}
+	return cr.ID
+}
+
+func getSummary(t *testing.T, url, id string) aggregator.Summary {
+	t.Helper()
+	resp, err := http.Get(url + "/v1/batches/" + id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var s aggregator.Summary
+	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+type callbackCounter struct {
+	mu       sync.Mutex
+	calls    int
+	failures int // answer 500 to this many first calls
+	ok       map[string]int
+	badSig   int
+	secret   []byte
+}
+
+func (c *callbackCounter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.calls++
+	if c.calls <= c.failures {
+		http.Error(w, "try later", http.StatusInternalServerError)
+		return
+	}
+	if r.Header.Get(notify.SignatureHeader) != notify.Sign(c.secret, body) {
+		c.badSig++
+	}
+	c.ok[r.Header.Get("X-Pingfleet-Batch")]++
+}
+
+func (c *callbackCounter) count(id string) (ok, calls, badSig int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ok[id], c.calls, c.badSig
+}
+
+// Two API servers and two workers, each running a janitor: the batch's
+// callback is delivered exactly once (after two failed tries).
+func TestE2ECallbackOncePerFleet(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	secret := "fleet-secret"
+	rcv := &callbackCounter{ok: map[string]int{}, failures: 2, secret: []byte(secret)}
+	hs := httptest.NewServer(rcv)
+	defer hs.Close()
+	a := startServe(t, srv.URL(), "--callback-secret", secret)
+	b := startServe(t, srv.URL(), "--callback-secret", secret)
+	startWorker(t, srv.URL(), "--callback-secret", secret)
+	startWorker(t, srv.URL(), "--callback-secret", secret)
+
+	id := postBatch(t, a, fmt.Sprintf(`{"hosts": ["127.0.6.0/24"], "options": {"count": 1}, "callback_url": %q}`, hs.URL))
+	eventually(t, time.Minute, func() bool { return getSummary(t, b, id).State == aggregator.StateComplete })
+	eventually(t, time.Minute, func() bool { ok, _, _ := rcv.count(id); return ok > 0 })
+	time.Sleep(8 * time.Second) // several janitor sweeps past their grace time
+	ok, calls, badSig := rcv.count(id)
+	if ok != 1 || calls != 3 || badSig != 0 {
+		t.Errorf("%d successful deliveries in %d calls (%d badly signed); want 1 in 3, all signed", ok, calls, badSig)
+	}
+}
+
+// Every worker stops mid-batch: the batch expires at its deadline, the
+// counts add up, and the callback goes out (from the API server).
+func TestE2EDeadlineWithoutWorkers(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	rcv := &callbackCounter{ok: map[string]int{}}
+	hs := httptest.NewServer(rcv)
+	defer hs.Close()
+	api := startServe(t, srv.URL())
+	w := startWorker(t, srv.URL(), "--concurrency", "10", "--shutdown-timeout", "5s")
+
+	id := postBatch(t, api, fmt.Sprintf(`{"hosts": ["127.0.7.1-127.0.7.200"], "options": {"count": 3, "interval": "1s"}, "deadline": "8s", "callback_url": %q}`, hs.URL))
+	eventually(t, 30*time.Second, func() bool { return getSummary(t, api, id).Done >= 10 })
+	_ = w.cmd.Process.Signal(syscall.SIGTERM)
+	<-w.done
+
+	eventually(t, 30*time.Second, func() bool { return getSummary(t, api, id).State == aggregator.StateExpired })
+	s := getSummary(t, api, id)
+	if s.Expired == 0 || s.Up+s.Down+s.Error+s.Expired != s.Total || s.Pending != 0 {
+		t.Errorf("expired summary does not add up: %+v", s)
+	}
+	eventually(t, 30*time.Second, func() bool { ok, _, _ := rcv.count(id); return ok == 1 })
+}
+
+// Two workers with a fleet-wide limit of 200 pings/s stay within 10 % of it.
+func TestE2EFleetRateLimit(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	for range 2 {
+		startWorker(t, srv.URL(), "--fleet-rate", "200", "--fleet-burst", "10")
+	}
+	hosts := loopbackHosts(600, 150)
+	r := runBinary(t, hosts, "enqueue", "--redis", srv.URL(), "-", "-c", "1", "--wait", "-o", "ndjson")
+	if r.code != ExitOK {
+		t.Fatalf("enqueue --wait: exit %d\n%s", r.code, r.stderr)
+	}
+	results, _ := ndjsonReport(t, r.stdout)
+	var starts []time.Time
+	workers := map[string]bool{}
+	for _, res := range results {
+		starts = append(starts, res.Started)
+		workers[res.Worker] = true
+	}
+	sort.Slice(starts, func(i, j int) bool { return starts[i].Before(starts[j]) })
+	window := starts[len(starts)-1].Sub(starts[0]).Seconds()
+	rate := float64(len(starts)-10) / window // the burst goes at once
+	if rate < 180 || rate > 220 {
+		t.Errorf("%d pings in %.2fs: %.0f/s; want 200/s ± 10%%", len(starts), window, rate)
+	}
+	if len(workers) != 2 {
+		t.Logf("only %d worker(s) took part", len(workers))
+	}
+}

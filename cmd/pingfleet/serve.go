@@ -1,0 +1,149 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pingfleet/pingfleet/api"
+	"github.com/pingfleet/pingfleet/enqueuer"
+	"github.com/pingfleet/pingfleet/notify"
+	"github.com/pingfleet/pingfleet/worker"
+)
+
+func (a *app) serveCommand() *cobra.Command {
+	var (
+		addr      string
+		tokens    []string
+		tokenFile string
+		maxBody   int64
+		maxHosts  int
+		allow     []string
+		deny      []string
+		janitor   bool
+		secret    string
+	)
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve the HTTP API (batches, results, events, cancel, callbacks) until stopped",
+		Example: `  pingfleet serve --redis redis://10.0.0.5:6379 --addr :8080 --token-file /run/secrets/pingfleet-tokens
+  curl -X POST localhost:8080/v1/batches -H 'Authorization: Bearer $TOKEN' -d '{"hosts":["10.0.0.0/28"]}'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			if v := a.getenv("PINGFLEET_TOKENS"); v != "" {
+				tokens = append(tokens, strings.Split(v, ",")...)
+			}
+			if tokenFile != "" {
+				b, err := os.ReadFile(tokenFile)
+				if err != nil {
+					return usageErr("--token-file: %v", err)
+				}
+				tokens = append(tokens, strings.Fields(string(b))...)
+			}
+			policy := enqueuer.Policy{Deny: append([]netip.Prefix(nil), enqueuer.DefaultDeny...)}
+			for _, list := range []struct {
+				flag string
+				in   []string
+				out  *[]netip.Prefix
+			}{{"--allow", allow, &policy.Allow}, {"--deny", deny, &policy.Deny}} {
+				for _, c := range list.in {
+					p, err := netip.ParsePrefix(c)
+					if err != nil {
+						return usageErr("%s %q: %v", list.flag, c, err)
+					}
+					*list.out = append(*list.out, p.Masked())
+				}
+			}
+			rdb, err := a.redis(ctx, false)
+			if err != nil {
+				return err
+			}
+			agg, err := a.aggregator(rdb)
+			if err != nil {
+				return err
+			}
+			enq, err := enqueuer.New(enqueuer.Config{Redis: rdb, Aggregator: agg, Shards: a.shards})
+			if err != nil {
+				return systemErr(err)
+			}
+			notifier := notify.NewNotifier(asynq.NewClientFromRedisClient(rdb), agg, a.retention)
+			srv, err := api.New(api.Config{
+				Redis: rdb, Aggregator: agg, Enqueuer: enq, Notifier: notifier,
+				Inspector: asynq.NewInspectorFromRedisClient(rdb),
+				Shards:    a.shards, Tokens: tokens, MaxBodyBytes: maxBody, MaxHosts: maxHosts,
+				Policy: policy, Retention: a.retention, Logger: a.logger,
+			})
+			if err != nil {
+				return usageErr("%v", err)
+			}
+			l, err := net.Listen("tcp", addr)
+			if err != nil {
+				return systemErr(fmt.Errorf("listen on %s: %w", addr, err))
+			}
+			sender, err := notify.NewSender(notify.SenderConfig{Aggregator: agg, Secret: []byte(cmp.Or(secret, a.getenv("PINGFLEET_CALLBACK_SECRET"))), Logger: a.logger})
+			if err != nil {
+				return systemErr(err)
+			}
+			cbSrv, cbMux := notify.NewServer(rdb, sender, worker.NewAsynqLogger(a.logger))
+			if err := cbSrv.Start(cbMux); err != nil {
+				return systemErr(fmt.Errorf("start callback delivery: %w", err))
+			}
+			defer cbSrv.Shutdown()
+			hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+			fmt.Fprintf(a.stderr, "pingfleet: serving the API on http://%s\n", l.Addr())
+			if len(tokens) == 0 {
+				a.logger.Warn("no API tokens: every client may submit batches (use --token, --token-file or PINGFLEET_TOKENS)")
+			}
+			g, gctx := errgroup.WithContext(ctx)
+			// Requests (event streams above all) end when the server stops.
+			hs.BaseContext = func(net.Listener) context.Context { return gctx }
+			if janitor {
+				j := notify.NewJanitor(agg, notifier, 0, a.logger)
+				g.Go(func() error { return j.Run(gctx) })
+			}
+			g.Go(func() error {
+				if err := hs.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+					return err
+				}
+				return nil
+			})
+			g.Go(func() error {
+				<-gctx.Done()
+				sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+				defer cancel()
+				err := hs.Shutdown(sctx)
+				if errors.Is(err, context.DeadlineExceeded) {
+					return hs.Close()
+				}
+				return err
+			})
+			if err := g.Wait(); err != nil {
+				return systemErr(err)
+			}
+			return nil
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&addr, "addr", "127.0.0.1:8080", "listen address")
+	fs.StringArrayVar(&tokens, "token", nil, "accepted bearer token (repeatable; env PINGFLEET_TOKENS, comma-separated)")
+	fs.StringVar(&tokenFile, "token-file", "", "read accepted bearer tokens from `FILE` (whitespace-separated)")
+	fs.Int64Var(&maxBody, "max-body", api.DefaultMaxBodyBytes, "largest request body in bytes")
+	fs.IntVar(&maxHosts, "max-hosts", api.DefaultMaxHosts, "most hosts in one batch (after expansion)")
+	fs.StringArrayVar(&allow, "allow", nil, "only allow targets in this `CIDR` (repeatable)")
+	fs.StringArrayVar(&deny, "deny", nil, "deny targets in this `CIDR`, besides multicast, broadcast and 0.0.0.0/8 (repeatable)")
+	fs.BoolVar(&janitor, "janitor", true, "expire batches past their deadline and hand over missed callbacks")
+	fs.StringVar(&secret, "callback-secret", "", "sign callback bodies with HMAC-SHA256 under this secret (env PINGFLEET_CALLBACK_SECRET)")
+	return cmd
+}
