@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os/exec"
 	"sort"
 	"strings"
 	"sync"
@@ -31,28 +30,7 @@ func startServe(t *testing.T, redisURL string, args ...string) string {
 		t.Fatal(err)
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	cmd := exec.Command(binary(t), append([]string{"serve", "--redis", redisURL, "--addr", addr}, args...)...)
-	logs := &syncBuffer{}
-	cmd.Stderr = logs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-			t.Errorf("serve did not stop within 20s of SIGTERM")
-		}
-		if t.Failed() {
-			t.Logf("serve %s log:\n%s", addr, logs)
-		}
-	})
+	startProc(t, append([]string{"serve", "--redis", redisURL, "--addr", addr}, args...)...)
 	url := "http://" + addr
 	eventually(t, 10*time.Second, func() bool {
 		resp, err := http.Get(url + "/readyz")

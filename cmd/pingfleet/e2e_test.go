@@ -90,7 +90,14 @@ func (s *syncBuffer) String() string {
 // with SIGTERM when the test ends.
 func startWorker(t *testing.T, redisURL string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(binary(t), append([]string{"worker", "--redis", redisURL, "--log-level", "info"}, args...)...)
+	return startProc(t, append([]string{"worker", "--redis", redisURL, "--log-level", "info"}, args...)...)
+}
+
+// startProc starts the binary with args; it gets SIGTERM when the test
+// ends, must stop within 30 s, and its log is shown if the test failed.
+func startProc(t *testing.T, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(binary(t), args...)
 	p := &proc{cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -108,10 +115,10 @@ func startWorker(t *testing.T, redisURL string, args ...string) *proc {
 		case <-time.After(30 * time.Second):
 			_ = cmd.Process.Kill()
 			<-p.done
-			t.Errorf("worker did not stop within 30s of SIGTERM; log:\n%s", p.stderr)
+			t.Errorf("%s did not stop within 30s of SIGTERM; log:\n%s", args[0], p.stderr)
 		}
 		if t.Failed() {
-			t.Logf("worker %d log:\n%s", cmd.Process.Pid, p.stderr)
+			t.Logf("%s %d log:\n%s", args[0], cmd.Process.Pid, p.stderr)
 		}
 	})
 	return p
