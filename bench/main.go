@@ -434,6 +434,31 @@ func (b *bench) scenario5() error {
 		return err
 	}
 	b.add(name, "pingfleet run (embedded)", n, m, &ref, "process start → exit")
+
+	// A Redis and a worker inside the lab, already running.
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	url := fmt.Sprintf("redis://127.0.0.1:%d/0", port)
+	rs, err := start("ip", []string{"netns", "exec", l.Namespace(), "redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"}, nil)
+	if err != nil {
+		return err
+	}
+	defer rs.stop()
+	w, err := start("ip", []string{"netns", "exec", l.Namespace(), b.bin, "worker", "--redis", url}, nil)
+	if err != nil {
+		return err
+	}
+	defer w.stop()
+	time.Sleep(time.Second) // Redis up, worker polling
+	m, err = b.median(func() (measure, error) {
+		return inLab(b.bin, "enqueue", "--redis", url, "-f", file, "-c", "3", "-p", "200ms", "-t", "1s", "--wait", "-q", "-o", "json")
+	})
+	if err != nil {
+		return err
+	}
+	b.add(name, "pingfleet enqueue --wait (worker running)", n, m, &ref, "submit → summary; CPU without the worker's")
 	return nil
 }
 

@@ -35,10 +35,14 @@ type workerFlags struct {
 	janitor         bool
 	fleetRate       int
 	fleetBurst      int
+	checkInterval   time.Duration
 }
 
-func (w *workerFlags) register(cmd *cobra.Command) {
+// register adds the worker flags to cmd; checkInterval is the default of
+// --task-check-interval (how fast an idle worker notices new tasks).
+func (w *workerFlags) register(cmd *cobra.Command, checkInterval time.Duration) {
 	fs := cmd.Flags()
+	fs.DurationVar(&w.checkInterval, "task-check-interval", checkInterval, "how long an idle worker waits before looking for tasks again")
 	fs.StringVar(&w.engine, "engine", "shared", `ping engine: "shared" (a few shared ICMP sockets, scales to 10,000s of pings) or "probing" (pro-bing, one socket per ping)`)
 	fs.IntVar(&w.concurrency, "concurrency", worker.DefaultConcurrency, "hosts pinged at once by this process")
 	fs.IntVar(&w.servers, "servers", worker.DefaultServers, "asynq servers (task fetchers) sharing --concurrency")
@@ -53,9 +57,10 @@ func (w *workerFlags) register(cmd *cobra.Command) {
 	fs.DurationVar(&w.dnsCacheMaxAge, "dns-cache-max-age", worker.DefaultDNSCacheMaxAge, "how long this worker reuses a name's addresses (0: no cache)")
 }
 
-// start runs a worker on rdb until ctx is done; wait for the errgroup to
-// know it stopped.
-func (a *app) startWorker(ctx context.Context, g *errgroup.Group, w *workerFlags, rdb redis.UniversalClient, agg *aggregator.Aggregator) error {
+// startWorker runs a worker on rdb until ctx is done; wait for the errgroup
+// to know it stopped. With callbacks, it delivers batch callbacks too (the
+// `worker` command; `run` submits no batch with a callback).
+func (a *app) startWorker(ctx context.Context, g *errgroup.Group, w *workerFlags, rdb redis.UniversalClient, agg *aggregator.Aggregator, callbacks bool) error {
 	if w.privileged && w.unprivileged {
 		return usageErr("--privileged and --unprivileged exclude each other")
 	}
@@ -108,23 +113,28 @@ func (a *app) startWorker(ctx context.Context, g *errgroup.Group, w *workerFlags
 	if err != nil {
 		return systemErr(err)
 	}
-	sender, err := notify.NewSender(notify.SenderConfig{Aggregator: agg, Secret: []byte(cmp.Or(w.callbackSecret, a.getenv("PINGFLEET_CALLBACK_SECRET"))), Logger: a.logger})
-	if err != nil {
-		return systemErr(err)
+	var sender asynq.Handler
+	if callbacks {
+		s, err := notify.NewSender(notify.SenderConfig{Aggregator: agg, Secret: []byte(cmp.Or(w.callbackSecret, a.getenv("PINGFLEET_CALLBACK_SECRET"))), Logger: a.logger})
+		if err != nil {
+			return systemErr(err)
+		}
+		sender = s
 	}
 	if w.janitor {
 		j := notify.NewJanitor(agg, notifier, 0, a.logger)
 		g.Go(func() error { return j.Run(ctx) })
 	}
 	wk, err := worker.New(worker.Config{
-		Redis:           rdb,
-		Handler:         h,
-		Callbacks:       sender,
-		Concurrency:     w.concurrency,
-		Servers:         w.servers,
-		Shards:          a.shards,
-		ShutdownTimeout: w.shutdownTimeout,
-		Logger:          a.logger,
+		Redis:             rdb,
+		Handler:           h,
+		Callbacks:         sender,
+		Concurrency:       w.concurrency,
+		Servers:           w.servers,
+		Shards:            a.shards,
+		ShutdownTimeout:   w.shutdownTimeout,
+		TaskCheckInterval: w.checkInterval,
+		Logger:            a.logger,
 	})
 	if err != nil {
 		return systemErr(err)
@@ -150,7 +160,7 @@ func (a *app) workerCommand() *cobra.Command {
 				return err
 			}
 			var g errgroup.Group
-			if err := a.startWorker(cmd.Context(), &g, &wf, rdb, agg); err != nil {
+			if err := a.startWorker(cmd.Context(), &g, &wf, rdb, agg, true); err != nil {
 				return err
 			}
 			if err := g.Wait(); err != nil {
@@ -159,7 +169,7 @@ func (a *app) workerCommand() *cobra.Command {
 			return nil
 		},
 	}
-	wf.register(cmd)
+	wf.register(cmd, worker.DefaultTaskCheckInterval)
 	return cmd
 }
 
@@ -192,7 +202,7 @@ func (a *app) runCommand() *cobra.Command {
 				stopWorker()
 				_ = g.Wait()
 			}()
-			if err := a.startWorker(wctx, &g, &wf, rdb, agg); err != nil {
+			if err := a.startWorker(wctx, &g, &wf, rdb, agg, false); err != nil {
 				return err
 			}
 			id, err := a.submit(ctx, rdb, agg, b)
@@ -203,7 +213,9 @@ func (a *app) runCommand() *cobra.Command {
 		},
 	}
 	bf.register(cmd.Flags())
-	wf.register(cmd)
+	// One short-lived process: polling its in-process Redis often costs
+	// little and starts and stops the batch sooner.
+	wf.register(cmd, 10*time.Millisecond)
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only the summary, not each host")
 	return cmd
 }
