@@ -327,6 +327,22 @@ func TestResultsListAndFormats(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &rs); code != 200 || err != nil || len(rs) != 4 {
 		t.Errorf("results json: %d %v\n%s", code, err, body)
 	}
+	if code, body := e.do("DELETE", "/v1/batches/"+cr.ID, ""); code != http.StatusConflict {
+		t.Errorf("DELETE of a complete batch: %d %s; want 409", code, body)
+	}
+	for _, path := range []string{"/v1/batches/nope/results", "/v1/batches/nope/events"} {
+		if code, _ := e.do("GET", path, ""); code != http.StatusNotFound {
+			t.Errorf("GET %s: %d; want 404", path, code)
+		}
+	}
+	if code, _ := e.do("DELETE", "/v1/batches/nope", ""); code != http.StatusNotFound {
+		t.Errorf("DELETE of an unknown batch: %d; want 404", code)
+	}
+	for _, q := range []string{"?limit=0", "?limit=x", "?before=yesterday", "?label=nolabel"} {
+		if code, _ := e.do("GET", "/v1/batches"+q, ""); code != http.StatusBadRequest {
+			t.Errorf("GET /v1/batches%s: %d; want 400", q, code)
+		}
+	}
 	for _, bad := range []string{"?format=xml", "?status=sideways"} {
 		if code, _ := e.do("GET", "/v1/batches/"+cr.ID+"/results"+bad, ""); code != 400 {
 			t.Errorf("results%s: %d; want 400", bad, code)

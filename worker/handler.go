@@ -47,6 +47,8 @@ type HandlerConfig struct {
 	// Cancelled, if set, tells whether a batch was cancelled: its tasks
 	// are then dropped without pinging.
 	Cancelled func(batchID string) bool
+	// Metrics, if set, counts tasks, pings, RTTs and failures.
+	Metrics *Metrics
 	// Limiter, if set, paces pings: a fleet-wide rate and the batch's own
 	// (PingOptions.BatchRate). *ratelimit.Limiter is one.
 	Limiter Limiter
@@ -72,6 +74,7 @@ type Handler struct {
 	cancelled  func(string) bool
 	finished   func(context.Context, string) error
 	limiter    Limiter
+	metrics    *Metrics
 }
 
 // NewHandler returns a Handler for cfg.
@@ -92,6 +95,7 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 		logger:     cmp.Or(cfg.Logger, slog.Default()),
 		cancelled:  cfg.Cancelled,
 		limiter:    cfg.Limiter,
+		metrics:    cfg.Metrics,
 		finished:   cfg.Finished,
 	}, nil
 }
@@ -100,13 +104,22 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 // is a result, recorded like any other; only a failure to record (Redis) or
 // an interrupted run is an error, and asynq retries it. A malformed payload
 // is never retried.
-func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) (err error) {
+	start := h.metrics.start()
+	outcome := OutcomeError
+	defer func() {
+		if err != nil && !errors.Is(err, asynq.SkipRetry) {
+			outcome = OutcomeRetried
+		}
+		h.metrics.finish(start, outcome)
+	}()
 	p, err := tasks.DecodePingPayload(t.Payload())
 	if err != nil {
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
 	if h.cancelled != nil && h.cancelled(p.BatchID) {
 		h.logger.Debug("task of a cancelled batch dropped", "batch", p.BatchID, "host", p.Host)
+		outcome = OutcomeCancelled
 		return nil
 	}
 	if h.limiter != nil {
@@ -120,6 +133,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		// asynq run the task again rather than record it.
 		return fmt.Errorf("ping %s: %w", p.Host, err)
 	}
+	h.metrics.result(r, r.Status == aggregator.StatusError && r.IP == "")
 	retried, _ := asynq.GetRetryCount(ctx)
 	r.Attempts = retried + 1
 	out, err := h.rec.Record(ctx, p.BatchID, r)
@@ -130,6 +144,10 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	if err != nil {
 		return err
+	}
+	outcome = string(r.Status)
+	if out == aggregator.Duplicate {
+		outcome = OutcomeDuplicate
 	}
 	h.logger.Debug("host pinged", "batch", p.BatchID, "host", p.Host, "status", r.Status, "duplicate", out == aggregator.Duplicate)
 	if out == aggregator.Completed && h.finished != nil {

@@ -191,3 +191,81 @@ func TestE2EFleetRateLimit(t *testing.T) {
 		t.Logf("only %d worker(s) took part", len(workers))
 	}
 }
+
+// scrape returns the text exposition of a /metrics endpoint.
+func scrape(t *testing.T, addr string) string {
+	t.Helper()
+	var body string
+	eventually(t, 10*time.Second, func() bool {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+		return resp.StatusCode == 200
+	})
+	return body
+}
+
+// metricValue finds the sample line that starts with series.
+func metricValue(body, series string) string {
+	for _, line := range strings.Split(body, "\n") {
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			return rest
+		}
+	}
+	return ""
+}
+
+// A worker and an API server expose metrics; after a real batch they say
+// what happened.
+func TestE2EMetrics(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	wPort, _ := freeTCPPort()
+	sPort, _ := freeTCPPort()
+	wAddr, sAddr := fmt.Sprintf("127.0.0.1:%d", wPort), fmt.Sprintf("127.0.0.1:%d", sPort)
+	startWorker(t, srv.URL(), "--metrics-addr", wAddr)
+	api := startServe(t, srv.URL(), "--metrics-addr", sAddr)
+
+	id := postBatch(t, api, `{"hosts": ["127.0.8.1-20", "gone.invalid"], "options": {"count": 2, "interval": "20ms"}}`)
+	eventually(t, 30*time.Second, func() bool { return getSummary(t, api, id).State == aggregator.StateComplete })
+	if resp, err := http.Get(api + "/v1/batches/no-such-batch"); err == nil {
+		resp.Body.Close()
+	}
+
+	wm := scrape(t, wAddr)
+	for series, want := range map[string]string{
+		`pingfleet_tasks_total{outcome="up"}`:    "20",
+		`pingfleet_tasks_total{outcome="error"}`: "1",
+		`pingfleet_pings_sent_total`:             "40",
+		`pingfleet_pings_received_total`:         "40",
+		`pingfleet_dns_failures_total`:           "1",
+		`pingfleet_rtt_seconds_count`:            "20",
+		`pingfleet_task_duration_seconds_count`:  "21",
+		`pingfleet_pings_in_flight`:              "0",
+	} {
+		if got := metricValue(wm, series); got != want {
+			t.Errorf("worker %s = %q; want %s", series, got, want)
+		}
+	}
+	sm := scrape(t, sAddr)
+	for series, want := range map[string]string{
+		`pingfleet_api_requests_total{code="202",route="POST /v1/batches"}`:     "1",
+		`pingfleet_api_requests_total{code="404",route="GET /v1/batches/{id}"}`: "1",
+		`pingfleet_hosts_pending`:   "0",
+		`pingfleet_exporter_errors`: "0",
+	} {
+		if got := metricValue(sm, series); got != want {
+			t.Errorf("serve %s = %q; want %s", series, got, want)
+		}
+	}
+	if !strings.Contains(sm, `pingfleet_queue_tasks{queue="pingfleet-0",state="pending"}`) {
+		t.Errorf("serve metrics lack queue sizes:\n%s", sm)
+	}
+	if strings.Contains(sm+wm, id) || strings.Contains(sm+wm, "127.0.8.1") {
+		t.Error("a batch ID or host appears in metrics: label sets must stay bounded")
+	}
+}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/pingfleet/pingfleet/aggregator"
 	"github.com/pingfleet/pingfleet/enqueuer"
+	"github.com/pingfleet/pingfleet/exporter"
 	"github.com/pingfleet/pingfleet/notify"
 	"github.com/pingfleet/pingfleet/ratelimit"
 	"github.com/pingfleet/pingfleet/report"
@@ -36,6 +37,7 @@ type workerFlags struct {
 	fleetRate       int
 	fleetBurst      int
 	checkInterval   time.Duration
+	metricsAddr     string
 }
 
 // register adds the worker flags to cmd; checkInterval is the default of
@@ -43,6 +45,7 @@ type workerFlags struct {
 func (w *workerFlags) register(cmd *cobra.Command, checkInterval time.Duration) {
 	fs := cmd.Flags()
 	fs.DurationVar(&w.checkInterval, "task-check-interval", checkInterval, "how long an idle worker waits before looking for tasks again")
+	fs.StringVar(&w.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. :9110)")
 	fs.StringVar(&w.engine, "engine", "shared", `ping engine: "shared" (a few shared ICMP sockets, scales to 10,000s of pings) or "probing" (pro-bing, one socket per ping)`)
 	fs.IntVar(&w.concurrency, "concurrency", worker.DefaultConcurrency, "hosts pinged at once by this process")
 	fs.IntVar(&w.servers, "servers", worker.DefaultServers, "asynq servers (task fetchers) sharing --concurrency")
@@ -99,7 +102,18 @@ func (a *app) startWorker(ctx context.Context, g *errgroup.Group, w *workerFlags
 	if err != nil {
 		return usageErr("--fleet-rate: %v", err)
 	}
+	var metrics *worker.Metrics
+	if w.metricsAddr != "" {
+		reg := exporter.NewRegistry()
+		if metrics, err = worker.NewMetrics(reg); err != nil {
+			return systemErr(err)
+		}
+		if err := a.serveMetrics(ctx, g, w.metricsAddr, reg); err != nil {
+			return err
+		}
+	}
 	h, err := worker.NewHandler(worker.HandlerConfig{
+		Metrics:    metrics,
 		Limiter:    limiter,
 		Recorder:   rec,
 		Pinger:     pinger,

@@ -18,6 +18,7 @@ import (
 
 	"github.com/pingfleet/pingfleet/api"
 	"github.com/pingfleet/pingfleet/enqueuer"
+	"github.com/pingfleet/pingfleet/exporter"
 	"github.com/pingfleet/pingfleet/notify"
 	"github.com/pingfleet/pingfleet/worker"
 )
@@ -33,6 +34,7 @@ func (a *app) serveCommand() *cobra.Command {
 		deny      []string
 		janitor   bool
 		secret    string
+		metrics   string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -101,12 +103,25 @@ func (a *app) serveCommand() *cobra.Command {
 				return systemErr(fmt.Errorf("start callback delivery: %w", err))
 			}
 			defer cbSrv.Shutdown()
-			hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+			var handler http.Handler = srv
+			g, gctx := errgroup.WithContext(ctx)
+			if metrics != "" {
+				reg := exporter.NewRegistry()
+				reg.MustRegister(exporter.NewCollector(asynq.NewInspectorFromRedisClient(rdb), agg, a.shards, a.logger))
+				hm, err := exporter.NewHTTPMetrics(reg)
+				if err != nil {
+					return systemErr(err)
+				}
+				handler = hm.Wrap(srv)
+				if err := a.serveMetrics(gctx, g, metrics, reg); err != nil {
+					return err
+				}
+			}
+			hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 			fmt.Fprintf(a.stderr, "pingfleet: serving the API on http://%s\n", l.Addr())
 			if len(tokens) == 0 {
 				a.logger.Warn("no API tokens: every client may submit batches (use --token, --token-file or PINGFLEET_TOKENS)")
 			}
-			g, gctx := errgroup.WithContext(ctx)
 			// Requests (event streams above all) end when the server stops.
 			hs.BaseContext = func(net.Listener) context.Context { return gctx }
 			if janitor {
@@ -144,6 +159,7 @@ func (a *app) serveCommand() *cobra.Command {
 	fs.StringArrayVar(&allow, "allow", nil, "only allow targets in this `CIDR` (repeatable)")
 	fs.StringArrayVar(&deny, "deny", nil, "deny targets in this `CIDR`, besides multicast, broadcast and 0.0.0.0/8 (repeatable)")
 	fs.BoolVar(&janitor, "janitor", true, "expire batches past their deadline and hand over missed callbacks")
+	fs.StringVar(&metrics, "metrics-addr", "", "serve Prometheus metrics (queues, batches, API requests) at http://ADDR/metrics")
 	fs.StringVar(&secret, "callback-secret", "", "sign callback bodies with HMAC-SHA256 under this secret (env PINGFLEET_CALLBACK_SECRET)")
 	return cmd
 }
