@@ -18,6 +18,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/pingfleet/pingfleet/aggregator"
+	"github.com/pingfleet/pingfleet/redisconn"
 	"github.com/pingfleet/pingfleet/tasks"
 )
 
@@ -167,7 +168,7 @@ resolved, 3 invalid usage or input, 4 system error.`,
 		return &exitError{ExitUsage, flagError{err}}
 	})
 	pf := root.PersistentFlags()
-	pf.StringVar(&a.redisURL, "redis", "", "Redis URL: redis://[user:password@]host:port/db or rediss:// for TLS (env PINGFLEET_REDIS)")
+	pf.StringVar(&a.redisURL, "redis", "", "Redis URL: redis://[user:password@]host:port/db, rediss:// for TLS, redis-cluster://host:port?addr=host2:port2, redis-sentinel://host:26379/db?master_name=NAME (env PINGFLEET_REDIS)")
 	pf.StringVarP(&a.output, "output", "o", "", "output format: table, json, ndjson or csv (default table on a terminal, json otherwise)")
 	pf.StringVar(&a.logLevel, "log-level", "warn", "log level: debug, info, warn or error")
 	pf.StringVar(&a.logFormat, "log-format", "text", "log format: text or json")
@@ -251,17 +252,15 @@ func (a *app) redis(ctx context.Context, embedded bool) (redis.UniversalClient, 
 	if a.redisURL == "" {
 		return nil, usageErr("no Redis given: use --redis redis://host:6379 or set PINGFLEET_REDIS")
 	}
-	opt, err := redis.ParseURL(a.redisURL)
+	c, err := redisconn.Open(a.redisURL)
 	if err != nil {
 		return nil, usageErr("--redis: %v", err)
 	}
-	opt.PoolSize = max(opt.PoolSize, 64)
-	c := redis.NewClient(opt)
 	a.closers = append(a.closers, func() { _ = c.Close() })
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := c.Ping(pctx).Err(); err != nil {
-		return nil, systemErr(fmt.Errorf("connect to redis %s: %w", opt.Addr, err))
+		return nil, systemErr(fmt.Errorf("connect to redis %s: %w", redisconn.Redact(a.redisURL), err))
 	}
 	return c, nil
 }

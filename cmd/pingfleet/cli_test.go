@@ -151,7 +151,7 @@ func TestRunExitCodes(t *testing.T) {
 			desc:      "unreachable Redis is a system error",
 			args:      []string{"status", "x", "--redis", "redis://127.0.0.1:1/0"},
 			code:      ExitSystem,
-			stderrHas: []string{"connect to redis 127.0.0.1:1"},
+			stderrHas: []string{"connect to redis redis://127.0.0.1:1/0"},
 		},
 		{
 			desc:      "bad Redis URL",

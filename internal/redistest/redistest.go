@@ -30,7 +30,7 @@ type Server struct {
 
 // Start starts a redis-server for t, or skips t when no redis-server binary
 // is on PATH. The server stops when t ends.
-func Start(t testing.TB) *Server {
+func Start(t testing.TB, extraArgs ...string) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -43,7 +43,7 @@ func Start(t testing.TB) *Server {
 		if err != nil {
 			t.Fatalf("free port: %v", err)
 		}
-		s, err := start(t, bin, dir, port)
+		s, err := start(t, bin, dir, port, extraArgs...)
 		if err == nil {
 			return s
 		}
@@ -53,16 +53,17 @@ func Start(t testing.TB) *Server {
 	return nil
 }
 
-func start(t testing.TB, bin, dir string, port int) (*Server, error) {
+func start(t testing.TB, bin, dir string, port int, extraArgs ...string) (*Server, error) {
 	logFile := filepath.Join(dir, "redis-"+strconv.Itoa(port)+".log")
-	cmd := exec.Command(bin,
+	args := []string{
 		"--port", strconv.Itoa(port),
 		"--bind", "127.0.0.1",
 		"--save", "",
 		"--appendonly", "no",
 		"--dir", dir,
 		"--logfile", logFile,
-	)
+	}
+	cmd := exec.Command(bin, append(args, extraArgs...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, err
@@ -138,4 +139,117 @@ func tail(path string) string {
 		}
 	}
 	return strings.Join(lines, "\n")
+}
+
+// StartCluster starts a Redis Cluster of n masters (no replicas), each on
+// a free port, and returns its redis-cluster:// URL. It skips t when
+// redis-server or redis-cli is missing.
+func StartCluster(t testing.TB, n int) string {
+	t.Helper()
+	cli, err := exec.LookPath("redis-cli")
+	if err != nil {
+		t.Skip("redis-cli not found on PATH; install redis-tools to run this test")
+	}
+	var addrs []string
+	for i := range n {
+		dir := t.TempDir()
+		s := Start(t, "--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, fmt.Sprintf("nodes-%d.conf", i)),
+			"--cluster-node-timeout", "2000")
+		addrs = append(addrs, s.Addr)
+	}
+	args := append([]string{"--cluster", "create"}, addrs...)
+	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for _, a := range addrs {
+		for {
+			out, _ := exec.Command(cli, "-h", "127.0.0.1", "-p", strings.Split(a, ":")[1], "cluster", "info").Output()
+			if strings.Contains(string(out), "cluster_state:ok") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("cluster not ok after 20s: %s", out)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	u := "redis-cluster://" + addrs[0]
+	for i, a := range addrs[1:] {
+		sep := "&"
+		if i == 0 {
+			sep = "?"
+		}
+		u += sep + "addr=" + a
+	}
+	return u
+}
+
+// Sentinel is a master, a replica and one sentinel watching them.
+type Sentinel struct {
+	// URL is the redis-sentinel:// URL of the master set "mymaster".
+	URL string
+	// Addr is the sentinel's host:port.
+	Addr string
+}
+
+// StartSentinel starts a master, a replica of it and a sentinel (quorum
+// 1, master down after 1 s), and returns them. It skips t when
+// redis-server is missing.
+func StartSentinel(t testing.TB) *Sentinel {
+	t.Helper()
+	master := Start(t)
+	_, mport, _ := net.SplitHostPort(master.Addr)
+	Start(t, "--replicaof", "127.0.0.1", mport)
+	bin, _ := exec.LookPath("redis-server")
+	dir := t.TempDir()
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "sentinel.conf")
+	text := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nlogfile %s\n"+
+		"sentinel monitor mymaster 127.0.0.1 %s 1\n"+
+		"sentinel down-after-milliseconds mymaster 1000\n"+
+		"sentinel failover-timeout mymaster 5000\n",
+		port, dir, filepath.Join(dir, "sentinel.log"), mport)
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, conf, "--sentinel")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	s := &Sentinel{URL: "redis-sentinel://" + addr + "/0?master_name=mymaster", Addr: addr}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c := redis.NewSentinelClient(&redis.Options{Addr: addr})
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		replicas, err := c.Replicas(ctx, "mymaster").Result()
+		cancel()
+		c.Close()
+		if err == nil && len(replicas) == 1 {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sentinel not watching a master with one replica after 10s: %v %v\n%s", replicas, err, tail(filepath.Join(dir, "sentinel.log")))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Failover makes the sentinel promote the replica now.
+func (s *Sentinel) Failover(t testing.TB) {
+	t.Helper()
+	c := redis.NewSentinelClient(&redis.Options{Addr: s.Addr})
+	defer c.Close()
+	if err := c.Failover(context.Background(), "mymaster").Err(); err != nil {
+		t.Fatalf("sentinel failover: %v", err)
+	}
 }
