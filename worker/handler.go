@@ -149,7 +149,8 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) (err error) {
 	if out == aggregator.Duplicate {
 		outcome = OutcomeDuplicate
 	}
-	h.logger.Debug("host pinged", "batch", p.BatchID, "host", p.Host, "status", r.Status, "duplicate", out == aggregator.Duplicate)
+	taskID, _ := asynq.GetTaskID(ctx)
+	h.logger.Debug("host pinged", "batch", p.BatchID, "host", p.Host, "task", taskID, "status", r.Status, "duplicate", out == aggregator.Duplicate)
 	if out == aggregator.Completed && h.finished != nil {
 		if err := h.finished(ctx, p.BatchID); err != nil {
 			h.logger.Warn("batch finished, callback not handed over yet (the janitor will)", "batch", p.BatchID, "error", err)

@@ -269,3 +269,38 @@ func TestE2EMetrics(t *testing.T) {
 		t.Error("a batch ID or host appears in metrics: label sets must stay bounded")
 	}
 }
+
+// Secrets (the Redis password, API tokens, the callback secret) never
+// reach the logs, even at debug level, while batch, host and task IDs do.
+func TestE2ESecretsNotLogged(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, "--requirepass", "redis-pw-123")
+	url := "redis://:redis-pw-123@" + srv.Addr + "/0"
+	rcv := &callbackCounter{ok: map[string]int{}, secret: []byte("cb-secret-456")}
+	hs := httptest.NewServer(rcv)
+	defer hs.Close()
+	w := startWorker(t, url, "--log-level", "debug", "--log-format", "json", "--callback-secret", "cb-secret-456")
+	// The serve process only shows that a token on the command line is not
+	// logged; the batch goes through the CLI, which shares the config.
+	api := startProc(t, "serve", "--redis", url, "--addr", "127.0.0.1:0", "--log-level", "debug", "--token", "api-token-789")
+	r := runBinary(t, "", "enqueue", "--redis", url, "127.0.0.1", "--wait", "--log-level", "debug", "-o", "ndjson")
+	if r.code != ExitOK {
+		t.Fatalf("enqueue: exit %d\n%s", r.code, r.stderr)
+	}
+	bad := runBinary(t, "", "status", "x", "--redis", "redis://:wrong-pw-000@"+srv.Addr+"/0")
+	if bad.code != ExitSystem {
+		t.Errorf("wrong password: exit %d; want 4", bad.code)
+	}
+	eventually(t, 10*time.Second, func() bool { return strings.Contains(w.stderr.String(), `"msg":"host pinged"`) })
+	logs := w.stderr.String() + api.stderr.String() + r.stderr + bad.stderr
+	for _, secret := range []string{"redis-pw-123", "api-token-789", "cb-secret-456", "wrong-pw-000"} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("logs show the secret %q:\n%s", secret, logs)
+		}
+	}
+	for _, attr := range []string{`"batch":"`, `"host":"127.0.0.1"`, `"task":"`} {
+		if !strings.Contains(w.stderr.String(), attr) {
+			t.Errorf("worker debug log lacks %s:\n%s", attr, w.stderr)
+		}
+	}
+}

@@ -3,7 +3,9 @@ package main
 // The fleet on the Redis deployments the --redis URL can name.
 
 import (
+	"context"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -54,6 +56,44 @@ func TestE2ESentinelFailover(t *testing.T) {
 	w := runBinary(t, "", "wait", "failover", "--redis", s.URL, "-o", "ndjson")
 	if w.code != ExitOK {
 		t.Fatalf("wait after failover: exit %d\n%s", w.code, w.stderr)
+	}
+	results, sum := ndjsonReport(t, w.stdout)
+	checkExactlyOnce(t, hosts, results, sum, aggregator.StatusUp)
+}
+
+// A rolling restart of every worker in the middle of a batch: each gets
+// SIGTERM, finishes its pings in flight, exits, and a new one takes its
+// place. No host is lost or counted twice.
+func TestE2ERollingRestart(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	a := startWorker(t, srv.URL(), "--concurrency", "40", "--shutdown-timeout", "10s")
+	b := startWorker(t, srv.URL(), "--concurrency", "40", "--shutdown-timeout", "10s")
+	hosts := loopbackHosts(400, 190)
+	r := runBinary(t, hosts, "enqueue", "--redis", srv.URL(), "-", "-c", "3", "-p", "300ms", "--batch-id", "rolling")
+	if r.code != ExitOK {
+		t.Fatalf("enqueue: exit %d\n%s", r.code, r.stderr)
+	}
+	done := func() int {
+		n, _ := srv.Client().HGet(context.Background(), aggregator.Keys("rolling")[0], "done").Int()
+		return n
+	}
+	for i, old := range []*proc{a, b} {
+		eventually(t, time.Minute, func() bool { return done() >= 50*(i+1) })
+		_ = old.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-old.done:
+		case <-time.After(20 * time.Second):
+			t.Fatal("worker did not stop within 20s of SIGTERM")
+		}
+		if code := old.cmd.ProcessState.ExitCode(); code != 0 {
+			t.Errorf("worker exited %d after SIGTERM; want 0\n%s", code, old.stderr)
+		}
+		startWorker(t, srv.URL(), "--concurrency", "40")
+	}
+	w := runBinary(t, "", "wait", "rolling", "--redis", srv.URL(), "-o", "ndjson")
+	if w.code != ExitOK {
+		t.Fatalf("wait: exit %d\n%s", w.code, w.stderr)
 	}
 	results, sum := ndjsonReport(t, w.stdout)
 	checkExactlyOnce(t, hosts, results, sum, aggregator.StatusUp)

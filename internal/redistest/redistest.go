@@ -84,8 +84,8 @@ func start(t testing.TB, bin, dir string, port int, extraArgs ...string) (*Serve
 			return nil, fmt.Errorf("redis-server exited: %v; log: %s", err, tail(logFile))
 		default:
 		}
-		if s.ping() == nil {
-			return s, nil
+		if err := s.ping(); err == nil || strings.Contains(err.Error(), "NOAUTH") {
+			return s, nil // NOAUTH: up, and started with --requirepass
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
