@@ -236,6 +236,15 @@ func TestE2EMetrics(t *testing.T) {
 		resp.Body.Close()
 	}
 
+	for _, probe := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get("http://" + wAddr + probe)
+		if err != nil || resp.StatusCode != 200 {
+			t.Errorf("worker %s: %v %v", probe, resp, err)
+		}
+		if resp != nil {
+			resp.Body.Close()
+		}
+	}
 	wm := scrape(t, wAddr)
 	for series, want := range map[string]string{
 		`pingfleet_tasks_total{outcome="up"}`:    "20",

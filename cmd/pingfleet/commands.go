@@ -108,7 +108,7 @@ func (a *app) startWorker(ctx context.Context, g *errgroup.Group, w *workerFlags
 		if metrics, err = worker.NewMetrics(reg); err != nil {
 			return systemErr(err)
 		}
-		if err := a.serveMetrics(ctx, g, w.metricsAddr, reg); err != nil {
+		if err := a.serveMetrics(ctx, g, w.metricsAddr, reg, rdb); err != nil {
 			return err
 		}
 	}

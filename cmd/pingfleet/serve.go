@@ -113,7 +113,7 @@ func (a *app) serveCommand() *cobra.Command {
 					return systemErr(err)
 				}
 				handler = hm.Wrap(srv)
-				if err := a.serveMetrics(gctx, g, metrics, reg); err != nil {
+				if err := a.serveMetrics(gctx, g, metrics, reg, rdb); err != nil {
 					return err
 				}
 			}
