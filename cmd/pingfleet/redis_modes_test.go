@@ -98,3 +98,21 @@ func TestE2ERollingRestart(t *testing.T) {
 	results, sum := ndjsonReport(t, w.stdout)
 	checkExactlyOnce(t, hosts, results, sum, aggregator.StatusUp)
 }
+
+// TLS (rediss://) for every connection: enqueue, worker, wait.
+func TestE2ERedisTLS(t *testing.T) {
+	t.Parallel()
+	srv := redistest.StartTLS(t)
+	startWorker(t, srv.URL())
+	hosts := loopbackHosts(50, 200)
+	r := runBinary(t, hosts, "enqueue", "--redis", srv.URL(), "-", "--wait", "-o", "ndjson")
+	if r.code != ExitOK {
+		t.Fatalf("enqueue --wait over TLS: exit %d\n%s", r.code, r.stderr)
+	}
+	results, sum := ndjsonReport(t, r.stdout)
+	checkExactlyOnce(t, hosts, results, sum, aggregator.StatusUp)
+	plain := runBinary(t, "", "status", "x", "--redis", "redis://"+srv.Addr+"/0")
+	if plain.code != ExitSystem {
+		t.Errorf("plain connection to a TLS-only server: exit %d; want 4", plain.code)
+	}
+}

@@ -6,7 +6,15 @@ package redistest
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -26,11 +34,29 @@ type Server struct {
 	Addr string
 	cmd  *exec.Cmd
 	t    testing.TB
+	tls  bool
 }
 
 // Start starts a redis-server for t, or skips t when no redis-server binary
 // is on PATH. The server stops when t ends.
 func Start(t testing.TB, extraArgs ...string) *Server {
+	t.Helper()
+	return startServer(t, false, extraArgs...)
+}
+
+// StartTLS starts a redis-server that speaks only TLS, with a self-signed
+// certificate: connect with rediss://ADDR/0?skip_verify=true.
+func StartTLS(t testing.TB) *Server {
+	t.Helper()
+	dir := t.TempDir()
+	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := selfSigned(cert, key); err != nil {
+		t.Fatal(err)
+	}
+	return startServer(t, true, "--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", cert, "--tls-auth-clients", "no")
+}
+
+func startServer(t testing.TB, tls bool, extraArgs ...string) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -43,7 +69,7 @@ func Start(t testing.TB, extraArgs ...string) *Server {
 		if err != nil {
 			t.Fatalf("free port: %v", err)
 		}
-		s, err := start(t, bin, dir, port, extraArgs...)
+		s, err := start(t, bin, dir, port, tls, extraArgs...)
 		if err == nil {
 			return s
 		}
@@ -53,22 +79,27 @@ func Start(t testing.TB, extraArgs ...string) *Server {
 	return nil
 }
 
-func start(t testing.TB, bin, dir string, port int, extraArgs ...string) (*Server, error) {
+func start(t testing.TB, bin, dir string, port int, tls bool, extraArgs ...string) (*Server, error) {
 	logFile := filepath.Join(dir, "redis-"+strconv.Itoa(port)+".log")
+	portArgs := []string{"--port", strconv.Itoa(port)}
+	if tls {
+		portArgs = []string{"--port", "0", "--tls-port", strconv.Itoa(port)}
+	}
 	args := []string{
-		"--port", strconv.Itoa(port),
+		portArgs[0], portArgs[1],
 		"--bind", "127.0.0.1",
 		"--save", "",
 		"--appendonly", "no",
 		"--dir", dir,
 		"--logfile", logFile,
 	}
+	args = append(args, portArgs[2:]...)
 	cmd := exec.Command(bin, append(args, extraArgs...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), cmd: cmd, t: t}
+	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), cmd: cmd, t: t, tls: tls}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	t.Cleanup(func() {
@@ -92,12 +123,21 @@ func start(t testing.TB, bin, dir string, port int, extraArgs ...string) (*Serve
 	return nil, fmt.Errorf("redis-server on port %d not ready after 10s; log: %s", port, tail(logFile))
 }
 
-// URL returns the redis:// URL of the server.
-func (s *Server) URL() string { return "redis://" + s.Addr + "/0" }
+// URL returns the redis:// (rediss:// for TLS) URL of the server.
+func (s *Server) URL() string {
+	if s.tls {
+		return "rediss://" + s.Addr + "/0?skip_verify=true"
+	}
+	return "redis://" + s.Addr + "/0"
+}
 
 // Client returns a go-redis client of the server, closed when the test ends.
 func (s *Server) Client() *redis.Client {
-	c := redis.NewClient(&redis.Options{Addr: s.Addr})
+	opts := &redis.Options{Addr: s.Addr}
+	if s.tls {
+		opts.TLSConfig = &tls.Config{InsecureSkipVerify: true}
+	}
+	c := redis.NewClient(opts)
 	s.t.Cleanup(func() { _ = c.Close() })
 	return c
 }
@@ -108,7 +148,11 @@ func (s *Server) Kill() {
 }
 
 func (s *Server) ping() error {
-	c := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1})
+	opts := &redis.Options{Addr: s.Addr, MaxRetries: -1}
+	if s.tls {
+		opts.TLSConfig = &tls.Config{InsecureSkipVerify: true}
+	}
+	c := redis.NewClient(opts)
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
@@ -252,4 +296,35 @@ func (s *Sentinel) Failover(t testing.TB) {
 	if err := c.Failover(context.Background(), "mymaster").Err(); err != nil {
 		t.Fatalf("sentinel failover: %v", err)
 	}
+}
+
+// selfSigned writes a self-signed certificate for 127.0.0.1 and its key.
+func selfSigned(certFile, keyFile string) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "127.0.0.1"},
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return err
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
 }
