@@ -37,12 +37,13 @@ import (
 // that are socket-wide (family, TTL, TOS, don't-fragment, source, interface,
 // mark).
 type Engine struct {
-	cfg    EngineConfig
-	raw    atomic.Bool // SocketAuto fell back to raw sockets
-	mu     sync.Mutex
-	groups map[sockKey]*sockGroup
-	closed bool
-	wg     sync.WaitGroup
+	cfg        EngineConfig
+	readErrors atomic.Uint64
+	raw        atomic.Bool // SocketAuto fell back to raw sockets
+	mu         sync.Mutex
+	groups     map[sockKey]*sockGroup
+	closed     bool
+	wg         sync.WaitGroup
 }
 
 // EngineConfig configures an Engine.
@@ -92,6 +93,9 @@ func NewEngine(cfg EngineConfig) *Engine {
 
 // Privileged reports whether e uses raw sockets.
 func (e *Engine) Privileged() bool { return e.raw.Load() }
+
+// ReadErrors is the number of failed reads on e's sockets so far.
+func (e *Engine) ReadErrors() uint64 { return e.readErrors.Load() }
 
 // Close closes every socket and waits for the readers to stop. Pings in
 // flight end with an error.
@@ -165,6 +169,7 @@ func (e *Engine) group(key sockKey) (*sockGroup, error) {
 		g.socks = append(g.socks, s)
 	}
 	for _, s := range g.socks {
+		s.readErrors = &e.readErrors
 		e.wg.Add(1)
 		go func() {
 			defer e.wg.Done()
@@ -218,6 +223,8 @@ type socket struct {
 	v6    bool
 	id    uint16 // first echo ID (raw sockets only: ping sockets get theirs from the kernel)
 	token [8]byte
+
+	readErrors *atomic.Uint64 // the engine's count of failed reads
 
 	mu       sync.Mutex
 	next     uint32 // the next request's key: ID offset << 16 | sequence
@@ -467,6 +474,7 @@ func (s *socket) read() {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
+			s.readErrors.Add(1)
 			continue
 		}
 		b := buf[:n]

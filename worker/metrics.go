@@ -72,6 +72,14 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	return m, nil
 }
 
+// RegisterEngine exports e's receive errors as
+// pingfleet_receive_errors_total on reg.
+func RegisterEngine(reg prometheus.Registerer, e *Engine) error {
+	return reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: "pingfleet", Name: "receive_errors_total", Help: "Failed reads on the ping engine's ICMP sockets.",
+	}, func() float64 { return float64(e.ReadErrors()) }))
+}
+
 // The methods accept a nil *Metrics, so that the handler needs no checks.
 
 func (m *Metrics) start() time.Time {

@@ -255,6 +255,7 @@ func TestE2EMetrics(t *testing.T) {
 		`pingfleet_rtt_seconds_count`:            "20",
 		`pingfleet_task_duration_seconds_count`:  "21",
 		`pingfleet_pings_in_flight`:              "0",
+		`pingfleet_receive_errors_total`:         "0",
 	} {
 		if got := metricValue(wm, series); got != want {
 			t.Errorf("worker %s = %q; want %s", series, got, want)

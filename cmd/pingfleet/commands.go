@@ -78,11 +78,12 @@ func (a *app) startWorker(ctx context.Context, g *errgroup.Group, w *workerFlags
 		mode = worker.SocketUnprivileged
 	}
 	var pinger worker.Pinger
+	var engine *worker.Engine
 	switch w.engine {
 	case "shared":
-		e := worker.NewEngine(worker.EngineConfig{Mode: mode, Logger: a.logger})
-		a.closers = append(a.closers, func() { _ = e.Close() })
-		pinger = e
+		engine = worker.NewEngine(worker.EngineConfig{Mode: mode, Logger: a.logger})
+		a.closers = append(a.closers, func() { _ = engine.Close() })
+		pinger = engine
 	case "probing":
 		pinger = worker.NewProBing(mode, a.logger)
 	default:
@@ -107,6 +108,11 @@ func (a *app) startWorker(ctx context.Context, g *errgroup.Group, w *workerFlags
 		reg := exporter.NewRegistry()
 		if metrics, err = worker.NewMetrics(reg); err != nil {
 			return systemErr(err)
+		}
+		if engine != nil {
+			if err := worker.RegisterEngine(reg, engine); err != nil {
+				return systemErr(err)
+			}
 		}
 		if err := a.serveMetrics(ctx, g, w.metricsAddr, reg, rdb); err != nil {
 			return err

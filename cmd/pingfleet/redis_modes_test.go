@@ -116,3 +116,18 @@ func TestE2ERedisTLS(t *testing.T) {
 		t.Errorf("plain connection to a TLS-only server: exit %d; want 4", plain.code)
 	}
 }
+
+// An ACL user with a password, named in the URL, for every connection.
+func TestE2ERedisACLUser(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, "--user", "pinger", "on", ">pinger-pw", "~*", "&*", "+@all", "--user", "default", "off")
+	url := "redis://pinger:pinger-pw@" + srv.Addr + "/0"
+	startWorker(t, url)
+	r := runBinary(t, "", "enqueue", "--redis", url, "127.0.0.1-5", "--wait", "-o", "ndjson")
+	if r.code != ExitOK {
+		t.Fatalf("enqueue --wait as an ACL user: exit %d\n%s", r.code, r.stderr)
+	}
+	if bad := runBinary(t, "", "batches", "--redis", "redis://"+srv.Addr+"/0"); bad.code != ExitSystem {
+		t.Errorf("the disabled default user got in: exit %d", bad.code)
+	}
+}
