@@ -54,8 +54,6 @@ func exitCode(err error) int {
 		return ExitOK
 	case errors.As(err, &ee):
 		return ee.code
-	case errors.Is(err, context.Canceled):
-		return ExitSystem
 	default:
 		return ExitSystem
 	}
@@ -265,12 +263,17 @@ func (a *app) redis(ctx context.Context, embedded bool) (redis.UniversalClient, 
 	return c, nil
 }
 
-func (a *app) aggregator(rdb redis.UniversalClient) (*aggregator.Aggregator, error) {
+// connect opens the Redis connection (see redis) and the aggregator on it.
+func (a *app) connect(ctx context.Context, embedded bool) (redis.UniversalClient, *aggregator.Aggregator, error) {
+	rdb, err := a.redis(ctx, embedded)
+	if err != nil {
+		return nil, nil, err
+	}
 	agg, err := aggregator.New(aggregator.Config{Client: rdb, Retention: a.retention})
 	if err != nil {
-		return nil, systemErr(err)
+		return nil, nil, systemErr(err)
 	}
-	return agg, nil
+	return rdb, agg, nil
 }
 
 func isTerminal(w io.Writer) bool {

@@ -171,11 +171,7 @@ func (a *app) workerCommand() *cobra.Command {
 		Short: "Run a worker: take ping tasks from Redis until stopped (SIGINT/SIGTERM)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rdb, err := a.redis(cmd.Context(), false)
-			if err != nil {
-				return err
-			}
-			agg, err := a.aggregator(rdb)
+			rdb, agg, err := a.connect(cmd.Context(), false)
 			if err != nil {
 				return err
 			}
@@ -208,11 +204,7 @@ func (a *app) runCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			rdb, err := a.redis(ctx, true)
-			if err != nil {
-				return err
-			}
-			agg, err := a.aggregator(rdb)
+			rdb, agg, err := a.connect(ctx, true)
 			if err != nil {
 				return err
 			}
@@ -254,11 +246,7 @@ func (a *app) enqueueCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			rdb, err := a.redis(ctx, false)
-			if err != nil {
-				return err
-			}
-			agg, err := a.aggregator(rdb)
+			rdb, agg, err := a.connect(ctx, false)
 			if err != nil {
 				return err
 			}
@@ -323,11 +311,7 @@ func (a *app) waitCommand() *cobra.Command {
 		Short: "Wait for a batch to complete (progress bar on a terminal), then print its results",
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rdb, err := a.redis(cmd.Context(), false)
-			if err != nil {
-				return err
-			}
-			agg, err := a.aggregator(rdb)
+			_, agg, err := a.connect(cmd.Context(), false)
 			if err != nil {
 				return err
 			}
@@ -344,11 +328,7 @@ func (a *app) statusCommand() *cobra.Command {
 		Short: "Print a batch's state and summary; exit code as for a finished batch",
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rdb, err := a.redis(cmd.Context(), false)
-			if err != nil {
-				return err
-			}
-			agg, err := a.aggregator(rdb)
+			_, agg, err := a.connect(cmd.Context(), false)
 			if err != nil {
 				return err
 			}
@@ -380,11 +360,7 @@ func (a *app) resultsCommand() *cobra.Command {
 					return usageErr("--status %q: use up, down, error or pending", s)
 				}
 			}
-			rdb, err := a.redis(cmd.Context(), false)
-			if err != nil {
-				return err
-			}
-			agg, err := a.aggregator(rdb)
+			_, agg, err := a.connect(cmd.Context(), false)
 			if err != nil {
 				return err
 			}
@@ -407,11 +383,7 @@ func (a *app) batchesCommand() *cobra.Command {
 		Short: "List recent batches, newest first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rdb, err := a.redis(cmd.Context(), false)
-			if err != nil {
-				return err
-			}
-			agg, err := a.aggregator(rdb)
+			_, agg, err := a.connect(cmd.Context(), false)
 			if err != nil {
 				return err
 			}

@@ -68,11 +68,7 @@ func (a *app) serveCommand() *cobra.Command {
 					*list.out = append(*list.out, p.Masked())
 				}
 			}
-			rdb, err := a.redis(ctx, false)
-			if err != nil {
-				return err
-			}
-			agg, err := a.aggregator(rdb)
+			rdb, agg, err := a.connect(ctx, false)
 			if err != nil {
 				return err
 			}
