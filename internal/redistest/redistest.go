@@ -236,6 +236,8 @@ type Sentinel struct {
 	URL string
 	// Addr is the sentinel's host:port.
 	Addr string
+	// Replica is the server the sentinel promotes on Failover.
+	Replica *Server
 }
 
 // StartSentinel starts a master, a replica of it and a sentinel (quorum
@@ -245,7 +247,7 @@ func StartSentinel(t testing.TB) *Sentinel {
 	t.Helper()
 	master := Start(t)
 	_, mport, _ := net.SplitHostPort(master.Addr)
-	Start(t, "--replicaof", "127.0.0.1", mport)
+	replica := Start(t, "--replicaof", "127.0.0.1", mport)
 	bin, _ := exec.LookPath("redis-server")
 	dir := t.TempDir()
 	port, err := freePort()
@@ -270,7 +272,7 @@ func StartSentinel(t testing.TB) *Sentinel {
 	go func() { _ = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	s := &Sentinel{URL: "redis-sentinel://" + addr + "/0?master_name=mymaster", Addr: addr}
+	s := &Sentinel{URL: "redis-sentinel://" + addr + "/0?master_name=mymaster", Addr: addr, Replica: replica}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		c := redis.NewSentinelClient(&redis.Options{Addr: addr})
