@@ -326,22 +326,18 @@ func (s *Server) createBatch(w http.ResponseWriter, r *http.Request) {
 		b.ID, existing = got, got != id
 	}
 	res, err := s.cfg.Enqueuer.Submit(r.Context(), b)
-	if err != nil {
-		var partial *enqueuer.PartialError
-		code := http.StatusServiceUnavailable
-		if !errors.As(err, &partial) && !isRedisErr(err) {
-			code = http.StatusUnprocessableEntity
-		}
-		writeError(w, code, err.Error())
+	switch {
+	case errors.Is(err, aggregator.ErrConflict):
+		writeError(w, http.StatusConflict, err.Error())
+		return
+	case err != nil:
+		// The request was valid (decodeCreate checked all of it): what
+		// failed is Redis. A PartialError says how to finish the batch.
+		writeError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
 	w.Header().Set("Location", "/v1/batches/"+res.ID)
 	writeJSON(w, http.StatusAccepted, CreateResponse{ID: res.ID, Total: res.Total, StatusURL: "/v1/batches/" + res.ID, Existing: existing})
-}
-
-func isRedisErr(err error) bool {
-	var ne interface{ Timeout() bool }
-	return errors.As(err, &ne) || errors.Is(err, redis.ErrClosed) || strings.Contains(err.Error(), "connect")
 }
 
 func idemKey(key string) string {
@@ -580,10 +576,15 @@ func (s *Server) cancelBatch(w http.ResponseWriter, r *http.Request) {
 		// answering. Tasks already running finish (and are not counted).
 		err := s.cfg.Aggregator.Results(ctx, id, func(res aggregator.Result) error {
 			err := s.cfg.Inspector.DeleteTask(tasks.Queue(res.Host, s.cfg.Shards), tasks.TaskID(id, res.Host))
-			if err != nil && !errors.Is(err, asynq.ErrTaskNotFound) && !errors.Is(err, asynq.ErrQueueNotFound) && !strings.Contains(err.Error(), "active") {
-				return err
+			switch {
+			case err == nil, errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+				return nil
+			case strings.Contains(err.Error(), "in active state"):
+				// Running now (asynq has no exported error for it): the
+				// worker finishes it and its result is not counted.
+				return nil
 			}
-			return nil
+			return err
 		}, aggregator.StatusCancelled)
 		if err != nil {
 			s.cfg.Logger.Warn("cancel: some queued tasks not deleted (workers will skip them)", "batch", id, "error", err)
