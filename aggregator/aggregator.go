@@ -629,8 +629,13 @@ func (a *Aggregator) Results(ctx context.Context, id string, fn func(Result) err
 // Page returns up to limit batches created before before (all when zero),
 // newest first, that keep accepts, and the time to pass as before for the
 // next page (zero when there is none). It scans at most 10 pages' worth.
+// Batches whose keys expired are dropped from the index on the way.
 func (a *Aggregator) Page(ctx context.Context, before time.Time, limit int, keep func(Summary) bool) ([]Summary, time.Time, error) {
 	limit = max(limit, 1)
+	cutoff := a.now().Add(-a.retention).UnixMilli()
+	if err := a.rdb.ZRemRangeByScore(ctx, indexKey, "-inf", "("+strconv.FormatInt(cutoff, 10)).Err(); err != nil {
+		return nil, time.Time{}, fmt.Errorf("list batches: %w", err)
+	}
 	maxScore := "+inf"
 	if !before.IsZero() {
 		maxScore = "(" + strconv.FormatInt(before.UnixMilli(), 10)
@@ -650,6 +655,7 @@ func (a *Aggregator) Page(ctx context.Context, before time.Time, limit int, keep
 			last = time.UnixMilli(int64(z.Score)).UTC()
 			s, err := a.Summary(ctx, z.Member.(string))
 			if errors.Is(err, ErrNotFound) {
+				a.rdb.ZRem(ctx, indexKey, z.Member)
 				continue
 			}
 			if err != nil {
@@ -668,28 +674,8 @@ func (a *Aggregator) Page(ctx context.Context, before time.Time, limit int, keep
 }
 
 // Recent returns the summaries of the newest batches, newest first, at most
-// limit of them. Batches whose keys expired are dropped from the index.
+// limit of them.
 func (a *Aggregator) Recent(ctx context.Context, limit int) ([]Summary, error) {
-	limit = max(limit, 1)
-	cutoff := a.now().Add(-a.retention).UnixMilli()
-	if err := a.rdb.ZRemRangeByScore(ctx, indexKey, "-inf", "("+strconv.FormatInt(cutoff, 10)).Err(); err != nil {
-		return nil, fmt.Errorf("recent batches: %w", err)
-	}
-	ids, err := a.rdb.ZRevRange(ctx, indexKey, 0, int64(limit)-1).Result()
-	if err != nil {
-		return nil, fmt.Errorf("recent batches: %w", err)
-	}
-	out := make([]Summary, 0, len(ids))
-	for _, id := range ids {
-		s, err := a.Summary(ctx, id)
-		if errors.Is(err, ErrNotFound) {
-			a.rdb.ZRem(ctx, indexKey, id)
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, s)
-	}
-	return out, nil
+	list, _, err := a.Page(ctx, time.Time{}, limit, nil)
+	return list, err
 }

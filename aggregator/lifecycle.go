@@ -151,12 +151,3 @@ func (a *Aggregator) Events(ctx context.Context, id, after string, count int, bl
 	}
 	return out, nil
 }
-
-// Exists reports whether batch id exists.
-func (a *Aggregator) Exists(ctx context.Context, id string) (bool, error) {
-	n, err := a.rdb.Exists(ctx, metaKey(id)).Result()
-	if err != nil {
-		return false, fmt.Errorf("batch %s: %w", id, err)
-	}
-	return n == 1, nil
-}

@@ -476,24 +476,25 @@ func (s *Server) results(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	id := r.PathValue("id")
-	ok, err := s.cfg.Aggregator.Exists(r.Context(), id)
-	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, err.Error())
-		return
-	}
-	if !ok {
-		writeError(w, http.StatusNotFound, "batch "+id+" not found")
-		return
-	}
 	ct := map[string]string{"json": "application/json", "ndjson": "application/x-ndjson", "csv": "text/csv"}[format]
 	w.Header().Set("Content-Type", ct)
-	rw := report.NewResultWriter(w, format)
-	// Streamed: a failure after the first byte can only cut the body short.
-	if err := s.cfg.Aggregator.Results(r.Context(), id, rw.Write, only...); err != nil {
+	rw := report.NewResultWriter(w, format) // buffers until the first result
+	started := false
+	err := s.cfg.Aggregator.Results(r.Context(), id, func(res aggregator.Result) error {
+		started = true
+		return rw.Write(res)
+	}, only...)
+	switch {
+	case err == nil:
+		_ = rw.Close()
+	case started:
+		// Streamed: a failure after the first byte can only cut the body short.
 		s.cfg.Logger.Warn("results stream cut", "batch", id, "error", err)
-		return
+	case errors.Is(err, aggregator.ErrNotFound):
+		writeError(w, http.StatusNotFound, "batch "+id+" not found")
+	default:
+		writeError(w, http.StatusServiceUnavailable, err.Error())
 	}
-	_ = rw.Close()
 }
 
 // keepAlive is how often an idle event stream gets a comment line, so that

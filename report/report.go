@@ -68,8 +68,8 @@ func (rw *ResultWriter) Write(r aggregator.Result) error {
 			rtt(r.RTTMin), rtt(r.RTTAvg), rtt(r.RTTMax), rtt(r.RTTStdev), r.Error)
 	case "csv":
 		rw.err = rw.cw.Write([]string{r.Host, r.IP, string(r.Status), strconv.Itoa(r.Sent),
-			strconv.Itoa(r.Received), formatFloat(r.LossPct), formatFloat(r.RTTMin), formatFloat(r.RTTAvg),
-			formatFloat(r.RTTMax), formatFloat(r.RTTStdev), strconv.Itoa(r.ReplyTTL), r.Error,
+			strconv.Itoa(r.Received), FormatFloat(r.LossPct), FormatFloat(r.RTTMin), FormatFloat(r.RTTAvg),
+			FormatFloat(r.RTTMax), FormatFloat(r.RTTStdev), strconv.Itoa(r.ReplyTTL), r.Error,
 			strconv.Itoa(r.Attempts), r.Worker, FormatTime(r.Started), FormatTime(r.Finished)})
 	case "json":
 		if rw.n > 0 {
@@ -108,8 +108,10 @@ func (rw *ResultWriter) Close() error {
 func FormatMs(v float64) string { return strconv.FormatFloat(v, 'f', 3, 64) }
 
 // FormatPct formats a percentage with 1 decimal.
-func FormatPct(v float64) string   { return strconv.FormatFloat(v, 'f', 1, 64) + "%" }
-func formatFloat(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
+func FormatPct(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) + "%" }
+
+// FormatFloat formats v with as many digits as it needs.
+func FormatFloat(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
 
 // FormatTime formats t as RFC 3339 in UTC, or "" when zero.
 func FormatTime(t time.Time) string {

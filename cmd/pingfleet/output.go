@@ -106,9 +106,9 @@ var summaryHeader = []string{"id", "state", "total", "done", "pending", "up", "d
 func summaryRow(s aggregator.Summary) []string {
 	return []string{s.ID, string(s.State), strconv.Itoa(s.Total), strconv.Itoa(s.Done),
 		strconv.Itoa(s.Pending), strconv.Itoa(s.Up), strconv.Itoa(s.Down), strconv.Itoa(s.Error),
-		strconv.Itoa(s.Sent), strconv.Itoa(s.Received), fmtFloat(s.LossPct), fmtFloat(s.RTTP50),
-		fmtFloat(s.RTTP90), fmtFloat(s.RTTP99), fmtFloat(s.RTTMax), report.FormatTime(s.Created),
-		report.FormatTime(s.Started), report.FormatTime(s.Finished), fmtFloat(s.DurationSec)}
+		strconv.Itoa(s.Sent), strconv.Itoa(s.Received), report.FormatFloat(s.LossPct), report.FormatFloat(s.RTTP50),
+		report.FormatFloat(s.RTTP90), report.FormatFloat(s.RTTP99), report.FormatFloat(s.RTTMax), report.FormatTime(s.Created),
+		report.FormatTime(s.Started), report.FormatTime(s.Finished), report.FormatFloat(s.DurationSec)}
 }
 
 // writeBatches prints a list of batch summaries.
@@ -146,5 +146,3 @@ func writeBatches(w io.Writer, format string, list []aggregator.Summary) error {
 	}
 	return tw.Flush()
 }
-
-func fmtFloat(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
