@@ -22,6 +22,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/pingfleet/pingfleet/aggregator"
+	"github.com/pingfleet/pingfleet/internal/deathsig"
 	"github.com/pingfleet/pingfleet/internal/redistest"
 	"github.com/pingfleet/pingfleet/tasks"
 )
@@ -100,8 +101,7 @@ func startProc(t *testing.T, args ...string) *proc {
 	cmd := exec.Command(binary(t), args...)
 	p := &proc{cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	if err := deathsig.Start(cmd); err != nil {
 		t.Fatal(err)
 	}
 	go func() {
@@ -109,6 +109,14 @@ func startProc(t *testing.T, args ...string) *proc {
 		close(p.done)
 	}()
 	t.Cleanup(func() {
+		// How it ended before this SIGTERM, if it had, tells a crash
+		// (or a stray SIGKILL) from a hang.
+		early := "running at the end of the test"
+		select {
+		case <-p.done:
+			early = "had ended before the end of the test: " + cmd.ProcessState.String()
+		default:
+		}
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-p.done:
@@ -118,7 +126,7 @@ func startProc(t *testing.T, args ...string) *proc {
 			t.Errorf("%s did not stop within 30s of SIGTERM; log:\n%s", args[0], p.stderr)
 		}
 		if t.Failed() {
-			t.Logf("%s %d log:\n%s", args[0], cmd.Process.Pid, p.stderr)
+			t.Logf("%s %d (%s) log:\n%s", args[0], cmd.Process.Pid, early, p.stderr)
 		}
 	})
 	return p

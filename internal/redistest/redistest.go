@@ -21,11 +21,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/pingfleet/pingfleet/internal/deathsig"
 )
 
 // Server is a running redis-server owned by one test.
@@ -95,8 +96,7 @@ func start(t testing.TB, bin, dir string, port int, tls bool, extraArgs ...strin
 	}
 	args = append(args, portArgs[2:]...)
 	cmd := exec.Command(bin, append(args, extraArgs...)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	if err := deathsig.Start(cmd); err != nil {
 		return nil, err
 	}
 	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), cmd: cmd, t: t, tls: tls}
@@ -264,8 +264,7 @@ func StartSentinel(t testing.TB) *Sentinel {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, conf, "--sentinel")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	if err := deathsig.Start(cmd); err != nil {
 		t.Fatal(err)
 	}
 	exited := make(chan struct{})
