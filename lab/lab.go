@@ -61,9 +61,14 @@ type Range struct {
 	Delay time.Duration
 	// Jitter spreads each delay uniformly over Delay±Jitter, never below 0.
 	Jitter time.Duration
-	// Loss is the probability, from 0 to 1, that a request is dropped,
-	// independently of every other.
+	// Loss is the probability, from 0 to 1, that the responder drops a
+	// request, independently of every other.
 	Loss float64
+	// KernelLoss is the probability, from 0 to 1, that the kernel drops a
+	// request before the responder sees it: an nftables rule with a random
+	// number in the lab's namespace (Start needs the nft command then). It
+	// combines with Loss: a request survives both with (1-Loss)(1-KernelLoss).
+	KernelLoss float64
 	// Dead hosts never answer.
 	Dead bool
 }
@@ -84,6 +89,9 @@ func (r Range) String() string {
 	if r.Loss > 0 {
 		s += fmt.Sprintf(", loss %g%%", r.Loss*100)
 	}
+	if r.KernelLoss > 0 {
+		s += fmt.Sprintf(", kernel loss %g%% (nftables)", r.KernelLoss*100)
+	}
 	return s
 }
 
@@ -98,6 +106,20 @@ func DefaultRanges() []Range {
 		{Name: "dead", Prefix: p("198.18.4.0/24"), Dead: true},
 		{Name: "latency", Prefix: p("198.18.16.0/20"), Delay: 50 * time.Millisecond},
 		{Name: "scale", Prefix: p("198.19.0.0/16")},
+	}
+}
+
+// KernelLossRanges returns two ranges that lose requests in the kernel
+// (Range.KernelLoss, nftables) rather than in the responder, to add to
+// DefaultRanges where the nft command exists:
+//
+//	198.18.5.0/24    kloss20   20 % loss by nftables
+//	198.18.6.0/24    kloss50   50 % loss by nftables
+func KernelLossRanges() []Range {
+	p := netip.MustParsePrefix
+	return []Range{
+		{Name: "kloss20", Prefix: p("198.18.5.0/24"), KernelLoss: 0.2},
+		{Name: "kloss50", Prefix: p("198.18.6.0/24"), KernelLoss: 0.5},
 	}
 }
 
@@ -149,6 +171,8 @@ func (cfg Config) validate() error {
 			return fmt.Errorf("%s: negative delay or jitter", where)
 		case !(r.Loss >= 0 && r.Loss <= 1):
 			return fmt.Errorf("%s: loss %g not within [0, 1]", where, r.Loss)
+		case !(r.KernelLoss >= 0 && r.KernelLoss <= 1):
+			return fmt.Errorf("%s: kernel loss %g not within [0, 1]", where, r.KernelLoss)
 		}
 		seen[r.Prefix] = true
 	}

@@ -178,6 +178,52 @@ func TestLabFping(t *testing.T) {
 	})
 }
 
+// TestLabKernelLoss checks the nftables ranges with fping: the kernel
+// drops the requests, so the responder never sees them, and the counters
+// account for every probe.
+func TestLabKernelLoss(t *testing.T) {
+	t.Parallel()
+	for _, tool := range []string{"fping", "nft"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not found; install it (apt-get install fping nftables) to run this test", tool)
+		}
+	}
+	l := labtest.Start(t, lab.Config{Seed: 1, Ranges: lab.KernelLossRanges()})
+
+	// 200 probes each: binomial 99.9 % intervals as in TestLabFping.
+	_, kloss20 := runFping(t, l, 20, hostsIn("198.18.5.0/24", 10)...)
+	_, kloss50 := runFping(t, l, 20, hostsIn("198.18.6.0/24", 10)...)
+	var lost int
+	for _, tc := range []struct {
+		desc     string
+		results  map[string]fpingResult
+		min, max float64
+	}{
+		{"20 % kernel loss", kloss20, 0.10, 0.30},
+		{"50 % kernel loss", kloss50, 0.38, 0.62},
+	} {
+		var all fpingResult
+		for _, r := range tc.results {
+			all = append(all, r...)
+		}
+		if loss := all.loss(); loss < tc.min || loss > tc.max {
+			t.Errorf("%s: loss %.3f over %d probes, want [%.2f, %.2f]", tc.desc, loss, len(all), tc.min, tc.max)
+		}
+		lost += int(all.loss()*float64(len(all)) + 0.5)
+	}
+
+	dropped, err := l.KernelDropped(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := l.Stats()
+	// Every lost probe was dropped by nftables, and every other one reached
+	// the responder, which answered it.
+	if dropped != uint64(lost) || s.Requests != uint64(400-lost) || s.Dropped != 0 {
+		t.Errorf("%d probes lost, nftables dropped %d, responder stats %+v; want drops = lost and %d requests", lost, dropped, s, 400-lost)
+	}
+}
+
 // TestLabDo pings from this process through an unprivileged ICMP socket
 // opened inside the lab, as a Go ping library would.
 func TestLabDo(t *testing.T) {

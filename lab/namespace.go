@@ -30,7 +30,9 @@ type Lab struct {
 	dev    *os.File
 	resp   *Responder
 	cancel context.CancelFunc
-	served chan error // receives Serve's result, once
+	// kernelLoss is set when nftables rules drop requests (Range.KernelLoss).
+	kernelLoss bool
+	served     chan error // receives Serve's result, once
 
 	closeOnce sync.Once
 	closeErr  error
@@ -43,7 +45,8 @@ type Lab struct {
 // Start fails, it leaves nothing behind.
 //
 // Inside the namespace the TUN device has the address LocalAddr and the
-// route to Network, net.ipv4.ping_group_range allows unprivileged ICMP
+// route to Network, nftables rules drop requests for Range.KernelLoss (this
+// needs the nft command), net.ipv4.ping_group_range allows unprivileged ICMP
 // sockets to every group, and rp_filter is off.
 func Start(ctx context.Context, cfg Config) (_ *Lab, err error) {
 	cfg = cfg.withDefaults()
@@ -81,6 +84,12 @@ func Start(ctx context.Context, cfg Config) (_ *Lab, err error) {
 		cfg.Device, txQueueLen, LocalAddr, Network)
 	if err := ip(ctx, strings.NewReader(script), "-n", l.ns, "-batch", "-"); err != nil {
 		return nil, fmt.Errorf("configure network namespace %s: %w", l.ns, err)
+	}
+	if kernelLoss(cfg.Ranges) {
+		if err := l.setupKernelLoss(ctx, cfg.Device, cfg.Ranges); err != nil {
+			return nil, err
+		}
+		l.kernelLoss = true
 	}
 
 	srvCtx, cancel := context.WithCancel(context.Background())

@@ -417,6 +417,7 @@ func TestConfigValidate(t *testing.T) {
 		{"twice", Config{Ranges: []Range{{Prefix: p("198.18.1.0/24")}, {Prefix: p("198.18.1.0/24")}}}, "range 1 (198.18.1.0/24): prefix given twice"},
 		{"negative delay", Config{Ranges: []Range{{Prefix: p("198.18.1.0/24"), Delay: -1}}}, "range 0 (198.18.1.0/24): negative delay or jitter"},
 		{"loss > 1", Config{Ranges: []Range{{Prefix: p("198.18.1.0/24"), Loss: 1.5}}}, "range 0 (198.18.1.0/24): loss 1.5 not within [0, 1]"},
+		{"kernel loss < 0", Config{Ranges: []Range{{Prefix: p("198.18.1.0/24"), KernelLoss: -0.1}}}, "range 0 (198.18.1.0/24): kernel loss -0.1 not within [0, 1]"},
 		{"device name", Config{Device: "a-very-long-device-name"}, `device "a-very-long-device-name": not a valid interface name (at most 15 bytes, no '/')`},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
@@ -435,7 +436,7 @@ func TestConfigValidate(t *testing.T) {
 func TestRangeString(t *testing.T) {
 	t.Parallel()
 	var got []string
-	for _, r := range DefaultRanges() {
+	for _, r := range append(DefaultRanges(), KernelLossRanges()...) {
 		got = append(got, r.String())
 	}
 	want := []string{
@@ -446,6 +447,8 @@ func TestRangeString(t *testing.T) {
 		"198.18.4.0/24 dead: dead",
 		"198.18.16.0/20 latency: delay 50ms",
 		"198.19.0.0/16 scale: delay 0s",
+		"198.18.5.0/24 kloss20: delay 0s, kernel loss 20% (nftables)",
+		"198.18.6.0/24 kloss50: delay 0s, kernel loss 50% (nftables)",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)

@@ -593,6 +593,13 @@ func (s *socket) ping(ctx context.Context, dst netip.Addr, opts tasks.PingOption
 		if err := s.send(dst, seq, req, opts); err != nil {
 			s.release(seq)
 			seqs = seqs[:len(seqs)-1]
+			if refused(err) {
+				st.Sent++
+				if st.Refused++; st.RefusedErr == nil {
+					st.RefusedErr = err
+				}
+				continue
+			}
 			if firstErr == nil {
 				firstErr = err
 			}
@@ -606,10 +613,10 @@ func (s *socket) ping(ctx context.Context, dst netip.Addr, opts tasks.PingOption
 	}
 	// Wait for the replies still due, each up to Timeout after its request
 	// (the last one sets the bound).
-	if len(rtts) < st.Sent {
+	if len(rtts) < st.Sent-st.Refused {
 		timer.Reset(time.Until(lastSent.Add(opts.Timeout.D())))
 	collecting:
-		for len(rtts) < st.Sent {
+		for len(rtts) < st.Sent-st.Refused {
 			select {
 			case <-ctx.Done():
 				return Stats{}, ctx.Err()

@@ -2,10 +2,13 @@ package worker_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/netip"
 	"os"
+	"os/exec"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -129,6 +132,43 @@ func TestEngineTenThousandConcurrent(t *testing.T) {
 	wg.Wait()
 	if lost != 0 || failed != 0 {
 		t.Errorf("%d of %d replies lost, %d pings failed (lab: %+v)", lost, 2*n, failed, l.Stats())
+	}
+}
+
+// Requests a firewall rule drops on their way out make sendmsg fail with
+// EPERM: they count as sent and lost, as in fping, and the ping is no error.
+func TestEngineKernelLoss(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("nft not found; install it (apt-get install nftables) to run this test")
+	}
+	p := netip.MustParsePrefix
+	l := labtest.Start(t, lab.Config{Seed: 1, Ranges: []lab.Range{
+		{Name: "firewalled", Prefix: p("198.18.9.0/24"), KernelLoss: 1},
+		{Name: "half", Prefix: p("198.18.10.0/24"), KernelLoss: 0.5},
+	}})
+	e := newEngine(t, worker.SocketAuto)
+	opts := fast(40)
+	var all, half worker.Stats
+	err := l.Do(func() (err error) {
+		if all, err = e.Ping(context.Background(), netip.MustParseAddr("198.18.9.1"), opts); err != nil {
+			return err
+		}
+		half, err = e.Ping(context.Background(), netip.MustParseAddr("198.18.10.1"), opts)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+	if all.Sent != 40 || all.Received != 0 || all.Refused != 40 || !errors.Is(all.RefusedErr, syscall.EPERM) {
+		t.Errorf("all dropped: %+v; want 40 sent, 40 refused with EPERM", all)
+	}
+	// 40 requests at p = 0.5: 6 to 34 refused outside 1 in 10^5 runs.
+	if half.Sent != 40 || half.Received+half.Refused != 40 || half.Refused < 6 || half.Refused > 34 {
+		t.Errorf("half dropped: %+v; want 40 sent, each either answered or refused", half)
+	}
+	if dropped, err := l.KernelDropped(context.Background()); err != nil || dropped != uint64(all.Refused+half.Refused) {
+		t.Errorf("nftables dropped %d (%v); want %d", dropped, err, all.Refused+half.Refused)
 	}
 }
 

@@ -175,6 +175,10 @@ func (h *Handler) ping(ctx context.Context, p tasks.PingPayload) aggregator.Resu
 		return r
 	}
 	r.Sent, r.Received, r.ReplyTTL = st.Sent, st.Received, st.TTL
+	if st.Refused > 0 {
+		// Lost, not failed, but the user should know why.
+		r.Error = fmt.Sprintf("%d of %d requests not sent: %v", st.Refused, st.Sent, st.RefusedErr)
+	}
 	if st.Sent > 0 {
 		r.LossPct = float64(st.Sent-st.Received) / float64(st.Sent) * 100
 	}

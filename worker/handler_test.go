@@ -3,8 +3,10 @@ package worker_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -66,6 +68,8 @@ var (
 	ipUp   = netip.MustParseAddr("127.0.0.10")
 	ipDown = netip.MustParseAddr("127.0.0.11")
 	ipV6   = netip.MustParseAddr("::1")
+	// ipFirewalled's requests were all refused by a local firewall rule.
+	ipFirewalled = netip.MustParseAddr("127.0.0.12")
 )
 
 type handlerEnv struct {
@@ -86,9 +90,10 @@ func setupHandler(t *testing.T, hosts ...string) handlerEnv {
 		t.Fatal(err)
 	}
 	p := &fakePinger{stats: map[netip.Addr]worker.Stats{
-		ipUp:   {Sent: 3, Received: 2, Min: time.Millisecond, Avg: 2 * time.Millisecond, Max: 3 * time.Millisecond, Stdev: time.Millisecond, TTL: 64},
-		ipDown: {Sent: 3},
-		ipV6:   {Sent: 3, Received: 3, Avg: time.Millisecond, Min: time.Millisecond, Max: time.Millisecond, TTL: 64},
+		ipUp:         {Sent: 3, Received: 2, Min: time.Millisecond, Avg: 2 * time.Millisecond, Max: 3 * time.Millisecond, Stdev: time.Millisecond, TTL: 64},
+		ipDown:       {Sent: 3},
+		ipV6:         {Sent: 3, Received: 3, Avg: time.Millisecond, Min: time.Millisecond, Max: time.Millisecond, TTL: 64},
+		ipFirewalled: {Sent: 3, Refused: 3, RefusedErr: fmt.Errorf("sendmsg: %w", syscall.EPERM)},
 	}}
 	h, err := worker.NewHandler(worker.HandlerConfig{
 		Recorder: agg,
@@ -147,6 +152,12 @@ func TestHandlerResults(t *testing.T) {
 			desc: "down is a result, not an error",
 			host: "127.0.0.11",
 			want: aggregator.Result{Host: "127.0.0.11", IP: "127.0.0.11", Status: aggregator.StatusDown, Sent: 3, LossPct: 100},
+		},
+		{
+			desc: "requests refused by a firewall: down, and why",
+			host: "127.0.0.12",
+			want: aggregator.Result{Host: "127.0.0.12", IP: "127.0.0.12", Status: aggregator.StatusDown, Sent: 3, LossPct: 100,
+				Error: "3 of 3 requests not sent: sendmsg: operation not permitted"},
 		},
 		{
 			desc: "name resolved, IPv4 preferred",

@@ -30,6 +30,24 @@ type Stats struct {
 	Min, Avg, Max, Stdev time.Duration
 	// TTL is the IP TTL (hop limit) of the last reply, 0 when none came.
 	TTL int
+	// Refused is how many of the Sent requests the local network stack
+	// would not send (a firewall rule, no route): like fping, they count
+	// as sent and lost. RefusedErr is the first such error.
+	Refused    int
+	RefusedErr error
+}
+
+// refused reports whether err, from sending a request, means the local
+// network stack refused that packet (a firewall drop in the output path
+// gives EPERM; a missing route EHOSTUNREACH or ENETUNREACH): the request
+// is lost on the way like any other, not a failure of the ping.
+func refused(err error) bool {
+	for _, errno := range []syscall.Errno{syscall.EPERM, syscall.EACCES, syscall.EHOSTUNREACH, syscall.ENETUNREACH, syscall.EHOSTDOWN, syscall.ENETDOWN} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	return false
 }
 
 // SocketMode chooses the kind of ICMP socket.

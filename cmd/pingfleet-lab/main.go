@@ -2,7 +2,7 @@
 // 198.18.0.0/15 with controlled latency, loss and dead ranges, inside a
 // network namespace, until interrupted. It needs root.
 //
-//	pingfleet-lab up [--name pflab] [--seed 1]
+//	pingfleet-lab up [--name pflab] [--seed 1] [--kernel-loss]
 //	ip netns exec pflab fping -c 20 -p 20 198.18.2.1
 package main
 
@@ -19,10 +19,11 @@ import (
 	"github.com/pingfleet/pingfleet/lab"
 )
 
-const usage = `usage: pingfleet-lab up [--name NAME] [--seed N]
+const usage = `usage: pingfleet-lab up [--name NAME] [--seed N] [--kernel-loss]
 
 up   creates the network namespace NAME with the standard lab in it, serves
-     it until SIGINT or SIGTERM, then removes it. Needs root.
+     it until SIGINT or SIGTERM, then removes it. Needs root. --kernel-loss
+     adds ranges whose requests nftables drops (needs the nft command).
 `
 
 func main() {
@@ -43,6 +44,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	name := fs.String("name", "pflab", "name of the network namespace to create")
 	seed := fs.Uint64("seed", 1, "seed of the random loss and jitter")
+	kernelLoss := fs.Bool("kernel-loss", false, "add the ranges that lose requests in the kernel (nftables): 198.18.5.0/24 20 %, 198.18.6.0/24 50 %")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -55,6 +57,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 
 	cfg := lab.Config{Ranges: lab.DefaultRanges(), Namespace: *name, Seed: *seed}
+	if *kernelLoss {
+		cfg.Ranges = append(cfg.Ranges, lab.KernelLossRanges()...)
+	}
 	l, err := lab.Start(ctx, cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "pingfleet-lab: %v\n", err)
@@ -69,11 +74,15 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	<-ctx.Done()
 	s := l.Stats()
+	kernel, kerr := l.KernelDropped(context.Background())
 	if err := l.Close(); err != nil {
 		fmt.Fprintf(stderr, "pingfleet-lab: %v\n", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "requests %d, replies %d, dropped %d, dead %d, ignored %d; namespace %s removed\n",
-		s.Requests, s.Replies, s.Dropped, s.Dead, s.Ignored, l.Namespace())
+	if kerr != nil {
+		fmt.Fprintf(stderr, "pingfleet-lab: %v\n", kerr)
+	}
+	fmt.Fprintf(stdout, "requests %d, replies %d, dropped %d (and %d by nftables), dead %d, ignored %d; namespace %s removed\n",
+		s.Requests, s.Replies, s.Dropped, kernel, s.Dead, s.Ignored, l.Namespace())
 	return 0
 }

@@ -75,7 +75,12 @@ func TestUp(t *testing.T) {
 	defer stop()
 	var stdout, stderr syncBuffer
 	done := make(chan int, 1)
-	go func() { done <- Main(ctx, []string{"up", "--name", name, "--seed", "7"}, &stdout, &stderr) }()
+	args := []string{"up", "--name", name, "--seed", "7"}
+	_, noNft := exec.LookPath("nft")
+	if noNft == nil {
+		args = append(args, "--kernel-loss")
+	}
+	go func() { done <- Main(ctx, args, &stdout, &stderr) }()
 
 	hint := "run commands inside it with: ip netns exec " + name + " <cmd>"
 	deadline := time.Now().Add(10 * time.Second)
@@ -92,6 +97,9 @@ func TestUp(t *testing.T) {
 	}
 	if !strings.Contains(stdout.String(), "198.18.1.0/24 delay50: delay 50ms ±5ms") {
 		t.Errorf("ranges not listed:\n%s", stdout.String())
+	}
+	if noNft == nil && !strings.Contains(stdout.String(), "198.18.6.0/24 kloss50: delay 0s, kernel loss 50% (nftables)") {
+		t.Errorf("--kernel-loss ranges not listed:\n%s", stdout.String())
 	}
 	if _, err := exec.LookPath("fping"); err == nil {
 		out, err := exec.Command("ip", "netns", "exec", name, "fping", "-c", "2", "-p", "20", "-q", "198.18.0.1").CombinedOutput()

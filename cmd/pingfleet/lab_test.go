@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"os/exec"
 	"testing"
 	"time"
 
@@ -34,14 +35,20 @@ const anyDown = -1
 
 func TestLabAccuracy(t *testing.T) {
 	t.Parallel()
-	l := labtest.Start(t, lab.Config{Seed: 7})
+	_, noNft := exec.LookPath("nft")
+	ranges := lab.DefaultRanges()
+	if noNft == nil {
+		ranges = append(ranges, lab.KernelLossRanges()...)
+	}
+	l := labtest.Start(t, lab.Config{Seed: 7, Ranges: ranges})
 
 	tests := []struct {
-		desc  string
-		hosts string
-		count string
-		code  int
-		check func(t *testing.T, rs []aggregator.Result, s aggregator.Summary)
+		desc   string
+		hosts  string
+		count  string
+		code   int
+		kernel bool // needs lab.KernelLossRanges (the nft command)
+		check  func(t *testing.T, rs []aggregator.Result, s aggregator.Summary)
 	}{
 		{
 			desc:  "50 ms ± 5 ms delay",
@@ -89,6 +96,30 @@ func TestLabAccuracy(t *testing.T) {
 			},
 		},
 		{
+			desc:   "20 % loss in the kernel (nftables)",
+			hosts:  "198.18.5.1-50",
+			count:  "10",
+			code:   anyDown,
+			kernel: true,
+			check: func(t *testing.T, _ []aggregator.Result, s aggregator.Summary) {
+				if s.Sent != 500 || s.LossPct < 9.3 || s.LossPct > 30.7 {
+					t.Errorf("loss %.1f%% of %d sent; want 500 sent, 9.3-30.7%% lost", s.LossPct, s.Sent)
+				}
+			},
+		},
+		{
+			desc:   "50 % loss in the kernel (nftables)",
+			hosts:  "198.18.6.1-50",
+			count:  "10",
+			code:   anyDown,
+			kernel: true,
+			check: func(t *testing.T, _ []aggregator.Result, s aggregator.Summary) {
+				if s.Sent != 500 || s.LossPct < 36.6 || s.LossPct > 63.4 {
+					t.Errorf("loss %.1f%% of %d sent; want 500 sent, 36.6-63.4%% lost", s.LossPct, s.Sent)
+				}
+			},
+		},
+		{
 			desc:  "dead range: every host down, exit code 1",
 			hosts: "198.18.4.0/28",
 			count: "2",
@@ -103,6 +134,9 @@ func TestLabAccuracy(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
 			t.Parallel()
+			if tc.kernel && noNft != nil {
+				t.Skipf("kernel loss needs nft (apt-get install nftables): %v", noNft)
+			}
 			r := runInLab(t, l, "run", tc.hosts, "-c", tc.count, "-p", "50ms", "-t", "1s", "-o", "ndjson")
 			results, sum := ndjsonReport(t, r.stdout)
 			want := tc.code
