@@ -127,13 +127,13 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) (err error) {
 			return fmt.Errorf("rate limit: %w", err)
 		}
 	}
-	r := h.ping(ctx, p)
+	r, refused := h.ping(ctx, p)
 	if err := ctx.Err(); err != nil {
 		// Shut down or timed out mid-ping: the result is partial, so let
 		// asynq run the task again rather than record it.
 		return fmt.Errorf("ping %s: %w", p.Host, err)
 	}
-	h.metrics.result(r, r.Status == aggregator.StatusError && r.IP == "")
+	h.metrics.result(r, r.Status == aggregator.StatusError && r.IP == "", refused)
 	retried, _ := asynq.GetRetryCount(ctx)
 	r.Attempts = retried + 1
 	out, err := h.rec.Record(ctx, p.BatchID, r)
@@ -159,20 +159,22 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) (err error) {
 	return nil
 }
 
-func (h *Handler) ping(ctx context.Context, p tasks.PingPayload) aggregator.Result {
+// ping pings p.Host and returns its result and how many of its requests
+// the local network stack refused to send.
+func (h *Handler) ping(ctx context.Context, p tasks.PingPayload) (aggregator.Result, int) {
 	r := aggregator.Result{Host: p.Host, Worker: h.workerID, Started: time.Now().UTC()}
 	ip, err := h.resolve(ctx, p.Host, p.Options.Network)
 	if err != nil {
 		r.Status, r.Error = aggregator.StatusError, err.Error()
 		r.Finished = time.Now().UTC()
-		return r
+		return r, 0
 	}
 	r.IP = ip.String()
 	st, err := h.pinger.Ping(ctx, ip, p.Options)
 	r.Finished = time.Now().UTC()
 	if err != nil {
 		r.Status, r.Error = aggregator.StatusError, err.Error()
-		return r
+		return r, 0
 	}
 	r.Sent, r.Received, r.ReplyTTL = st.Sent, st.Received, st.TTL
 	if st.Refused > 0 {
@@ -187,7 +189,7 @@ func (h *Handler) ping(ctx context.Context, p tasks.PingPayload) aggregator.Resu
 		r.Status = aggregator.StatusUp
 		r.RTTMin, r.RTTAvg, r.RTTMax, r.RTTStdev = ms(st.Min), ms(st.Avg), ms(st.Max), ms(st.Stdev)
 	}
-	return r
+	return r, st.Refused
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	"github.com/pingfleet/pingfleet/aggregator"
@@ -73,6 +74,7 @@ var (
 )
 
 type handlerEnv struct {
+	reg    *prometheus.Registry
 	agg    *aggregator.Aggregator
 	srv    *redistest.Server
 	pinger *fakePinger
@@ -95,9 +97,15 @@ func setupHandler(t *testing.T, hosts ...string) handlerEnv {
 		ipV6:         {Sent: 3, Received: 3, Avg: time.Millisecond, Min: time.Millisecond, Max: time.Millisecond, TTL: 64},
 		ipFirewalled: {Sent: 3, Refused: 3, RefusedErr: fmt.Errorf("sendmsg: %w", syscall.EPERM)},
 	}}
+	reg := prometheus.NewRegistry()
+	metrics, err := worker.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	h, err := worker.NewHandler(worker.HandlerConfig{
 		Recorder: agg,
 		Pinger:   p,
+		Metrics:  metrics,
 		Resolver: fakeResolver{
 			"db.test":    {ipV6, ipUp}, // IPv4 preferred for network "ip"
 			"only6.test": {ipV6},
@@ -107,7 +115,7 @@ func setupHandler(t *testing.T, hosts ...string) handlerEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return handlerEnv{agg: agg, srv: srv, pinger: p, h: h}
+	return handlerEnv{reg: reg, agg: agg, srv: srv, pinger: p, h: h}
 }
 
 func task(t *testing.T, host string, opts tasks.PingOptions) *asynq.Task {
@@ -211,6 +219,36 @@ func TestHandlerResults(t *testing.T) {
 				t.Errorf("summary: state %s, done %d; want complete, 1", s.State, s.Done)
 			}
 		})
+	}
+}
+
+// counter returns the value of the worker counter name.
+func (e handlerEnv) counter(t *testing.T, name string) float64 {
+	t.Helper()
+	families, err := e.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == name && len(f.GetMetric()) == 1 {
+			return f.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no counter %s", name)
+	return 0
+}
+
+func TestHandlerCountsRefusedRequests(t *testing.T) {
+	t.Parallel()
+	env := setupHandler(t, "127.0.0.12")
+	if err := env.h.ProcessTask(context.Background(), task(t, "127.0.0.12", tasks.PingOptions{})); err != nil {
+		t.Fatalf("ProcessTask: %v", err)
+	}
+	if got := env.counter(t, "pingfleet_requests_refused_total"); got != 3 {
+		t.Errorf("pingfleet_requests_refused_total = %g; want 3", got)
+	}
+	if got := env.counter(t, "pingfleet_pings_sent_total"); got != 3 {
+		t.Errorf("pingfleet_pings_sent_total = %g; want 3 (refused requests count as sent)", got)
 	}
 }
 

@@ -19,6 +19,7 @@ type Metrics struct {
 	inFlight      prometheus.Gauge
 	dnsFailures   prometheus.Counter
 	sendErrors    prometheus.Counter
+	refused       prometheus.Counter
 }
 
 // Task outcomes counted by pingfleet_tasks_total.
@@ -60,11 +61,15 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		sendErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "pingfleet", Name: "send_errors_total", Help: "Pings that could not be sent at all (socket or send errors).",
 		}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "pingfleet", Name: "requests_refused_total",
+			Help: "Echo requests the local network stack refused to send (a firewall rule, no route); counted as sent and lost.",
+		}),
 	}
 	for _, o := range []string{OutcomeUp, OutcomeDown, OutcomeError, OutcomeRetried, OutcomeDuplicate, OutcomeCancelled} {
 		m.tasks.WithLabelValues(o) // export every outcome from the start
 	}
-	for _, c := range []prometheus.Collector{m.pingsSent, m.pingsReceived, m.tasks, m.rtt, m.taskDuration, m.inFlight, m.dnsFailures, m.sendErrors} {
+	for _, c := range []prometheus.Collector{m.pingsSent, m.pingsReceived, m.tasks, m.rtt, m.taskDuration, m.inFlight, m.dnsFailures, m.sendErrors, m.refused} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -98,10 +103,11 @@ func (m *Metrics) finish(start time.Time, outcome string) {
 	m.tasks.WithLabelValues(outcome).Inc()
 }
 
-func (m *Metrics) result(r aggregator.Result, resolveFailed bool) {
+func (m *Metrics) result(r aggregator.Result, resolveFailed bool, refused int) {
 	if m == nil {
 		return
 	}
+	m.refused.Add(float64(refused))
 	m.pingsSent.Add(float64(r.Sent))
 	m.pingsReceived.Add(float64(r.Received))
 	switch {
