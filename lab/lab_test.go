@@ -216,11 +216,12 @@ func TestLabKernelLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Every probe was either dropped by nftables or reached the responder
+	// (and, with no Range.Loss here, got its reply). fping itself may miss
+	// a reply now and then, so lost >= dropped rather than equal.
 	s := l.Stats()
-	// Every lost probe was dropped by nftables, and every other one reached
-	// the responder, which answered it.
-	if dropped != uint64(lost) || s.Requests != uint64(400-lost) || s.Dropped != 0 {
-		t.Errorf("%d probes lost, nftables dropped %d, responder stats %+v; want drops = lost and %d requests", lost, dropped, s, 400-lost)
+	if dropped+s.Requests != 400 || s.Dropped != 0 || uint64(lost) < dropped {
+		t.Errorf("%d probes lost, nftables dropped %d, responder stats %+v; want drops + requests = 400", lost, dropped, s)
 	}
 }
 
