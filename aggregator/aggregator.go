@@ -381,20 +381,27 @@ func (a *Aggregator) Pending(ctx context.Context, id string, hosts []string) ([]
 var recordScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 if redis.call('SREM', KEYS[2], ARGV[1]) == 0 then return 0 end
-local ttl = redis.call('PTTL', KEYS[1])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[3], ttl)
-if ARGV[6] ~= '' then
-  redis.call('ZADD', KEYS[4], ARGV[6], ARGV[1])
-  redis.call('PEXPIRE', KEYS[4], ttl)
-end
-redis.call('HINCRBY', KEYS[1], ARGV[3], 1)
+redis.call('XADD', KEYS[5], '*', 't', 'result', 'd', ARGV[2])
+local n = redis.call('HINCRBY', KEYS[1], ARGV[3], 1)
+local rtt = ARGV[6] ~= ''
+if rtt then redis.call('ZADD', KEYS[4], ARGV[6], ARGV[1]) end
 redis.call('HINCRBY', KEYS[1], 'sent', ARGV[4])
 redis.call('HINCRBY', KEYS[1], 'recv', ARGV[5])
-redis.call('HSETNX', KEYS[1], 'started', ARGV[7])
-redis.call('XADD', KEYS[5], '*', 't', 'result', 'd', ARGV[2])
-redis.call('PEXPIRE', KEYS[5], ttl)
 local done = redis.call('HINCRBY', KEYS[1], 'done', 1)
+-- Every key of the batch expires with its record, whose TTL never changes:
+-- a key gets it once, from the call that creates it. The first result
+-- creates the results hash and the event stream; the first 'up' (the only
+-- status with an RTT) the RTT set.
+if done == 1 or (rtt and n == 1) then
+  local ttl = redis.call('PTTL', KEYS[1])
+  if done == 1 then
+    redis.call('PEXPIRE', KEYS[3], ttl)
+    redis.call('PEXPIRE', KEYS[5], ttl)
+    redis.call('HSET', KEYS[1], 'started', ARGV[7])
+  end
+  if rtt and n == 1 then redis.call('PEXPIRE', KEYS[4], ttl) end
+end
 if done >= tonumber(redis.call('HGET', KEYS[1], 'total')) then
   redis.call('HSET', KEYS[1], 'state', 'complete', 'finished', ARGV[7])
   redis.call('XADD', KEYS[5], '*', 't', 'complete')

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -152,18 +153,25 @@ func TestKeysExpire(t *testing.T) {
 	t.Parallel()
 	agg, srv := setup(t, aggregator.Config{Retention: time.Hour})
 	ctx := context.Background()
-	create(t, agg, "ttl", []string{"127.0.0.1", "127.0.0.2"})
-	if _, err := agg.Record(ctx, "ttl", up("127.0.0.1", 1)); err != nil {
-		t.Fatal(err)
-	}
 	rdb := srv.Client()
-	for _, k := range aggregator.Keys("ttl") {
-		ttl, err := rdb.PTTL(ctx, k).Result()
-		if err != nil {
+	create(t, agg, "ttl", []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"})
+	// Each key gets its TTL from the write that creates it: the results
+	// and events with the first result (a down host here), the RTT set
+	// with the first host up, which comes later.
+	down := aggregator.Result{Host: "127.0.0.2", Status: aggregator.StatusDown, Sent: 2}
+	for _, r := range []aggregator.Result{down, up("127.0.0.1", 1)} {
+		if _, err := agg.Record(ctx, "ttl", r); err != nil {
 			t.Fatal(err)
 		}
-		if ttl <= 59*time.Minute || ttl > time.Hour {
-			t.Errorf("PTTL(%s) = %v; want about 1h", k, ttl)
+		for _, k := range aggregator.Keys("ttl") {
+			ttl, err := rdb.PTTL(ctx, k).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// -2: the RTT set does not exist before the first host up.
+			if (ttl <= 59*time.Minute || ttl > time.Hour) && !(ttl == -2 && r == down && strings.HasSuffix(k, ":rtt")) {
+				t.Errorf("after %s %s: PTTL(%s) = %v; want about 1h", r.Host, r.Status, k, ttl)
+			}
 		}
 	}
 }

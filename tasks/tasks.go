@@ -281,8 +281,12 @@ func (d Duration) MarshalJSON() ([]byte, error) {
 
 // UnmarshalJSON reads a duration string such as "250ms".
 func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
+	// Every task payload holds two durations: read the plain quoted
+	// string directly rather than through a nested json.Unmarshal.
+	s := string(b)
+	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' && !strings.ContainsAny(s[1:len(s)-1], `"\\`) {
+		s = s[1 : len(s)-1]
+	} else if err := json.Unmarshal(b, &s); err != nil {
 		return fmt.Errorf("duration must be a string such as \"250ms\": %w", err)
 	}
 	v, err := time.ParseDuration(s)

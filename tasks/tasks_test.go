@@ -1,6 +1,7 @@
 package tasks_test
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -109,5 +110,36 @@ func TestRunTime(t *testing.T) {
 	o := tasks.PingOptions{Count: 3, Interval: tasks.Duration(time.Second), Timeout: tasks.Duration(500 * time.Millisecond)}
 	if got := o.RunTime(); got != 2500*time.Millisecond {
 		t.Errorf("RunTime = %v; want 2.5s", got)
+	}
+}
+
+func TestDurationUnmarshalJSON(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		desc, in string
+		want     time.Duration
+		wantErr  string
+	}{
+		{"plain string", `"250ms"`, 250 * time.Millisecond, ""},
+		{"escaped characters", `"1\u0073"`, time.Second, ""},
+		{"compound", `"1m30s"`, 90 * time.Second, ""},
+		{"number", `5`, 0, `duration must be a string such as "250ms"`},
+		{"not a duration", `"soon"`, 0, `time: invalid duration "soon"`},
+		{"empty", `""`, 0, `time: invalid duration ""`},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			t.Parallel()
+			var d tasks.Duration
+			err := json.Unmarshal([]byte(tc.in), &d)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Errorf("Unmarshal(%s) error = %v; want %q", tc.in, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || d.D() != tc.want {
+				t.Errorf("Unmarshal(%s) = %v, %v; want %v", tc.in, d, err, tc.want)
+			}
+		})
 	}
 }
