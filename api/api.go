@@ -59,8 +59,8 @@ type Config struct {
 	MaxHosts int
 	// MaxExpand bounds one CIDR or range. If zero, enqueuer.DefaultMaxExpand.
 	MaxExpand int
-	// Policy refuses targets. The zero Policy denies enqueuer.DefaultDeny.
-	Policy enqueuer.Policy
+	// Policy refuses targets. The zero Policy denies tasks.DefaultDeny.
+	Policy tasks.Policy
 	// Retention is how long idempotency keys live; the batches' retention.
 	// If zero, aggregator.DefaultRetention.
 	Retention time.Duration

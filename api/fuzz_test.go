@@ -3,7 +3,7 @@ package api
 import (
 	"testing"
 
-	"github.com/pingfleet/pingfleet/enqueuer"
+	"github.com/pingfleet/pingfleet/tasks"
 )
 
 // FuzzDecodeCreate feeds arbitrary bodies to the request decoder: it never
@@ -33,7 +33,7 @@ func FuzzDecodeCreate(f *testing.F) {
 			t.Fatalf("accepted invalid options: %v", err)
 		}
 		for _, h := range b.Hosts {
-			if err := (enqueuer.Policy{}).Check(h); err != nil {
+			if err := (tasks.Policy{}).Check(h); err != nil {
 				t.Fatalf("accepted a denied host: %v", err)
 			}
 		}

@@ -56,6 +56,11 @@ type HandlerConfig struct {
 	// result (a notify.Notifier hands the callback over). An error is only
 	// logged: the janitor does it later.
 	Finished func(ctx context.Context, batchID string) error
+	// Policy refuses addresses after resolution: a denied host gets an
+	// error result and no ping. The zero Policy denies tasks.DefaultDeny,
+	// so a name that resolves to a multicast or broadcast address is
+	// never pinged, whatever let it through.
+	Policy tasks.Policy
 }
 
 // Limiter makes a caller wait until n pings of batch batchID may be sent.
@@ -75,6 +80,7 @@ type Handler struct {
 	finished   func(context.Context, string) error
 	limiter    Limiter
 	metrics    *Metrics
+	policy     tasks.Policy
 }
 
 // NewHandler returns a Handler for cfg.
@@ -97,6 +103,7 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 		limiter:    cfg.Limiter,
 		metrics:    cfg.Metrics,
 		finished:   cfg.Finished,
+		policy:     cfg.Policy,
 	}, nil
 }
 
@@ -127,13 +134,13 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) (err error) {
 			return fmt.Errorf("rate limit: %w", err)
 		}
 	}
-	r, refused := h.ping(ctx, p)
+	r, notes := h.ping(ctx, p)
 	if err := ctx.Err(); err != nil {
 		// Shut down or timed out mid-ping: the result is partial, so let
 		// asynq run the task again rather than record it.
 		return fmt.Errorf("ping %s: %w", p.Host, err)
 	}
-	h.metrics.result(r, r.Status == aggregator.StatusError && r.IP == "", refused)
+	h.metrics.result(r, notes)
 	retried, _ := asynq.GetRetryCount(ctx)
 	r.Attempts = retried + 1
 	out, err := h.rec.Record(ctx, p.BatchID, r)
@@ -159,22 +166,33 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) (err error) {
 	return nil
 }
 
-// ping pings p.Host and returns its result and how many of its requests
-// the local network stack refused to send.
-func (h *Handler) ping(ctx context.Context, p tasks.PingPayload) (aggregator.Result, int) {
+// pingNotes is what a result does not say but metrics count.
+type pingNotes struct {
+	resolveFailed bool
+	denied        bool
+	refused       int // requests the local network stack refused to send
+}
+
+// ping resolves and pings p.Host and returns its result.
+func (h *Handler) ping(ctx context.Context, p tasks.PingPayload) (aggregator.Result, pingNotes) {
 	r := aggregator.Result{Host: p.Host, Worker: h.workerID, Started: time.Now().UTC()}
 	ip, err := h.resolve(ctx, p.Host, p.Options.Network)
 	if err != nil {
 		r.Status, r.Error = aggregator.StatusError, err.Error()
 		r.Finished = time.Now().UTC()
-		return r, 0
+		return r, pingNotes{resolveFailed: true}
 	}
 	r.IP = ip.String()
+	if err := h.policy.CheckAddr(ip); err != nil {
+		r.Status, r.Error = aggregator.StatusError, err.Error()
+		r.Finished = time.Now().UTC()
+		return r, pingNotes{denied: true}
+	}
 	st, err := h.pinger.Ping(ctx, ip, p.Options)
 	r.Finished = time.Now().UTC()
 	if err != nil {
 		r.Status, r.Error = aggregator.StatusError, err.Error()
-		return r, 0
+		return r, pingNotes{}
 	}
 	r.Sent, r.Received, r.ReplyTTL = st.Sent, st.Received, st.TTL
 	if st.Refused > 0 {
@@ -189,7 +207,7 @@ func (h *Handler) ping(ctx context.Context, p tasks.PingPayload) (aggregator.Res
 		r.Status = aggregator.StatusUp
 		r.RTTMin, r.RTTAvg, r.RTTMax, r.RTTStdev = ms(st.Min), ms(st.Avg), ms(st.Max), ms(st.Stdev)
 	}
-	return r, st.Refused
+	return r, pingNotes{refused: st.Refused}
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -109,6 +109,7 @@ func setupHandler(t *testing.T, hosts ...string) handlerEnv {
 		Resolver: fakeResolver{
 			"db.test":    {ipV6, ipUp}, // IPv4 preferred for network "ip"
 			"only6.test": {ipV6},
+			"mdns.test":  {netip.MustParseAddr("224.0.0.251")},
 		},
 		WorkerID: "w1",
 	})
@@ -190,6 +191,12 @@ func TestHandlerResults(t *testing.T) {
 			want: aggregator.Result{Host: "x.invalid", Status: aggregator.StatusError, Error: "resolve x.invalid: no such host (.invalid is reserved, RFC 6761)"},
 		},
 		{
+			desc: "name resolved into a denied range: error result, no ping",
+			host: "mdns.test",
+			want: aggregator.Result{Host: "mdns.test", IP: "224.0.0.251", Status: aggregator.StatusError,
+				Error: "denied by target policy: 224.0.0.251 is in denied range 224.0.0.0/4"},
+		},
+		{
 			desc: "literal of the wrong family",
 			host: "127.0.0.10",
 			opts: tasks.PingOptions{Network: tasks.NetworkIP6},
@@ -249,6 +256,20 @@ func TestHandlerCountsRefusedRequests(t *testing.T) {
 	}
 	if got := env.counter(t, "pingfleet_pings_sent_total"); got != 3 {
 		t.Errorf("pingfleet_pings_sent_total = %g; want 3 (refused requests count as sent)", got)
+	}
+}
+
+func TestHandlerCountsDeniedTargets(t *testing.T) {
+	t.Parallel()
+	env := setupHandler(t, "mdns.test")
+	if err := env.h.ProcessTask(context.Background(), task(t, "mdns.test", tasks.PingOptions{})); err != nil {
+		t.Fatalf("ProcessTask: %v", err)
+	}
+	if got := env.counter(t, "pingfleet_targets_denied_total"); got != 1 {
+		t.Errorf("pingfleet_targets_denied_total = %g; want 1", got)
+	}
+	if got := env.counter(t, "pingfleet_pings_sent_total"); got != 0 {
+		t.Errorf("pingfleet_pings_sent_total = %g; want 0", got)
 	}
 }
 

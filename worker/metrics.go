@@ -20,6 +20,7 @@ type Metrics struct {
 	dnsFailures   prometheus.Counter
 	sendErrors    prometheus.Counter
 	refused       prometheus.Counter
+	denied        prometheus.Counter
 }
 
 // Task outcomes counted by pingfleet_tasks_total.
@@ -65,11 +66,15 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Namespace: "pingfleet", Name: "requests_refused_total",
 			Help: "Echo requests the local network stack refused to send (a firewall rule, no route); counted as sent and lost.",
 		}),
+		denied: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "pingfleet", Name: "targets_denied_total",
+			Help: "Hosts not pinged because their address is denied by the target policy (--deny, --allow).",
+		}),
 	}
 	for _, o := range []string{OutcomeUp, OutcomeDown, OutcomeError, OutcomeRetried, OutcomeDuplicate, OutcomeCancelled} {
 		m.tasks.WithLabelValues(o) // export every outcome from the start
 	}
-	for _, c := range []prometheus.Collector{m.pingsSent, m.pingsReceived, m.tasks, m.rtt, m.taskDuration, m.inFlight, m.dnsFailures, m.sendErrors, m.refused} {
+	for _, c := range []prometheus.Collector{m.pingsSent, m.pingsReceived, m.tasks, m.rtt, m.taskDuration, m.inFlight, m.dnsFailures, m.sendErrors, m.refused, m.denied} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -103,18 +108,20 @@ func (m *Metrics) finish(start time.Time, outcome string) {
 	m.tasks.WithLabelValues(outcome).Inc()
 }
 
-func (m *Metrics) result(r aggregator.Result, resolveFailed bool, refused int) {
+func (m *Metrics) result(r aggregator.Result, notes pingNotes) {
 	if m == nil {
 		return
 	}
-	m.refused.Add(float64(refused))
+	m.refused.Add(float64(notes.refused))
 	m.pingsSent.Add(float64(r.Sent))
 	m.pingsReceived.Add(float64(r.Received))
 	switch {
 	case r.Status == aggregator.StatusUp:
 		m.rtt.Observe(r.RTTAvg / 1000)
-	case resolveFailed:
+	case notes.resolveFailed:
 		m.dnsFailures.Inc()
+	case notes.denied:
+		m.denied.Inc()
 	case r.Status == aggregator.StatusError:
 		m.sendErrors.Inc()
 	}

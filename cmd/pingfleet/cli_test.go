@@ -119,6 +119,24 @@ func TestRunExitCodes(t *testing.T) {
 			stdoutHas: `"host":"127.0.0.1"`,
 		},
 		{
+			desc:      "a denied target is an error result, not pinged",
+			args:      []string{"run", "127.0.0.1", "224.0.0.251", "-c", "1", "-o", "ndjson"},
+			code:      ExitUnresolved,
+			stdoutHas: `"error":"denied by target policy: 224.0.0.251 is in denied range 224.0.0.0/4"`,
+		},
+		{
+			desc:      "--allow keeps the worker inside it",
+			args:      []string{"run", "127.0.0.1", "localhost", "--allow", "10.0.0.0/8", "-c", "1", "-o", "ndjson"},
+			code:      ExitUnresolved,
+			stdoutHas: `"error":"denied by target policy: 127.0.0.1 is outside the allowed ranges"`,
+		},
+		{
+			desc:      "bad --deny",
+			args:      []string{"run", "127.0.0.1", "--deny", "10.0.0.0/33"},
+			code:      ExitUsage,
+			stderrHas: []string{`--deny "10.0.0.0/33"`},
+		},
+		{
 			desc:      "CIDR over the cap",
 			args:      []string{"run", "10.0.0.0/8"},
 			code:      ExitUsage,

@@ -39,6 +39,7 @@ type workerFlags struct {
 	fleetBurst      int
 	checkInterval   time.Duration
 	metricsAddr     string
+	targets         policyFlags
 }
 
 // register adds the worker flags to cmd; checkInterval is the default of
@@ -59,6 +60,7 @@ func (w *workerFlags) register(cmd *cobra.Command, checkInterval time.Duration) 
 	fs.IntVar(&w.fleetBurst, "fleet-burst", 0, "pings the fleet may send at once above --fleet-rate (default a tenth of it)")
 	fs.BoolVar(&w.janitor, "janitor", true, "also expire batches past their deadline and hand over missed callbacks")
 	fs.DurationVar(&w.dnsCacheMaxAge, "dns-cache-max-age", worker.DefaultDNSCacheMaxAge, "how long this worker reuses a name's addresses (0: no cache)")
+	w.targets.register(fs)
 }
 
 // startWorker runs a worker on rdb until ctx is done; wait for the errgroup
@@ -70,6 +72,10 @@ func (a *app) startWorker(ctx context.Context, g *errgroup.Group, w *workerFlags
 	}
 	if w.concurrency < 1 {
 		return usageErr("--concurrency %d: must be at least 1", w.concurrency)
+	}
+	policy, err := w.targets.policy()
+	if err != nil {
+		return err
 	}
 	mode := worker.SocketAuto
 	switch {
@@ -130,6 +136,7 @@ func (a *app) startWorker(ctx context.Context, g *errgroup.Group, w *workerFlags
 		Logger:     a.logger,
 		Cancelled:  cancels.Cancelled,
 		Finished:   notifier.FinishedBatch,
+		Policy:     policy,
 	})
 	if err != nil {
 		return systemErr(err)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -31,8 +30,7 @@ func (a *app) serveCommand() *cobra.Command {
 		tokenFile string
 		maxBody   int64
 		maxHosts  int
-		allow     []string
-		deny      []string
+		targets   policyFlags
 		janitor   bool
 		secret    string
 		metrics   string
@@ -55,19 +53,9 @@ func (a *app) serveCommand() *cobra.Command {
 				}
 				tokens = append(tokens, strings.Fields(string(b))...)
 			}
-			policy := enqueuer.Policy{Deny: append([]netip.Prefix(nil), enqueuer.DefaultDeny...)}
-			for _, list := range []struct {
-				flag string
-				in   []string
-				out  *[]netip.Prefix
-			}{{"--allow", allow, &policy.Allow}, {"--deny", deny, &policy.Deny}} {
-				for _, c := range list.in {
-					p, err := netip.ParsePrefix(c)
-					if err != nil {
-						return usageErr("%s %q: %v", list.flag, c, err)
-					}
-					*list.out = append(*list.out, p.Masked())
-				}
+			policy, err := targets.policy()
+			if err != nil {
+				return err
 			}
 			rdb, agg, err := a.connect(ctx, false)
 			if err != nil {
@@ -155,8 +143,7 @@ func (a *app) serveCommand() *cobra.Command {
 	fs.StringVar(&tokenFile, "token-file", "", "read accepted bearer tokens from `FILE` (whitespace-separated)")
 	fs.Int64Var(&maxBody, "max-body", api.DefaultMaxBodyBytes, "largest request body in bytes")
 	fs.IntVar(&maxHosts, "max-hosts", api.DefaultMaxHosts, "most hosts in one batch (after expansion)")
-	fs.StringArrayVar(&allow, "allow", nil, "only allow targets in this `CIDR` (repeatable)")
-	fs.StringArrayVar(&deny, "deny", nil, "deny targets in this `CIDR`, besides multicast, broadcast and 0.0.0.0/8 (repeatable)")
+	targets.register(fs)
 	fs.BoolVar(&janitor, "janitor", true, "expire batches past their deadline and hand over missed callbacks")
 	fs.StringVar(&metrics, "metrics-addr", "", "serve Prometheus metrics (queues, batches, API requests) at http://ADDR/metrics")
 	fs.StringVar(&secret, "callback-secret", "", "sign callback bodies with HMAC-SHA256 under this secret (env PINGFLEET_CALLBACK_SECRET)")

@@ -1,4 +1,4 @@
-package enqueuer
+package tasks
 
 import (
 	"errors"
@@ -21,8 +21,10 @@ var DefaultDeny = []netip.Prefix{
 	netip.MustParsePrefix("::/128"),
 }
 
-// Policy says which IP targets a submission may name. Host names pass: what
-// they resolve to is only known to the worker.
+// Policy says which IP targets may be pinged. The API checks the IP
+// literals of a submission with Check; a name passes there, and the worker
+// checks the address it resolves to with CheckAddr (and every literal too,
+// whatever submitted it).
 type Policy struct {
 	// Deny lists refused prefixes; DefaultDeny when nil.
 	Deny []netip.Prefix
@@ -37,6 +39,11 @@ func (p Policy) Check(host string) error {
 	if err != nil {
 		return nil
 	}
+	return p.CheckAddr(ip)
+}
+
+// CheckAddr returns an error wrapping ErrDenied when the policy refuses ip.
+func (p Policy) CheckAddr(ip netip.Addr) error {
 	ip = ip.Unmap().WithZone("")
 	deny := p.Deny
 	if deny == nil {
@@ -44,7 +51,7 @@ func (p Policy) Check(host string) error {
 	}
 	for _, d := range deny {
 		if d.Contains(ip) {
-			return fmt.Errorf("%w: %s is in denied range %s", ErrDenied, host, d)
+			return fmt.Errorf("%w: %s is in denied range %s", ErrDenied, ip, d)
 		}
 	}
 	if len(p.Allow) == 0 {
@@ -55,7 +62,7 @@ func (p Policy) Check(host string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%w: %s is outside the allowed ranges", ErrDenied, host)
+	return fmt.Errorf("%w: %s is outside the allowed ranges", ErrDenied, ip)
 }
 
 // Filter splits hosts into those the policy allows and an error for each
