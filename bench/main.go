@@ -318,19 +318,7 @@ func (b *bench) scenario2() error {
 		return err
 	}
 	b.addRef(name, "fping -i 0", n, ref, "")
-	for _, workers := range []int{1, 2} {
-		m, err := b.median(func() (measure, error) {
-			return b.withWorkers(workers, []string{"--concurrency", strconv.Itoa(10000 / workers)}, func() (measure, error) {
-				m, _, err := timed(b.bin, []string{"enqueue", "--redis", b.url, "-f", file, "-c", "2", "-p", "1s", "--wait", "-q", "-o", "json"}, "")
-				return m, err
-			})
-		})
-		if err != nil {
-			return err
-		}
-		b.add(name, fmt.Sprintf("pingfleet, %d worker process(es)", workers), n, m, &ref, "submit → summary; CPU incl. workers")
-	}
-	return nil
+	return b.fleetRuns(name, n, &ref, file, "-c", "2", "-p", "1s")
 }
 
 // Scenario 3: 100,000 hosts, 1 ping, through a real Redis.
@@ -362,17 +350,25 @@ func (b *bench) scenario3() error {
 		return err
 	}
 	b.addRef(name, "fping -i 0, 2 runs of n/2", n, ref, "fping cannot keep 65,536+ in flight")
+	return b.fleetRuns(name, n, &ref, all, "-c", "1", "--max-hosts", "1000000")
+}
+
+// fleetRuns measures `pingfleet enqueue --wait` of the hosts in file with
+// ping args, from submission to summary, with one and then two worker
+// processes sharing a concurrency of 10,000, and adds them under name.
+func (b *bench) fleetRuns(name string, n int, ref *measure, file string, args ...string) error {
+	enqueue := append([]string{"enqueue", "--redis", b.url, "-f", file, "--wait", "-q", "-o", "json"}, args...)
 	for _, workers := range []int{1, 2} {
 		m, err := b.median(func() (measure, error) {
 			return b.withWorkers(workers, []string{"--concurrency", strconv.Itoa(10000 / workers)}, func() (measure, error) {
-				m, _, err := timed(b.bin, []string{"enqueue", "--redis", b.url, "-f", all, "-c", "1", "--max-hosts", "1000000", "--wait", "-q", "-o", "json"}, "")
+				m, _, err := timed(b.bin, enqueue, "")
 				return m, err
 			})
 		})
 		if err != nil {
 			return err
 		}
-		b.add(name, fmt.Sprintf("pingfleet, %d worker process(es)", workers), n, m, &ref,
+		b.add(name, fmt.Sprintf("pingfleet, %d worker process(es)", workers), n, m, ref,
 			fmt.Sprintf("submit → summary; CPU incl. workers; %.0f hosts/s", float64(n)/m.wall.Seconds()))
 	}
 	return nil

@@ -245,31 +245,32 @@ func (e handlerEnv) counter(t *testing.T, name string) float64 {
 	return 0
 }
 
-func TestHandlerCountsRefusedRequests(t *testing.T) {
+func TestHandlerCounters(t *testing.T) {
 	t.Parallel()
-	env := setupHandler(t, "127.0.0.12")
-	if err := env.h.ProcessTask(context.Background(), task(t, "127.0.0.12", tasks.PingOptions{})); err != nil {
-		t.Fatalf("ProcessTask: %v", err)
-	}
-	if got := env.counter(t, "pingfleet_requests_refused_total"); got != 3 {
-		t.Errorf("pingfleet_requests_refused_total = %g; want 3", got)
-	}
-	if got := env.counter(t, "pingfleet_pings_sent_total"); got != 3 {
-		t.Errorf("pingfleet_pings_sent_total = %g; want 3 (refused requests count as sent)", got)
-	}
-}
-
-func TestHandlerCountsDeniedTargets(t *testing.T) {
-	t.Parallel()
-	env := setupHandler(t, "mdns.test")
-	if err := env.h.ProcessTask(context.Background(), task(t, "mdns.test", tasks.PingOptions{})); err != nil {
-		t.Fatalf("ProcessTask: %v", err)
-	}
-	if got := env.counter(t, "pingfleet_targets_denied_total"); got != 1 {
-		t.Errorf("pingfleet_targets_denied_total = %g; want 1", got)
-	}
-	if got := env.counter(t, "pingfleet_pings_sent_total"); got != 0 {
-		t.Errorf("pingfleet_pings_sent_total = %g; want 0", got)
+	for _, tc := range []struct {
+		desc    string
+		host    string
+		counter string
+		want    float64
+		sent    float64
+	}{
+		// Refused requests count as sent (and lost), like in fping.
+		{"requests refused by a firewall", "127.0.0.12", "pingfleet_requests_refused_total", 3, 3},
+		{"target denied after resolution: no ping", "mdns.test", "pingfleet_targets_denied_total", 1, 0},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			t.Parallel()
+			env := setupHandler(t, tc.host)
+			if err := env.h.ProcessTask(context.Background(), task(t, tc.host, tasks.PingOptions{})); err != nil {
+				t.Fatalf("ProcessTask: %v", err)
+			}
+			if got := env.counter(t, tc.counter); got != tc.want {
+				t.Errorf("%s = %g; want %g", tc.counter, got, tc.want)
+			}
+			if got := env.counter(t, "pingfleet_pings_sent_total"); got != tc.sent {
+				t.Errorf("pingfleet_pings_sent_total = %g; want %g", got, tc.sent)
+			}
+		})
 	}
 }
 
