@@ -3,6 +3,9 @@
 
 test:
 	go test -race -timeout 20m ./...
+	# Memory budgets, measured on the binary that ships: the race
+	# detector's larger frames would break them.
+	go test -count=1 -run Budget ./worker
 
 test-short:
 	go test -short ./...

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -119,24 +120,40 @@ var ErrClosed = errors.New("ping engine closed")
 
 // Ping implements Pinger.
 func (e *Engine) Ping(ctx context.Context, ip netip.Addr, opts tasks.PingOptions) (Stats, error) {
-	opts = opts.Normalize()
 	ip = ip.Unmap()
+	g, pr, err := e.prepare(ip, &opts)
+	if err != nil {
+		return Stats{}, err
+	}
+	r := &pingRun{dst: ip, opts: pr, replies: make(chan reply, pr.count)}
+	defer r.release()
+	if err := g.run(ctx, r); err != nil {
+		return Stats{}, err
+	}
+	return r.stats(), nil
+}
+
+// prepare returns the sockets and the probe for pinging ip with opts. It is
+// apart from Ping so that Ping's frame, which stays on the stack of a
+// goroutine waiting for replies, is small.
+func (e *Engine) prepare(ip netip.Addr, o *tasks.PingOptions) (*sockGroup, probe, error) {
+	opts := o.Normalize()
 	key := sockKey{v6: ip.Is6(), ttl: opts.TTL, tos: uint8(opts.TOS), df: opts.DontFragment, iface: opts.Interface, mark: opts.Mark}
 	if opts.Source != "" {
 		src, err := netip.ParseAddr(opts.Source)
 		if err != nil {
-			return Stats{}, fmt.Errorf("ping %s: source address %q: %w", ip, opts.Source, err)
+			return nil, probe{}, fmt.Errorf("ping %s: source address %q: %w", ip, opts.Source, err)
 		}
 		if src.Unmap().Is6() != key.v6 {
-			return Stats{}, fmt.Errorf("ping %s: source address %s is of the other IP family", ip, src)
+			return nil, probe{}, fmt.Errorf("ping %s: source address %s is of the other IP family", ip, src)
 		}
 		key.source = src.Unmap()
 	}
 	g, err := e.group(key)
 	if err != nil {
-		return Stats{}, fmt.Errorf("ping %s: %w", ip, err)
+		return nil, probe{}, fmt.Errorf("ping %s: %w", ip, err)
 	}
-	return g.ping(ctx, ip, opts)
+	return g, probe{count: opts.Count, size: opts.Size, interval: opts.Interval.D(), timeout: opts.Timeout.D()}, nil
 }
 
 // group returns the sockets for key, opening them on first use.
@@ -201,22 +218,28 @@ type sockGroup struct {
 	next  atomic.Uint32
 }
 
-func (g *sockGroup) ping(ctx context.Context, ip netip.Addr, opts tasks.PingOptions) (Stats, error) {
+// run runs r on one of g's sockets: the next one, or the one after if it
+// has no free sequence number.
+func (g *sockGroup) run(ctx context.Context, r *pingRun) error {
 	start := int(g.next.Add(1))
 	for i := range g.socks {
-		s := g.socks[(start+i)%len(g.socks)]
-		st, err := s.ping(ctx, ip, opts)
-		if errors.Is(err, errNoSequence) {
-			continue
+		r.s = g.socks[(start+i)%len(g.socks)]
+		// A run that found no sequence number has registered nothing.
+		if err := r.run(ctx); err != errNoSequence {
+			return err
 		}
-		return st, err
 	}
-	return Stats{}, fmt.Errorf("ping %s: too many requests in flight", ip)
+	return tooMany(r.dst)
+}
+
+func tooMany(ip netip.Addr) error {
+	return fmt.Errorf("ping %s: too many requests in flight", ip)
 }
 
 // socket is one ICMP socket and the requests in flight on it.
 type socket struct {
 	conn  net.PacketConn
+	rc    syscall.RawConn // conn's descriptor, for sendto
 	p4    *ipv4.PacketConn
 	p6    *ipv6.PacketConn
 	raw   bool
@@ -256,6 +279,15 @@ func openSocket(key sockKey, raw bool, rcvbuf int) (*socket, error) {
 		return nil, err
 	}
 	s.id = binary.BigEndian.Uint16(s.token[:2])
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		conn.Close()
+		return nil, fmt.Errorf("ICMP socket: %T has no descriptor", conn)
+	}
+	if s.rc, err = sc.SyscallConn(); err != nil {
+		conn.Close()
+		return nil, err
+	}
 	if err := s.configure(key); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("configure ICMP socket: %w", err)
@@ -407,9 +439,41 @@ func (s *socket) release(key uint32) {
 	s.mu.Unlock()
 }
 
-// send sends the echo request of key to dst.
-func (s *socket) send(dst netip.Addr, key uint32, r *request, opts tasks.PingOptions) error {
-	data := make([]byte, opts.Size)
+// send sends the echo request of key to dst. It calls sendto(2) itself:
+// x/net's WriteTo builds a msghdr for control messages we never send, which
+// costs time and stack depth on every task's goroutine (see
+// Handler.ProcessTask).
+func (s *socket) send(dst netip.Addr, key uint32, r *request, opts probe) error {
+	b, sa, err := s.echo(dst, key, opts.size)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	r.sent = time.Now()
+	s.mu.Unlock()
+	for {
+		var serr error
+		err := s.rc.Write(func(fd uintptr) bool {
+			serr = unix.Sendto(int(fd), b, 0, sa)
+			return serr != unix.EAGAIN // a full buffer: wait until writable
+		})
+		if err != nil {
+			return err // closed
+		}
+		// ENOBUFS is back-pressure from the device queue, not a failure.
+		if serr != unix.ENOBUFS {
+			if serr != nil {
+				return os.NewSyscallError("sendto", serr)
+			}
+			return nil
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// echo returns the echo request of key to dst and dst's socket address.
+func (s *socket) echo(dst netip.Addr, key uint32, size int) ([]byte, unix.Sockaddr, error) {
+	data := make([]byte, size)
 	copy(data, s.token[:])
 	var typ icmp.Type = ipv4.ICMPTypeEcho
 	if s.v6 {
@@ -419,27 +483,31 @@ func (s *socket) send(dst netip.Addr, key uint32, r *request, opts tasks.PingOpt
 	msg := icmp.Message{Type: typ, Body: &icmp.Echo{ID: int(id), Seq: int(uint16(key)), Data: data}}
 	b, err := msg.Marshal(nil)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	var to net.Addr = &net.UDPAddr{IP: dst.AsSlice(), Zone: dst.Zone()}
-	if s.raw {
-		to = &net.IPAddr{IP: dst.AsSlice(), Zone: dst.Zone()}
+	sa, err := sockaddr(dst)
+	return b, sa, err
+}
+
+// sockaddr returns dst as a socket address; an IPv6 zone names the
+// interface (or is its index).
+func sockaddr(dst netip.Addr) (unix.Sockaddr, error) {
+	if dst.Is4() {
+		return &unix.SockaddrInet4{Addr: dst.As4()}, nil
 	}
-	s.mu.Lock()
-	r.sent = time.Now()
-	s.mu.Unlock()
-	for {
-		if s.v6 {
-			_, err = s.p6.WriteTo(b, nil, to)
+	sa := &unix.SockaddrInet6{Addr: dst.As16()}
+	if z := dst.Zone(); z != "" {
+		if n, err := strconv.ParseUint(z, 10, 32); err == nil {
+			sa.ZoneId = uint32(n)
 		} else {
-			_, err = s.p4.WriteTo(b, nil, to)
+			ifi, err := net.InterfaceByName(z)
+			if err != nil {
+				return nil, fmt.Errorf("zone of %s: %w", dst, err)
+			}
+			sa.ZoneId = uint32(ifi.Index)
 		}
-		// A full socket send buffer is back-pressure, not a failure.
-		if !errors.Is(err, syscall.ENOBUFS) {
-			return err
-		}
-		time.Sleep(time.Millisecond)
 	}
+	return sa, nil
 }
 
 // read delivers replies until the socket is closed.
@@ -545,93 +613,123 @@ func stripIPv4Header(b []byte) []byte {
 	return b[l:]
 }
 
-// ping sends opts.Count requests to dst, opts.Interval apart, and collects
-// the replies that arrive within opts.Timeout of their request.
-func (s *socket) ping(ctx context.Context, dst netip.Addr, opts tasks.PingOptions) (Stats, error) {
-	replies := make(chan reply, opts.Count)
-	var seqs []uint32
-	defer func() {
-		for _, q := range seqs {
-			s.release(q)
-		}
-	}()
-	var st Stats
-	var rtts []time.Duration
-	collect := func(r reply) {
-		rtts = append(rtts, r.rtt)
-		st.TTL = r.ttl
+// probe is what a socket needs of the options to ping: a small value, so
+// that the frames of every goroutine waiting for replies stay small.
+type probe struct {
+	count, size       int
+	interval, timeout time.Duration
+}
+
+// pingRun is one host's ping: opts.count requests to dst, opts.interval
+// apart, and the replies that arrive within opts.timeout of their request.
+// It lives on the heap and its methods have small frames, so the goroutine
+// waiting in it keeps a small stack (see Handler.ProcessTask).
+type pingRun struct {
+	s        *socket
+	dst      netip.Addr
+	opts     probe
+	replies  chan reply
+	timer    *time.Timer
+	seqs     []uint32
+	rtts     []time.Duration
+	st       Stats
+	lastSent time.Time
+	firstErr error
+}
+
+func (r *pingRun) release() {
+	for _, q := range r.seqs {
+		r.s.release(q)
 	}
+	if r.timer != nil {
+		r.timer.Stop()
+	}
+}
+
+func (r *pingRun) run(ctx context.Context) error {
 	start := time.Now()
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	<-timer.C
-	var lastSent time.Time
-	var firstErr error
-	for i := 0; i < opts.Count; i++ {
+	for i := 0; i < r.opts.count; i++ {
 		if i > 0 {
-			timer.Reset(time.Until(start.Add(time.Duration(i) * opts.Interval.D())))
-		wait:
-			for {
-				select {
-				case <-ctx.Done():
-					return Stats{}, ctx.Err()
-				case r := <-replies:
-					collect(r)
-				case <-timer.C:
-					break wait
-				}
+			if err := r.wait(ctx, start.Add(time.Duration(i)*r.opts.interval), false); err != nil {
+				return err
 			}
 		}
-		seq, req, err := s.register(dst, replies)
-		if err != nil {
+		if err := r.send(); err != nil {
 			if i == 0 {
-				return Stats{}, err
+				return err
 			}
 			break
 		}
-		seqs = append(seqs, seq)
-		if err := s.send(dst, seq, req, opts); err != nil {
-			s.release(seq)
-			seqs = seqs[:len(seqs)-1]
-			if refused(err) {
-				st.Sent++
-				if st.Refused++; st.RefusedErr == nil {
-					st.RefusedErr = err
-				}
-				continue
-			}
-			if firstErr == nil {
-				firstErr = err
-			}
-			continue
-		}
-		st.Sent++
-		lastSent = time.Now()
 	}
-	if st.Sent == 0 {
-		return Stats{}, fmt.Errorf("send to %s: %w", dst, firstErr)
+	if r.st.Sent == 0 {
+		return fmt.Errorf("send to %s: %w", r.dst, r.firstErr)
 	}
 	// Wait for the replies still due, each up to Timeout after its request
 	// (the last one sets the bound).
-	if len(rtts) < st.Sent-st.Refused {
-		timer.Reset(time.Until(lastSent.Add(opts.Timeout.D())))
-	collecting:
-		for len(rtts) < st.Sent-st.Refused {
-			select {
-			case <-ctx.Done():
-				return Stats{}, ctx.Err()
-			case r := <-replies:
-				collect(r)
-			case <-timer.C:
-				break collecting
+	return r.wait(ctx, r.lastSent.Add(r.opts.timeout), true)
+}
+
+// send sends the next request. Only a failure to register one is an
+// error: a request the network refuses counts as sent and lost, and one
+// that failed otherwise is not counted.
+func (r *pingRun) send() error {
+	seq, req, err := r.s.register(r.dst, r.replies)
+	if err != nil {
+		return err
+	}
+	if err := r.s.send(r.dst, seq, req, r.opts); err != nil {
+		r.s.release(seq)
+		if refused(err) {
+			r.st.Sent++
+			if r.st.Refused++; r.st.RefusedErr == nil {
+				r.st.RefusedErr = err
 			}
+		} else if r.firstErr == nil {
+			r.firstErr = err
+		}
+		return nil
+	}
+	r.seqs = append(r.seqs, seq)
+	r.st.Sent++
+	r.lastSent = time.Now()
+	return nil
+}
+
+// wait collects replies until deadline, or, if all is set, until every
+// request sent has its reply.
+func (r *pingRun) wait(ctx context.Context, deadline time.Time, all bool) error {
+	if all && len(r.rtts) >= r.st.Sent-r.st.Refused {
+		return nil
+	}
+	if r.timer == nil {
+		r.timer = time.NewTimer(time.Until(deadline))
+	} else {
+		r.timer.Reset(time.Until(deadline))
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case rep := <-r.replies:
+			r.rtts = append(r.rtts, rep.rtt)
+			r.st.TTL = rep.ttl
+			if all && len(r.rtts) >= r.st.Sent-r.st.Refused {
+				return nil
+			}
+		case <-r.timer.C:
+			return nil
 		}
 	}
-	// Replies that came later than Timeout after their own request are lost.
-	kept := rtts[:0]
-	for _, r := range rtts {
-		if r <= opts.Timeout.D() {
-			kept = append(kept, r)
+}
+
+// stats returns the figures of a finished run. Replies that came later than
+// Timeout after their own request are lost.
+func (r *pingRun) stats() Stats {
+	st := r.st
+	kept := r.rtts[:0]
+	for _, d := range r.rtts {
+		if d <= r.opts.timeout {
+			kept = append(kept, d)
 		}
 	}
 	st.Received = len(kept)
@@ -639,7 +737,7 @@ func (s *socket) ping(ctx context.Context, dst netip.Addr, opts tasks.PingOption
 		st.TTL = 0
 	}
 	st.Min, st.Avg, st.Max, st.Stdev = rttStats(kept)
-	return st, nil
+	return st
 }
 
 // rttStats returns min, mean, max and population standard deviation.
