@@ -4,6 +4,7 @@ package main
 // and `worker` processes on one real Redis.
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -227,7 +228,7 @@ func TestE2EMetrics(t *testing.T) {
 	wPort, _ := freeTCPPort()
 	sPort, _ := freeTCPPort()
 	wAddr, sAddr := fmt.Sprintf("127.0.0.1:%d", wPort), fmt.Sprintf("127.0.0.1:%d", sPort)
-	startWorker(t, srv.URL(), "--metrics-addr", wAddr)
+	startWorker(t, srv.URL(), "--metrics-addr", wAddr, "--pprof")
 	api := startServe(t, srv.URL(), "--metrics-addr", sAddr)
 
 	id := postBatch(t, api, `{"hosts": ["127.0.8.1-20", "gone.invalid"], "options": {"count": 2, "interval": "20ms"}}`)
@@ -277,6 +278,19 @@ func TestE2EMetrics(t *testing.T) {
 	}
 	if strings.Contains(sm+wm, id) || strings.Contains(sm+wm, "127.0.8.1") {
 		t.Error("a batch ID or host appears in metrics: label sets must stay bounded")
+	}
+
+	// Profiles only where --pprof asks for them.
+	for addr, want := range map[string]int{wAddr: http.StatusOK, sAddr: http.StatusNotFound} {
+		resp, err := http.Get("http://" + addr + "/debug/pprof/heap?debug=1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want || (want == http.StatusOK && !bytes.Contains(body, []byte("heap profile"))) {
+			t.Errorf("GET %s/debug/pprof/heap: %s, want %d\n%.200s", addr, resp.Status, want, body)
+		}
 	}
 }
 

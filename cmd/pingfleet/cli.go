@@ -85,6 +85,7 @@ type app struct {
 	retention time.Duration
 	shards    int
 	cpuProf   string
+	pprof     bool
 
 	logger  *slog.Logger
 	closers []func()
@@ -172,6 +173,7 @@ resolved, 3 invalid usage or input, 4 system error.`,
 	pf.StringVar(&a.logFormat, "log-format", "text", "log format: text or json")
 	pf.DurationVar(&a.retention, "retention", aggregator.DefaultRetention, "how long a batch's results are kept in Redis")
 	pf.StringVar(&a.cpuProf, "cpuprofile", "", "write a CPU profile of this command to `FILE` (for go tool pprof)")
+	pf.BoolVar(&a.pprof, "pprof", false, "with --metrics-addr, also serve Go's runtime profiles (heap, goroutines, CPU) at http://ADDR/debug/pprof/")
 	pf.IntVar(&a.shards, "shards", tasks.DefaultShards, "number of queues tasks are spread over (enqueuers and workers must agree)")
 
 	root.AddCommand(a.runCommand(), a.enqueueCommand(), a.workerCommand(), a.waitCommand(),

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	httppprof "net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,6 +35,14 @@ func (a *app) serveMetrics(ctx context.Context, g *errgroup.Group, addr string, 
 		}
 		fmt.Fprintln(w, "ready")
 	})
+	if a.pprof {
+		// Opt-in: profiles show internals and a CPU profile costs CPU.
+		mux.HandleFunc("GET /debug/pprof/", httppprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", httppprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", httppprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", httppprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", httppprof.Trace)
+	}
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	a.logger.Info("serving metrics", "addr", l.Addr().String())
 	g.Go(func() error {
