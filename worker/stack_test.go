@@ -6,9 +6,13 @@
 package worker_test
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"net/netip"
 	"runtime"
+	"runtime/pprof"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -50,15 +54,41 @@ func TestBudgetStackWhileWaiting(t *testing.T) {
 	for _, f := range ts {
 		wg.Go(func() { padded(f) })
 	}
+	defer wg.Wait()
 	// Between the two requests every goroutine waits in the engine.
-	time.Sleep(500 * time.Millisecond)
+	deadline := time.Now().Add(5 * time.Second)
+	for waitingForReplies() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d tasks wait for replies after 5 s", waitingForReplies(), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	runtime.ReadMemStats(&during)
-	wg.Wait()
 	per := float64(during.StackInuse-before.StackInuse) / n
 	t.Logf("stack per waiting task: %.0f bytes", per)
 	if per > 6<<10 {
 		t.Errorf("a waiting task holds %.0f bytes of stack, want 4 KiB (a frame on its path grew; see Handler.ProcessTask)", per)
 	}
+}
+
+// waitingForReplies counts the goroutines parked in the engine's wait.
+func waitingForReplies() int {
+	var b bytes.Buffer
+	_ = pprof.Lookup("goroutine").WriteTo(&b, 1)
+	// debug=1 writes a header line, then groups goroutines by stack:
+	// "N @ pcs..." and then the frames.
+	_, groups, _ := strings.Cut(b.String(), "\n")
+	total := 0
+	for _, rec := range strings.Split(groups, "\n\n") {
+		if !strings.Contains(rec, "(*pingRun).wait") {
+			continue
+		}
+		var count int
+		if _, err := fmt.Sscanf(rec, "%d @", &count); err == nil {
+			total += count
+		}
+	}
+	return total
 }
 
 // padded calls f below a frame as large as asynq's above a handler.
