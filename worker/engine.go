@@ -125,7 +125,11 @@ func (e *Engine) Ping(ctx context.Context, ip netip.Addr, opts tasks.PingOptions
 	if err != nil {
 		return Stats{}, err
 	}
-	r := &pingRun{dst: ip, opts: pr, replies: make(chan reply, pr.count)}
+	sa, err := sockaddr(ip)
+	if err != nil {
+		return Stats{}, fmt.Errorf("ping %s: %w", ip, err)
+	}
+	r := &pingRun{dst: ip, sa: sa, opts: pr, replies: make(chan reply, pr.count)}
 	defer r.release()
 	if err := g.run(ctx, r); err != nil {
 		return Stats{}, err
@@ -439,12 +443,12 @@ func (s *socket) release(key uint32) {
 	s.mu.Unlock()
 }
 
-// send sends the echo request of key to dst. It calls sendto(2) itself:
+// send sends the echo request of key to sa. It calls sendto(2) itself:
 // x/net's WriteTo builds a msghdr for control messages we never send, which
 // costs time and stack depth on every task's goroutine (see
 // Handler.ProcessTask).
-func (s *socket) send(dst netip.Addr, key uint32, r *request, opts probe) error {
-	b, sa, err := s.echo(dst, key, opts.size)
+func (s *socket) send(sa unix.Sockaddr, key uint32, r *request, size int) error {
+	b, err := s.echo(key, size)
 	if err != nil {
 		return err
 	}
@@ -460,6 +464,9 @@ func (s *socket) send(dst netip.Addr, key uint32, r *request, opts probe) error 
 		if err != nil {
 			return err // closed
 		}
+		if serr == unix.EINTR {
+			continue
+		}
 		// ENOBUFS is back-pressure from the device queue, not a failure.
 		if serr != unix.ENOBUFS {
 			if serr != nil {
@@ -471,8 +478,8 @@ func (s *socket) send(dst netip.Addr, key uint32, r *request, opts probe) error 
 	}
 }
 
-// echo returns the echo request of key to dst and dst's socket address.
-func (s *socket) echo(dst netip.Addr, key uint32, size int) ([]byte, unix.Sockaddr, error) {
+// echo returns the echo request of key with size data bytes.
+func (s *socket) echo(key uint32, size int) ([]byte, error) {
 	data := make([]byte, size)
 	copy(data, s.token[:])
 	var typ icmp.Type = ipv4.ICMPTypeEcho
@@ -481,12 +488,7 @@ func (s *socket) echo(dst netip.Addr, key uint32, size int) ([]byte, unix.Sockad
 	}
 	id := uint16(key>>16) + s.id
 	msg := icmp.Message{Type: typ, Body: &icmp.Echo{ID: int(id), Seq: int(uint16(key)), Data: data}}
-	b, err := msg.Marshal(nil)
-	if err != nil {
-		return nil, nil, err
-	}
-	sa, err := sockaddr(dst)
-	return b, sa, err
+	return msg.Marshal(nil)
 }
 
 // sockaddr returns dst as a socket address; an IPv6 zone names the
@@ -627,6 +629,7 @@ type probe struct {
 type pingRun struct {
 	s        *socket
 	dst      netip.Addr
+	sa       unix.Sockaddr // dst's, resolved once (a zone is a lookup)
 	opts     probe
 	replies  chan reply
 	timer    *time.Timer
@@ -677,7 +680,7 @@ func (r *pingRun) send() error {
 	if err != nil {
 		return err
 	}
-	if err := r.s.send(r.dst, seq, req, r.opts); err != nil {
+	if err := r.s.send(r.sa, seq, req, r.opts.size); err != nil {
 		r.s.release(seq)
 		if refused(err) {
 			r.st.Sent++
