@@ -240,3 +240,32 @@ func TestReadCommands(t *testing.T) {
 		t.Errorf("status of a missing batch: exit %d, stderr %s", missing.code, missing.stderr)
 	}
 }
+
+// On the embedded Redis, run spreads tasks over one queue unless --shards
+// says otherwise; with --redis it keeps the fleet's default.
+func TestRunEmbeddedShards(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"embedded", nil, "shards=1"},
+		{"embedded, --shards", []string{"--shards", "4"}, "shards=4"},
+		{"--redis", []string{"--redis", srv.URL()}, "shards=8"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := cli(t, "", append([]string{"run", "127.0.2.9", "-p", "20ms", "-o", "json", "--log-level", "info"}, tc.args...)...)
+			if r.code != ExitOK {
+				t.Fatalf("exit %d\nstderr: %s", r.code, r.stderr)
+			}
+			if !strings.Contains(r.stderr, "worker started") || !strings.Contains(r.stderr, tc.want) {
+				t.Errorf("log lacks %q:\n%s", tc.want, r.stderr)
+			}
+			if rep := decodeReport(t, r); rep.Summary.Up != 1 {
+				t.Errorf("summary = %+v", rep.Summary)
+			}
+		})
+	}
+}

@@ -216,6 +216,14 @@ func (a *app) runCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if a.redisURL == "" && !cmd.Flags().Changed("shards") {
+				// One queue on the embedded Redis: it runs every script
+				// under one lock in a new Lua state, so each idle poll of
+				// an empty queue takes CPU from the batch (half of all CPU
+				// for 200 hosts at -c 2), and the active list that several
+				// queues keep short is cheap here.
+				a.shards = 1
+			}
 			wctx, stopWorker := context.WithCancel(ctx)
 			var g errgroup.Group
 			defer func() {
