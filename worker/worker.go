@@ -25,10 +25,14 @@ import (
 // Defaults of Config.
 const (
 	DefaultConcurrency       = 1000
-	DefaultServers           = 4
+	DefaultServers           = 32
 	DefaultShutdownTimeout   = 10 * time.Second
 	DefaultTaskCheckInterval = 50 * time.Millisecond
 )
+
+// maintainers is how many of a worker's asynq servers run asynq's
+// maintenance (forwarding due retries, the janitor) at its default pace.
+const maintainers = 4
 
 // Config configures a Worker.
 type Config struct {
@@ -46,7 +50,8 @@ type Config struct {
 	// Servers is the number of asynq servers this worker runs, sharing
 	// Concurrency. One asynq server fetches one task per Redis round trip,
 	// which caps it at a few thousand tasks/s whatever its concurrency;
-	// several fetch in parallel. If zero, DefaultServers.
+	// many fetch in parallel, and their calls share round trips (see
+	// fetchClient). If zero, DefaultServers.
 	Servers int
 	// Shards is the number of queues the tasks are spread over; it must
 	// match the enqueuers'. If zero, tasks.DefaultShards.
@@ -66,6 +71,7 @@ type Config struct {
 // Worker is a running set of asynq servers.
 type Worker struct {
 	srvs   []*asynq.Server
+	fetch  *fetchClient
 	mux    *asynq.ServeMux
 	logger *slog.Logger
 }
@@ -90,23 +96,44 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.Callbacks != nil {
 		queues[tasks.CallbackQueue] = 1
 	}
+	interval := cmp.Or(cfg.TaskCheckInterval, DefaultTaskCheckInterval)
+	w.fetch = newFetchClient(cfg.Redis, interval)
 	for i := range servers {
 		// Spread the concurrency; the first servers take the remainder.
 		n := concurrency / servers
 		if i < concurrency%servers {
 			n++
 		}
-		w.srvs = append(w.srvs, asynq.NewServerFromRedisClient(cfg.Redis, asynq.Config{
-			Concurrency:       n,
-			Queues:            queues,
-			TaskCheckInterval: cmp.Or(cfg.TaskCheckInterval, DefaultTaskCheckInterval),
-			ShutdownTimeout:   cmp.Or(cfg.ShutdownTimeout, DefaultShutdownTimeout),
-			RetryDelayFunc:    RetryDelay,
-			Logger:            NewAsynqLogger(logger),
-			LogLevel:          asynq.WarnLevel,
+		// Every asynq server also moves due retries into the queues and
+		// cleans up, one script per queue each time. A few servers doing it
+		// at asynq's pace is enough; the others do it once a minute.
+		var delayed, janitor time.Duration
+		if i >= maintainers {
+			delayed, janitor = time.Minute, time.Minute
+		}
+		w.srvs = append(w.srvs, asynq.NewServerFromRedisClient(w.fetch, asynq.Config{
+			Concurrency:              n,
+			Queues:                   queues,
+			TaskCheckInterval:        interval,
+			DelayedTaskCheckInterval: delayed,
+			JanitorInterval:          janitor,
+			ShutdownTimeout:          cmp.Or(cfg.ShutdownTimeout, DefaultShutdownTimeout),
+			RetryDelayFunc:           RetryDelay,
+			Logger:                   NewAsynqLogger(logger),
+			LogLevel:                 asynq.WarnLevel,
 		}))
 	}
 	return w, nil
+}
+
+// MemoryLimit is a soft memory limit, in bytes, for a worker process that
+// pings concurrency hosts at once: 16 KiB per ping in flight plus 16 MiB,
+// and at least 64 MiB. A ping in flight holds two goroutines and their
+// state, about 13 KB at 10,000 in flight (bench/README.md, "Memory"). Left
+// to GOGC alone, garbage can grow as large again before a collection,
+// because goroutine stacks count toward the heap goal too.
+func MemoryLimit(concurrency int) int64 {
+	return max(64<<20, 16<<20+16<<10*int64(concurrency))
 }
 
 // RetryDelay is the wait before the n-th retry of a failed task. A ping
@@ -123,7 +150,7 @@ func RetryDelay(n int, _ error, t *asynq.Task) time.Duration {
 
 // Run processes tasks until ctx is done, then stops fetching, lets
 // in-flight pings finish within the shutdown timeout and hands the rest
-// back to the queue.
+// back to the queue. Call it once: it also stops what New started.
 func (w *Worker) Run(ctx context.Context) error {
 	started := w.srvs[:0:0]
 	var err error
@@ -143,6 +170,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		wg.Go(srv.Shutdown)
 	}
 	wg.Wait()
+	w.fetch.Stop()
 	return err
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -80,5 +82,100 @@ func TestRetryDelay(t *testing.T) {
 	want := fmt.Sprint([]time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 10 * time.Second, 10 * time.Second, 10 * time.Second})
 	if fmt.Sprint(got) != want {
 		t.Errorf("RetryDelay(1..7) = %v; want %v", got, want)
+	}
+}
+
+// An idle worker looks at each queue about once per TaskCheckInterval,
+// however many asynq servers it runs (each of which would poll every queue
+// that often), and still picks up a batch submitted while it idles.
+func TestFetchClientIdlePolls(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	rdb := srv.Client()
+	agg, err := aggregator.New(aggregator.Config{Client: rdb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.DiscardHandler)
+	engine := worker.NewEngine(worker.EngineConfig{Logger: logger})
+	defer engine.Close()
+	h, err := worker.NewHandler(worker.HandlerConfig{Recorder: agg, Pinger: engine, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const servers, interval = 16, 50 * time.Millisecond
+	w, err := worker.New(worker.Config{Redis: rdb, Handler: h, Concurrency: 64, Servers: servers, TaskCheckInterval: interval, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+
+	// Every dequeue of a queue that is not paused pops from it once.
+	pops := func() int {
+		info, err := rdb.Info(ctx, "commandstats").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, after, _ := strings.Cut(info, "cmdstat_rpoplpush:calls=")
+		n, _ := strconv.Atoi(after[:strings.IndexByte(after+",", ',')])
+		return n
+	}
+	time.Sleep(300 * time.Millisecond) // past the servers' first polls
+	start, before := time.Now(), pops()
+	time.Sleep(time.Second)
+	got, elapsed := pops()-before, time.Since(start)
+	queues := tasks.DefaultShards
+	limit := queues * (int(elapsed/interval) + 2)
+	t.Logf("%d dequeues in %v by %d servers from %d queues; each server polling on its own: about %d", got, elapsed.Round(time.Millisecond), servers, queues, servers*queues*int(elapsed/interval))
+	if got == 0 || got > limit {
+		t.Errorf("idle worker dequeued %d times in %v; want 1 to %d (about one look per queue per %v)", got, elapsed, limit, interval)
+	}
+
+	enq, err := enqueuer.New(enqueuer.Config{Redis: rdb, Aggregator: agg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hosts []string
+	for i := range 50 {
+		hosts = append(hosts, fmt.Sprintf("127.0.78.%d", i+1))
+	}
+	res, err := enq.Submit(ctx, enqueuer.Batch{Hosts: hosts, Options: tasks.PingOptions{Count: 1, Timeout: tasks.Duration(5 * time.Second)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s aggregator.Summary
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if s, err = agg.Summary(ctx, res.ID); err != nil {
+			t.Fatal(err)
+		}
+		if s.Completed() {
+			break
+		}
+	}
+	if !s.Completed() || s.Up != 50 {
+		t.Errorf("summary = %+v; want complete, 50 up", s)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+}
+
+func TestMemoryLimit(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		concurrency int
+		want        int64
+	}{
+		{1, 64 << 20},
+		{1000, 64 << 20},
+		{10000, 16<<20 + 10000*16<<10},
+		{100000, 16<<20 + 100000*16<<10},
+	} {
+		if got := worker.MemoryLimit(tc.concurrency); got != tc.want {
+			t.Errorf("MemoryLimit(%d) = %d; want %d", tc.concurrency, got, tc.want)
+		}
 	}
 }

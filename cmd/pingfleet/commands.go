@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime/debug"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -183,6 +184,14 @@ func (a *app) workerCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// The process is this worker alone: bound its memory by what
+			// its pings in flight need, unless the user did.
+			setBy := "GOMEMLIMIT"
+			if a.getenv("GOMEMLIMIT") == "" {
+				setBy = "--concurrency"
+				defer debug.SetMemoryLimit(debug.SetMemoryLimit(worker.MemoryLimit(wf.concurrency)))
+			}
+			a.logger.Info("memory limit", "bytes", debug.SetMemoryLimit(-1), "set_by", setBy)
 			var g errgroup.Group
 			if err := a.startWorker(cmd.Context(), &g, &wf, rdb, agg, true); err != nil {
 				return err

@@ -98,7 +98,16 @@ func startWorker(t *testing.T, redisURL string, args ...string) *proc {
 // ends, must stop within 30 s, and its log is shown if the test failed.
 func startProc(t *testing.T, args ...string) *proc {
 	t.Helper()
+	return startProcEnv(t, nil, args...)
+}
+
+// startProcEnv is startProc with env added to the environment.
+func startProcEnv(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
 	cmd := exec.Command(binary(t), args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	p := &proc{cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	if err := deathsig.Start(cmd); err != nil {
@@ -400,5 +409,28 @@ func eventually(t *testing.T, timeout time.Duration, cond func() bool) {
 			t.Fatalf("condition not met within %s", timeout)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A worker bounds its memory by its --concurrency, unless GOMEMLIMIT says
+// otherwise.
+func TestE2EWorkerMemoryLimit(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	for _, tc := range []struct {
+		name string
+		env  []string
+		want string
+	}{
+		{"from --concurrency", nil, "bytes=180617216 set_by=--concurrency"},
+		{"GOMEMLIMIT", []string{"GOMEMLIMIT=1GiB"}, "bytes=1073741824 set_by=GOMEMLIMIT"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := startProcEnv(t, tc.env, "worker", "--redis", srv.URL(), "--log-level", "info", "--concurrency", "10000")
+			eventually(t, 30*time.Second, func() bool { return strings.Contains(w.stderr.String(), "worker started") })
+			if log := w.stderr.String(); !strings.Contains(log, "memory limit") || !strings.Contains(log, tc.want) {
+				t.Errorf("log lacks %q:\n%s", tc.want, log)
+			}
+		})
 	}
 }

@@ -1,0 +1,97 @@
+package worker
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/pingfleet/pingfleet/redisconn"
+)
+
+// fetchClient is the Redis client a worker's asynq servers share.
+//
+// One asynq server fetches one task per round trip, so a worker runs many
+// servers, and their script calls (dequeues, acknowledgements) travel
+// together through one auto-pipeline: a round trip, and one write and one
+// read system call on each side, for dozens of tasks.
+//
+// Many servers would also mean many idle polls: each server that finds the
+// queues empty sleeps about TaskCheckInterval and then tries every queue
+// again. fetchClient remembers, for the window, that a queue was found
+// empty, and answers later dequeues of that queue itself, so an idle
+// worker polls each queue about once per window however many servers it
+// runs. A task enqueued meanwhile waits at most the window, as it would for
+// a single server's sleep.
+type fetchClient struct {
+	redis.UniversalClient // the pipeline
+	pipe                  *redisconn.AutoPipeline
+	window                time.Duration
+	now                   func() time.Time
+
+	mu    sync.Mutex
+	empty map[string]time.Time // queue's pending key → when to ask Redis again
+}
+
+func newFetchClient(c redis.UniversalClient, window time.Duration) *fetchClient {
+	pipe := redisconn.NewAutoPipeline(c)
+	return &fetchClient{UniversalClient: pipe, pipe: pipe, window: window, now: time.Now, empty: make(map[string]time.Time)}
+}
+
+// Stop ends the pipelining; later calls go straight to the client.
+func (c *fetchClient) Stop() { c.pipe.Stop() }
+
+// EvalSha runs a script call through the pipeline, answering dequeues of
+// queues known to be empty without asking Redis.
+func (c *fetchClient) EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
+	queue, ok := dequeuedQueue(keys)
+	if !ok {
+		return c.pipe.EvalSha(ctx, sha1, keys, args...)
+	}
+	now := c.now()
+	c.mu.Lock()
+	until, known := c.empty[queue]
+	if known {
+		if now.Before(until) {
+			c.mu.Unlock()
+			cmd := redis.NewCmd(ctx)
+			cmd.SetErr(redis.Nil)
+			return cmd
+		}
+		// This call looks again; the other servers wait for its answer.
+		c.empty[queue] = now.Add(c.window)
+	}
+	c.mu.Unlock()
+	cmd := c.pipe.EvalSha(ctx, sha1, keys, args...)
+	switch cmd.Err() {
+	case redis.Nil: // empty or paused
+		c.mu.Lock()
+		c.empty[queue] = c.now().Add(c.window)
+		c.mu.Unlock()
+	case nil:
+		if known {
+			c.mu.Lock()
+			delete(c.empty, queue)
+			c.mu.Unlock()
+		}
+	}
+	return cmd
+}
+
+// dequeuedQueue reports whether keys are those of asynq's dequeue script
+// (v0.26: the queue's pending list, paused flag, active list and lease
+// set) and returns the pending list's key. TestFetchClientIdlePolls fails
+// if an asynq upgrade changes them; the worker would then still work, but
+// poll as often as its servers do.
+func dequeuedQueue(keys []string) (string, bool) {
+	if len(keys) != 4 {
+		return "", false
+	}
+	q, ok := strings.CutSuffix(keys[0], ":pending")
+	if !ok || !strings.HasPrefix(q, "asynq:{") || keys[2] != q+":active" || keys[3] != q+":lease" {
+		return "", false
+	}
+	return keys[0], true
+}
