@@ -67,20 +67,20 @@ func (instantPinger) Ping(_ context.Context, _ netip.Addr, opts tasks.PingOption
 // already enqueued (20,000 loopback hosts, one request each) on a private
 // redis-server, taking the pipeline apart:
 //
-//   - asynq: asynq servers configured like a Worker with a handler that
-//     does nothing: the floor that asynq's dequeue and acknowledgement
-//     scripts set on this machine;
+//   - asynq: asynq servers with a handler that does nothing, on the
+//     pipelined client a Worker gives them: the floor that asynq's dequeue
+//     and acknowledgement scripts set on this machine;
 //   - handler: the real Handler and result writes, with a pinger that
 //     answers at once;
 //   - engine: the real Handler pinging loopback with the Engine, as
 //     `pingfleet worker` does.
 //
-// 8 asynq servers and a concurrency of 10,000 in one process, like the
-// two worker processes of bench scenario 3:
+// One process with the default number of asynq servers and a concurrency
+// of 10,000, like the worker of bench scenario 3:
 //
 //	go test ./worker -run '^$' -bench Drain -benchtime 3x
 func BenchmarkDrain(b *testing.B) {
-	const n, servers, concurrency = 20000, 8, 10000
+	const n, servers, concurrency = 20000, worker.DefaultServers, 10000
 	hosts := make([]string, n)
 	for i := range hosts {
 		hosts[i] = fmt.Sprintf("127.%d.%d.%d", 30+i/62500, i/250%250, i%250+1)
@@ -127,9 +127,10 @@ func BenchmarkDrain(b *testing.B) {
 				}
 				return nil
 			})
+			fetch := worker.NewFetchClient(rdb, worker.DefaultTaskCheckInterval)
 			var srvs []*asynq.Server
 			for range servers {
-				s := asynq.NewServerFromRedisClient(rdb, asynq.Config{
+				s := asynq.NewServerFromRedisClient(fetch, asynq.Config{
 					Concurrency:       concurrency / servers,
 					Queues:            tasks.Queues(tasks.DefaultShards),
 					TaskCheckInterval: worker.DefaultTaskCheckInterval,
@@ -144,6 +145,7 @@ func BenchmarkDrain(b *testing.B) {
 				for _, s := range srvs {
 					s.Shutdown()
 				}
+				fetch.Stop()
 			}
 		})
 	})

@@ -1,0 +1,16 @@
+package worker
+
+import (
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// NewFetchClient lets benchmarks run bare asynq servers on the client a
+// Worker gives its own.
+func NewFetchClient(c redis.UniversalClient, window time.Duration) interface {
+	redis.UniversalClient
+	Stop()
+} {
+	return newFetchClient(c, window)
+}
