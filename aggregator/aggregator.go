@@ -374,40 +374,72 @@ func (a *Aggregator) Pending(ctx context.Context, id string, hosts []string) ([]
 	return out, nil
 }
 
-// recordScript counts one host's result exactly once. It returns -1 when the
-// batch does not exist, 0 when the host was not pending (a duplicate or
-// retried execution: nothing changes), 1 when it counted the result, and 2
-// when that result was the batch's last.
+// recordScript counts results of one batch, each host's exactly once.
+// ARGV[1] is the time; then come six arguments per result: host, body,
+// status, packets sent and received, and the average RTT (” unless up).
+// It returns -1 when the batch does not exist, else one number per result:
+// 0 when the host was not pending (a duplicate or retried execution:
+// nothing changes), 1 when it counted the result, and 2 when that result
+// was the batch's last. Results of one batch are written together: one
+// HSET, ZADD and HINCRBY per counter for all of them.
 var recordScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-if redis.call('SREM', KEYS[2], ARGV[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
-redis.call('XADD', KEYS[5], '*', 't', 'result', 'd', ARGV[2])
-local n = redis.call('HINCRBY', KEYS[1], ARGV[3], 1)
-local rtt = ARGV[6] ~= ''
-if rtt then redis.call('ZADD', KEYS[4], ARGV[6], ARGV[1]) end
-redis.call('HINCRBY', KEYS[1], 'sent', ARGV[4])
-redis.call('HINCRBY', KEYS[1], 'recv', ARGV[5])
-local done = redis.call('HINCRBY', KEYS[1], 'done', 1)
+local out, fields, rtts = {}, {}, {}
+local by = {up = 0, down = 0, error = 0}
+local sent, recv, counted, last = 0, 0, 0, 0
+for i = 2, #ARGV, 6 do
+  local host, body = ARGV[i], ARGV[i + 1]
+  if redis.call('SREM', KEYS[2], host) == 1 then
+    fields[#fields + 1] = host
+    fields[#fields + 1] = body
+    redis.call('XADD', KEYS[5], '*', 't', 'result', 'd', body)
+    by[ARGV[i + 2]] = by[ARGV[i + 2]] + 1
+    sent = sent + tonumber(ARGV[i + 3])
+    recv = recv + tonumber(ARGV[i + 4])
+    if ARGV[i + 5] ~= '' then
+      rtts[#rtts + 1] = ARGV[i + 5]
+      rtts[#rtts + 1] = host
+    end
+    counted = counted + 1
+    out[#out + 1] = 1
+    last = #out
+  else
+    out[#out + 1] = 0
+  end
+end
+if counted == 0 then return out end
+redis.call('HSET', KEYS[3], unpack(fields))
+local ups = 0
+for _, st in ipairs({'up', 'down', 'error'}) do
+  if by[st] > 0 then
+    local n = redis.call('HINCRBY', KEYS[1], st, by[st])
+    if st == 'up' then ups = n end
+  end
+end
+if #rtts > 0 then redis.call('ZADD', KEYS[4], unpack(rtts)) end
+redis.call('HINCRBY', KEYS[1], 'sent', sent)
+redis.call('HINCRBY', KEYS[1], 'recv', recv)
+local done = redis.call('HINCRBY', KEYS[1], 'done', counted)
 -- Every key of the batch expires with its record, whose TTL never changes:
--- a key gets it once, from the call that creates it. The first result
--- creates the results hash and the event stream; the first 'up' (the only
--- status with an RTT) the RTT set.
-if done == 1 or (rtt and n == 1) then
+-- a key gets it once, from the call that creates it. The first results
+-- create the results hash and the event stream; the first 'up' ones (the
+-- only status with an RTT) the RTT set.
+local first, firstUp = done == counted, #rtts > 0 and ups == by.up
+if first or firstUp then
   local ttl = redis.call('PTTL', KEYS[1])
-  if done == 1 then
+  if first then
     redis.call('PEXPIRE', KEYS[3], ttl)
     redis.call('PEXPIRE', KEYS[5], ttl)
-    redis.call('HSET', KEYS[1], 'started', ARGV[7])
+    redis.call('HSET', KEYS[1], 'started', ARGV[1])
   end
-  if rtt and n == 1 then redis.call('PEXPIRE', KEYS[4], ttl) end
+  if firstUp then redis.call('PEXPIRE', KEYS[4], ttl) end
 end
 if done >= tonumber(redis.call('HGET', KEYS[1], 'total')) then
-  redis.call('HSET', KEYS[1], 'state', 'complete', 'finished', ARGV[7])
+  redis.call('HSET', KEYS[1], 'state', 'complete', 'finished', ARGV[1])
   redis.call('XADD', KEYS[5], '*', 't', 'complete')
-  return 2
+  out[last] = 2
 end
-return 1
+return out
 `)
 
 // Outcome is what Record did with a result.
@@ -428,47 +460,67 @@ const (
 // that host already has one. It returns ErrNotFound when the batch does not
 // exist (expired or never created).
 func (a *Aggregator) Record(ctx context.Context, id string, r Result) (Outcome, error) {
-	keys, args, err := a.recordArgs(id, r)
+	args, err := recordArgs(id, r)
 	if err != nil {
 		return Duplicate, err
 	}
-	n, err := recordScript.Run(ctx, a.rdb, keys, args...).Int()
-	return recordOutcome(id, r.Host, n, err)
+	cmd := recordScript.Run(ctx, a.rdb, recordKeys(id), append([]any{a.now().UnixMilli()}, args...)...)
+	outs, err := recordOutcomes(id, cmd, 1)
+	if err != nil {
+		return Duplicate, fmt.Errorf("record %s in batch %s: %w", r.Host, id, err)
+	}
+	return outs[0], nil
 }
 
-func (a *Aggregator) recordArgs(id string, r Result) ([]string, []any, error) {
+func recordKeys(id string) []string {
+	return []string{metaKey(id), pendingKey(id), resultsKey(id), rttKey(id), eventsKey(id)}
+}
+
+// recordArgs returns recordScript's six arguments for r.
+func recordArgs(id string, r Result) ([]any, error) {
 	switch r.Status {
 	case StatusUp, StatusDown, StatusError:
 	default:
-		return nil, nil, fmt.Errorf("record %s in batch %s: invalid status %q", r.Host, id, r.Status)
+		return nil, fmt.Errorf("record %s in batch %s: invalid status %q", r.Host, id, r.Status)
 	}
 	body, err := json.Marshal(r)
 	if err != nil {
-		return nil, nil, fmt.Errorf("record %s in batch %s: %w", r.Host, id, err)
+		return nil, fmt.Errorf("record %s in batch %s: %w", r.Host, id, err)
 	}
 	rtt := ""
 	if r.Status == StatusUp {
 		rtt = strconv.FormatFloat(r.RTTAvg, 'f', -1, 64)
 	}
-	keys := []string{metaKey(id), pendingKey(id), resultsKey(id), rttKey(id), eventsKey(id)}
-	args := []any{r.Host, body, string(r.Status), r.Sent, r.Received, rtt, a.now().UnixMilli()}
-	return keys, args, nil
+	return []any{r.Host, body, string(r.Status), r.Sent, r.Received, rtt}, nil
 }
 
-func recordOutcome(id, host string, n int, err error) (Outcome, error) {
+// recordOutcomes reads what recordScript did with n results.
+func recordOutcomes(id string, cmd *redis.Cmd, n int) ([]Outcome, error) {
+	v, err := cmd.Result()
 	if err != nil {
-		return Duplicate, fmt.Errorf("record %s in batch %s: %w", host, id, err)
+		return nil, err
 	}
-	switch n {
-	case -1:
-		return Duplicate, fmt.Errorf("record %s in batch %s: %w", host, id, ErrNotFound)
-	case 0:
-		return Duplicate, nil
-	case 2:
-		return Completed, nil
-	default:
-		return Counted, nil
+	if v, ok := v.(int64); ok && v == -1 {
+		return nil, ErrNotFound
 	}
+	got, ok := v.([]any)
+	if !ok || len(got) != n {
+		return nil, fmt.Errorf("record results in batch %s: unexpected reply %v", id, v)
+	}
+	outs := make([]Outcome, n)
+	for i, g := range got {
+		switch g {
+		case int64(0):
+			outs[i] = Duplicate
+		case int64(1):
+			outs[i] = Counted
+		case int64(2):
+			outs[i] = Completed
+		default:
+			return nil, fmt.Errorf("record results in batch %s: unexpected reply %v", id, v)
+		}
+	}
+	return outs, nil
 }
 
 // Summary returns the state and figures of batch id.

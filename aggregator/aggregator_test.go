@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -321,5 +323,120 @@ func TestBatcherExactlyOnce(t *testing.T) {
 	}
 	if _, err := b.Record(ctx, "nope", up("127.0.0.1", 1)); !errors.Is(err, aggregator.ErrNotFound) {
 		t.Errorf("Record(unknown batch) error = %v; want ErrNotFound", err)
+	}
+}
+
+// Results of several batches, of every status, duplicates among them, and
+// of a batch that does not exist, written by one Batcher at once: each
+// batch counts each host once, in its own script call.
+func TestBatcherMixedBatches(t *testing.T) {
+	t.Parallel()
+	agg, srv := setup(t, aggregator.Config{Retention: time.Hour})
+	ctx := context.Background()
+	hs := hosts(300)
+	create(t, agg, "a", hs)
+	create(t, agg, "b", hs[:150])
+	result := func(i int) aggregator.Result {
+		switch i % 3 {
+		case 0:
+			return up(hs[i], float64(i))
+		case 1:
+			return aggregator.Result{Host: hs[i], Status: aggregator.StatusDown, Sent: 2}
+		default:
+			return aggregator.Result{Host: hs[i], Status: aggregator.StatusError}
+		}
+	}
+	b := aggregator.NewBatcher(agg, 0)
+	defer b.Close()
+	var mu sync.Mutex
+	outcomes := map[string]map[aggregator.Outcome]int{"a": {}, "b": {}}
+	var notFound atomic.Int64
+	var wg sync.WaitGroup
+	for w := range 40 {
+		wg.Go(func() {
+			for i := w; i < 600; i += 40 {
+				// Batch a gets every host, most of them twice; b a
+				// quarter of its hosts, so it stays incomplete.
+				id, r := "a", result(i%300)
+				if i%4 == 1 && i < 150 {
+					id = "b"
+				}
+				if i%50 == 7 {
+					if _, err := b.Record(ctx, "gone", r); !errors.Is(err, aggregator.ErrNotFound) {
+						t.Errorf("Record(gone, %s) error = %v; want ErrNotFound", r.Host, err)
+					}
+					notFound.Add(1)
+				}
+				o, err := b.Record(ctx, id, r)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				outcomes[id][o]++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if notFound.Load() == 0 {
+		t.Fatal("no result for a missing batch was written")
+	}
+	for _, id := range []string{"a", "b"} {
+		s, err := agg.Summary(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		counted := outcomes[id][aggregator.Counted] + outcomes[id][aggregator.Completed]
+		var want aggregator.Summary
+		err = agg.Results(ctx, id, func(r aggregator.Result) error {
+			if diff := cmp.Diff(result(slices.Index(hs, r.Host)), r); diff != "" {
+				t.Errorf("batch %s, result of %s (-want +got):\n%s", id, r.Host, diff)
+			}
+			switch r.Status {
+			case aggregator.StatusUp:
+				want.Up++
+			case aggregator.StatusDown:
+				want.Down++
+			default:
+				want.Error++
+			}
+			want.Sent += r.Sent
+			want.Received += r.Received
+			want.Done++
+			return nil
+		}, aggregator.StatusUp, aggregator.StatusDown, aggregator.StatusError)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Done != counted || s.Done != want.Done || s.Up != want.Up || s.Down != want.Down || s.Error != want.Error || s.Sent != want.Sent || s.Received != want.Received {
+			t.Errorf("batch %s: summary %+v; want %+v from its %d results (%d counted)", id, s, want, want.Done, counted)
+		}
+		complete := s.Done == s.Total
+		if complete != (s.State == aggregator.StateComplete) || outcomes[id][aggregator.Completed] != map[bool]int{true: 1}[complete] {
+			t.Errorf("batch %s: %d of %d done, state %s, %d results completed it", id, s.Done, s.Total, s.State, outcomes[id][aggregator.Completed])
+		}
+		if n, err := srv.Client().ZCard(ctx, "pingfleet:{"+id+"}:rtt").Result(); err != nil || int(n) != s.Up {
+			t.Errorf("batch %s: %d RTTs, %v; want %d", id, n, err, s.Up)
+		}
+		events, err := agg.Events(ctx, id, "0", 10000, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(events) != s.Done+map[bool]int{true: 1}[complete] {
+			t.Errorf("batch %s: %d events; want a result event per host done (%d), and one complete event if complete", id, len(events), s.Done)
+		}
+		for _, k := range aggregator.Keys(id) {
+			ttl, err := srv.Client().PTTL(ctx, k).Result()
+			if complete && strings.HasSuffix(k, ":pending") && ttl == -2 {
+				continue // a set that empties is deleted
+			}
+			if err != nil || ttl <= 59*time.Minute || ttl > time.Hour {
+				t.Errorf("PTTL(%s) = %v, %v; want about 1h", k, ttl, err)
+			}
+		}
+	}
+	if a := outcomes["a"]; a[aggregator.Completed] != 1 {
+		t.Errorf("batch a: outcomes %v; want it completed", a)
 	}
 }

@@ -3,6 +3,7 @@ package aggregator
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -14,11 +15,11 @@ const DefaultBatchSize = 512
 // ErrBatcherClosed is returned by Batcher.Record after Close.
 var ErrBatcherClosed = errors.New("result batcher closed")
 
-// Batcher records results like Aggregator.Record, but sends the results
-// that arrive while a write is in flight together, in one pipeline: one
-// round trip (and two system calls on each side) per batch instead of per
-// host. Each result is still counted by its own script call, so accounting
-// stays exactly-once. A Batcher owns one goroutine; Close stops it.
+// Batcher records results like Aggregator.Record, but writes the results
+// that arrive while a write is in flight together: one round trip (and two
+// system calls on each side) per batch of results instead of per host,
+// and one script call per Redis batch they belong to, which counts each
+// host exactly once. A Batcher owns one goroutine; Close stops it.
 type Batcher struct {
 	agg  *Aggregator
 	size int
@@ -28,10 +29,8 @@ type Batcher struct {
 }
 
 type recordReq struct {
-	ctx  context.Context
 	id   string
-	r    Result
-	keys []string
+	host string
 	args []any
 	out  chan recordRes
 }
@@ -54,11 +53,11 @@ func NewBatcher(agg *Aggregator, size int) *Batcher {
 
 // Record stores and counts r as Aggregator.Record does.
 func (b *Batcher) Record(ctx context.Context, id string, r Result) (Outcome, error) {
-	keys, args, err := b.agg.recordArgs(id, r)
+	args, err := recordArgs(id, r)
 	if err != nil {
 		return Duplicate, err
 	}
-	req := &recordReq{ctx: ctx, id: id, r: r, keys: keys, args: args, out: make(chan recordRes, 1)}
+	req := &recordReq{id: id, host: r.Host, args: args, out: make(chan recordRes, 1)}
 	select {
 	case b.reqs <- req:
 	case <-ctx.Done():
@@ -104,21 +103,46 @@ func (b *Batcher) loop() {
 func (b *Batcher) flush(batch []*recordReq) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cmds := make([]*redis.Cmd, len(batch))
+	// One script call per Redis batch, its results in arrival order.
+	var ids []string
+	byID := make(map[string][]*recordReq)
+	for _, req := range batch {
+		if _, ok := byID[req.id]; !ok {
+			ids = append(ids, req.id)
+		}
+		byID[req.id] = append(byID[req.id], req)
+	}
+	now := b.agg.now().UnixMilli()
+	argv := func(reqs []*recordReq) []any {
+		args := make([]any, 1, 1+6*len(reqs))
+		args[0] = now
+		for _, req := range reqs {
+			args = append(args, req.args...)
+		}
+		return args
+	}
+	cmds := make([]*redis.Cmd, len(ids))
 	_, _ = b.agg.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, req := range batch {
-			cmds[i] = recordScript.EvalSha(ctx, p, req.keys, req.args...)
+		for i, id := range ids {
+			cmds[i] = recordScript.EvalSha(ctx, p, recordKeys(id), argv(byID[id])...)
 		}
 		return nil
 	})
-	for i, req := range batch {
-		n, err := cmds[i].Int()
-		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+	for i, id := range ids {
+		reqs := byID[id]
+		cmd := cmds[i]
+		if err := cmd.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 			// First use on this server (or after SCRIPT FLUSH): Run
 			// loads the script.
-			n, err = recordScript.Run(ctx, b.agg.rdb, req.keys, req.args...).Int()
+			cmd = recordScript.Run(ctx, b.agg.rdb, recordKeys(id), argv(reqs)...)
 		}
-		o, err := recordOutcome(req.id, req.r.Host, n, err)
-		req.out <- recordRes{o, err}
+		outs, err := recordOutcomes(id, cmd, len(reqs))
+		for j, req := range reqs {
+			if err != nil {
+				req.out <- recordRes{Duplicate, fmt.Errorf("record %s in batch %s: %w", req.host, id, err)}
+				continue
+			}
+			req.out <- recordRes{outs[j], nil}
+		}
 	}
 }
