@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/pingfleet/pingfleet/aggregator"
 	"github.com/pingfleet/pingfleet/enqueuer"
 	"github.com/pingfleet/pingfleet/internal/redistest"
@@ -16,10 +18,11 @@ import (
 	"github.com/pingfleet/pingfleet/worker"
 )
 
-// A Worker with real pings drains a batch from a real Redis and stops
-// cleanly (goleak checks the stop).
-func TestWorkerRunsBatch(t *testing.T) {
-	t.Parallel()
+// runWorker runs a Worker with real pings on a private Redis, configured
+// by cfg (Redis, Handler and Logger are filled in), until the test ends;
+// the end checks that Run stopped cleanly.
+func runWorker(t *testing.T, cfg worker.Config) (*redis.Client, *aggregator.Aggregator) {
+	t.Helper()
 	srv := redistest.Start(t)
 	rdb := srv.Client()
 	agg, err := aggregator.New(aggregator.Config{Client: rdb})
@@ -28,48 +31,65 @@ func TestWorkerRunsBatch(t *testing.T) {
 	}
 	logger := slog.New(slog.DiscardHandler)
 	engine := worker.NewEngine(worker.EngineConfig{Logger: logger})
-	defer engine.Close()
+	t.Cleanup(func() { _ = engine.Close() })
 	h, err := worker.NewHandler(worker.HandlerConfig{Recorder: agg, Pinger: engine, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := worker.New(worker.Config{Redis: rdb, Handler: h, Concurrency: 50, Logger: logger})
+	cfg.Redis, cfg.Handler, cfg.Logger = rdb, h, logger
+	w, err := worker.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return rdb, agg
+}
 
+// pingBatch submits n hosts of 127.0.subnet.0/24 with opts and returns the
+// summary once the batch completes (or after 30 s).
+func pingBatch(t *testing.T, rdb *redis.Client, agg *aggregator.Aggregator, subnet, n int, opts tasks.PingOptions) aggregator.Summary {
+	t.Helper()
+	ctx := context.Background()
 	enq, err := enqueuer.New(enqueuer.Config{Redis: rdb, Aggregator: agg})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var hosts []string
-	for i := range 100 {
-		hosts = append(hosts, fmt.Sprintf("127.0.77.%d", i+1))
+	for i := range n {
+		hosts = append(hosts, fmt.Sprintf("127.0.%d.%d", subnet, i+1))
 	}
-	res, err := enq.Submit(ctx, enqueuer.Batch{Hosts: hosts, Options: tasks.PingOptions{Count: 2, Interval: tasks.Duration(10 * time.Millisecond), Timeout: tasks.Duration(5 * time.Second)}})
+	res, err := enq.Submit(ctx, enqueuer.Batch{Hosts: hosts, Options: opts})
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
 	var s aggregator.Summary
-	for time.Now().Before(deadline) {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if s, err = agg.Summary(ctx, res.ID); err != nil {
 			t.Fatal(err)
 		}
 		if s.Completed() {
 			break
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
+	return s
+}
+
+// A Worker with real pings drains a batch from a real Redis and stops
+// cleanly (goleak checks the stop).
+func TestWorkerRunsBatch(t *testing.T) {
+	t.Parallel()
+	rdb, agg := runWorker(t, worker.Config{Concurrency: 50})
+	s := pingBatch(t, rdb, agg, 77, 100, tasks.PingOptions{Count: 2, Interval: tasks.Duration(10 * time.Millisecond), Timeout: tasks.Duration(5 * time.Second)})
 	if !s.Completed() || s.Up != 100 || s.Received != 200 {
 		t.Errorf("summary = %+v; want complete, 100 up, 200 received", s)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("Run: %v", err)
 	}
 }
 
@@ -90,31 +110,12 @@ func TestRetryDelay(t *testing.T) {
 // that often), and still picks up a batch submitted while it idles.
 func TestFetchClientIdlePolls(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t)
-	rdb := srv.Client()
-	agg, err := aggregator.New(aggregator.Config{Client: rdb})
-	if err != nil {
-		t.Fatal(err)
-	}
-	logger := slog.New(slog.DiscardHandler)
-	engine := worker.NewEngine(worker.EngineConfig{Logger: logger})
-	defer engine.Close()
-	h, err := worker.NewHandler(worker.HandlerConfig{Recorder: agg, Pinger: engine, Logger: logger})
-	if err != nil {
-		t.Fatal(err)
-	}
 	const servers, interval = 16, 50 * time.Millisecond
-	w, err := worker.New(worker.Config{Redis: rdb, Handler: h, Concurrency: 64, Servers: servers, TaskCheckInterval: interval, Logger: logger})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
+	rdb, agg := runWorker(t, worker.Config{Concurrency: 64, Servers: servers, TaskCheckInterval: interval})
 
 	// Every dequeue of a queue that is not paused pops from it once.
 	pops := func() int {
-		info, err := rdb.Info(ctx, "commandstats").Result()
+		info, err := rdb.Info(context.Background(), "commandstats").Result()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -133,33 +134,9 @@ func TestFetchClientIdlePolls(t *testing.T) {
 		t.Errorf("idle worker dequeued %d times in %v; want 1 to %d (about one look per queue per %v)", got, elapsed, limit, interval)
 	}
 
-	enq, err := enqueuer.New(enqueuer.Config{Redis: rdb, Aggregator: agg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var hosts []string
-	for i := range 50 {
-		hosts = append(hosts, fmt.Sprintf("127.0.78.%d", i+1))
-	}
-	res, err := enq.Submit(ctx, enqueuer.Batch{Hosts: hosts, Options: tasks.PingOptions{Count: 1, Timeout: tasks.Duration(5 * time.Second)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s aggregator.Summary
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if s, err = agg.Summary(ctx, res.ID); err != nil {
-			t.Fatal(err)
-		}
-		if s.Completed() {
-			break
-		}
-	}
+	s := pingBatch(t, rdb, agg, 78, 50, tasks.PingOptions{Count: 1, Timeout: tasks.Duration(5 * time.Second)})
 	if !s.Completed() || s.Up != 50 {
 		t.Errorf("summary = %+v; want complete, 50 up", s)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("Run: %v", err)
 	}
 }
 
