@@ -219,6 +219,17 @@ func (e *FieldError) Error() string {
 
 // Validate checks every field of p.
 func (p PingPayload) Validate() error {
+	if err := p.validateIDs(); err != nil {
+		return err
+	}
+	if err := p.Options.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidPayload, err)
+	}
+	return nil
+}
+
+// validateIDs checks the fields of p other than its options.
+func (p PingPayload) validateIDs() error {
 	switch {
 	case p.V != PayloadVersion:
 		return fmt.Errorf("%w: version %d, this build reads version %d", ErrInvalidPayload, p.V, PayloadVersion)
@@ -226,9 +237,6 @@ func (p PingPayload) Validate() error {
 		return fmt.Errorf("%w: batch ID %q", ErrInvalidPayload, p.BatchID)
 	case p.Host == "" || len(p.Host) > 255 || strings.ContainsAny(p.Host, " \t\r\n/"):
 		return fmt.Errorf("%w: host %q", ErrInvalidPayload, p.Host)
-	}
-	if err := p.Options.Validate(); err != nil {
-		return fmt.Errorf("%w: %w", ErrInvalidPayload, err)
 	}
 	return nil
 }

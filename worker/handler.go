@@ -81,6 +81,7 @@ type Handler struct {
 	limiter    Limiter
 	metrics    *Metrics
 	policy     tasks.Policy
+	payloads   tasks.Decoder // remembers the options of the batches it runs
 }
 
 // NewHandler returns a Handler for cfg.
@@ -148,7 +149,7 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) (err error) {
 // prepare decodes a task's payload and waits for the rate limits. It
 // returns nil and no error for a task of a cancelled batch.
 func (h *Handler) prepare(ctx context.Context, payload []byte) (*tasks.PingPayload, error) {
-	p, err := decode(payload)
+	p, err := h.decode(payload)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
@@ -164,16 +165,20 @@ func (h *Handler) prepare(ctx context.Context, payload []byte) (*tasks.PingPaylo
 	return &p, nil
 }
 
-// decode decodes a payload on a goroutine of its own. encoding/json needs
-// more than 3 KiB of stack for it; on the task's goroutine that would double
-// the stack the goroutine then keeps while it waits for replies (8 KiB
-// instead of 4 KiB). The short-lived goroutine grows, ends, and its stack
-// goes back to the runtime's cache.
-func decode(payload []byte) (p tasks.PingPayload, err error) {
+// decode decodes a payload. Payloads of a batch whose options h.payloads
+// remembers are decoded in place; others on a goroutine of their own.
+// encoding/json needs more than 3 KiB of stack for them; on the task's
+// goroutine that would double the stack the goroutine then keeps while it
+// waits for replies (8 KiB instead of 4 KiB). The short-lived goroutine
+// grows, ends, and its stack goes back to the runtime's cache.
+func (h *Handler) decode(payload []byte) (p tasks.PingPayload, err error) {
+	if p, err, ok := h.payloads.Known(payload); ok {
+		return p, err
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		p, err = tasks.DecodePingPayload(payload)
+		p, err = h.payloads.Decode(payload)
 	}()
 	<-done
 	return p, err
