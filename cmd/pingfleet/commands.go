@@ -184,14 +184,22 @@ func (a *app) workerCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			// The process is this worker alone: bound its memory by what
-			// its pings in flight need, unless the user did.
+			// The process is this worker alone: its memory budget is what
+			// its pings in flight need, and garbage is collected when it
+			// nears that budget rather than each time the heap doubles
+			// (which, from a small heap, means many collections while a
+			// large batch starts). GOMEMLIMIT or GOGC leave it to the user.
 			setBy := "GOMEMLIMIT"
 			if a.getenv("GOMEMLIMIT") == "" {
 				setBy = "--concurrency"
 				defer debug.SetMemoryLimit(debug.SetMemoryLimit(worker.MemoryLimit(wf.concurrency)))
+				if a.getenv("GOGC") == "" {
+					defer debug.SetGCPercent(debug.SetGCPercent(-1))
+				}
 			}
-			a.logger.Info("memory limit", "bytes", debug.SetMemoryLimit(-1), "set_by", setBy)
+			gcPercent := debug.SetGCPercent(-1)
+			debug.SetGCPercent(gcPercent)
+			a.logger.Info("memory limit", "bytes", debug.SetMemoryLimit(-1), "set_by", setBy, "gc_percent", gcPercent)
 			var g errgroup.Group
 			if err := a.startWorker(cmd.Context(), &g, &wf, rdb, agg, true); err != nil {
 				return err

@@ -412,8 +412,8 @@ func eventually(t *testing.T, timeout time.Duration, cond func() bool) {
 	}
 }
 
-// A worker bounds its memory by its --concurrency, unless GOMEMLIMIT says
-// otherwise.
+// A worker bounds its memory by its --concurrency and collects garbage
+// near that bound, unless GOMEMLIMIT or GOGC say otherwise.
 func TestE2EWorkerMemoryLimit(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
@@ -422,8 +422,9 @@ func TestE2EWorkerMemoryLimit(t *testing.T) {
 		env  []string
 		want string
 	}{
-		{"from --concurrency", nil, "bytes=180617216 set_by=--concurrency"},
-		{"GOMEMLIMIT", []string{"GOMEMLIMIT=1GiB"}, "bytes=1073741824 set_by=GOMEMLIMIT"},
+		{"from --concurrency", nil, "bytes=180617216 set_by=--concurrency gc_percent=-1"},
+		{"GOGC", []string{"GOGC=200"}, "bytes=180617216 set_by=--concurrency gc_percent=200"},
+		{"GOMEMLIMIT", []string{"GOMEMLIMIT=1GiB"}, "bytes=1073741824 set_by=GOMEMLIMIT gc_percent=100"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := startProcEnv(t, tc.env, "worker", "--redis", srv.URL(), "--log-level", "info", "--concurrency", "10000")
