@@ -59,6 +59,7 @@ type Config struct {
 
 // Enqueuer submits batches.
 type Enqueuer struct {
+	rdb      redis.UniversalClient
 	client   *asynq.Client
 	agg      *aggregator.Aggregator
 	shards   int
@@ -72,6 +73,7 @@ func New(cfg Config) (*Enqueuer, error) {
 		return nil, errors.New("enqueuer: Config.Redis and Config.Aggregator are required")
 	}
 	return &Enqueuer{
+		rdb:      cfg.Redis,
 		client:   asynq.NewClientFromRedisClient(cfg.Redis),
 		agg:      cfg.Aggregator,
 		shards:   cmp.Or(cfg.Shards, tasks.DefaultShards),
@@ -185,12 +187,17 @@ func (e *Enqueuer) Submit(ctx context.Context, b Batch) (Submitted, error) {
 			case err != nil:
 				return fmt.Errorf("enqueue %s: %w", h, err)
 			default:
-				added.Add(1)
+				if added.Add(1) == 1 {
+					e.wake(gctx)
+				}
 			}
 			return nil
 		})
 	}
 	err = g.Wait()
+	if added.Load() > 1 {
+		e.wake(ctx) // workers that found the queues empty in between look again
+	}
 	res.Enqueued = int(added.Load())
 	res.Existing += int(dup.Load())
 	if err != nil {
@@ -200,4 +207,10 @@ func (e *Enqueuer) Submit(ctx context.Context, b Batch) (Submitted, error) {
 		return res, &PartialError{ID: b.ID, Enqueued: res.Enqueued + res.Existing, Total: res.Total, Err: err}
 	}
 	return res, nil
+}
+
+// wake tells idle workers that tasks are waiting. It is a hint: a worker
+// that misses it finds the tasks at its next look anyway.
+func (e *Enqueuer) wake(ctx context.Context) {
+	_ = e.rdb.Publish(ctx, tasks.WakeChannel, "").Err()
 }

@@ -45,6 +45,11 @@ func Queue(host string, shards int) string {
 	return QueuePrefix + strconv.Itoa(int(h.Sum32()%uint32(shards)))
 }
 
+// WakeChannel is the Redis channel an enqueuer publishes on when it has put
+// tasks in the queues. An idle worker looks at its queues only every
+// --task-check-interval; one that hears this looks at once.
+const WakeChannel = "pingfleet:wake"
+
 // Queues returns the names of all shards queues, each with weight 1, in the
 // form asynq.Config.Queues takes.
 func Queues(shards int) map[string]int {

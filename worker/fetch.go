@@ -24,7 +24,9 @@ import (
 // empty, and answers later dequeues of that queue itself, so an idle
 // worker polls each queue about once per window however many servers it
 // runs. A task enqueued meanwhile waits at most the window, as it would for
-// a single server's sleep.
+// a single server's sleep, and less when its enqueuer's wake-up message
+// (tasks.WakeChannel) arrives: the worker then forgets what it knew, and
+// the next server to wake looks at once.
 type fetchClient struct {
 	redis.UniversalClient // the pipeline
 	pipe                  *redisconn.AutoPipeline
@@ -42,6 +44,13 @@ func newFetchClient(c redis.UniversalClient, window time.Duration) *fetchClient 
 
 // Stop ends the pipelining; later calls go straight to the client.
 func (c *fetchClient) Stop() { c.pipe.Stop() }
+
+// wake forgets which queues were empty: tasks have been enqueued.
+func (c *fetchClient) wake() {
+	c.mu.Lock()
+	clear(c.empty)
+	c.mu.Unlock()
+}
 
 // EvalSha runs a script call through the pipeline, answering dequeues of
 // queues known to be empty without asking Redis.

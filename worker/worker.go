@@ -71,6 +71,7 @@ type Config struct {
 // Worker is a running set of asynq servers.
 type Worker struct {
 	srvs   []*asynq.Server
+	rdb    redis.UniversalClient
 	fetch  *fetchClient
 	mux    *asynq.ServeMux
 	logger *slog.Logger
@@ -87,7 +88,7 @@ func New(cfg Config) (*Worker, error) {
 	logger := cmp.Or(cfg.Logger, slog.Default())
 	concurrency := cmp.Or(cfg.Concurrency, DefaultConcurrency)
 	servers := min(cmp.Or(cfg.Servers, DefaultServers), concurrency)
-	w := &Worker{mux: asynq.NewServeMux(), logger: logger}
+	w := &Worker{mux: asynq.NewServeMux(), rdb: cfg.Redis, logger: logger}
 	w.mux.Handle(tasks.TypePingHost, cfg.Handler)
 	if cfg.Callbacks != nil {
 		w.mux.Handle(tasks.TypeBatchCallback, cfg.Callbacks)
@@ -152,6 +153,20 @@ func RetryDelay(n int, _ error, t *asynq.Task) time.Duration {
 // in-flight pings finish within the shutdown timeout and hands the rest
 // back to the queue. Call it once: it also stops what New started.
 func (w *Worker) Run(ctx context.Context) error {
+	// Wake-up messages from enqueuers, until the servers have stopped.
+	wakes := w.rdb.Subscribe(context.WithoutCancel(ctx), tasks.WakeChannel)
+	heard := make(chan struct{})
+	go func() {
+		defer close(heard)
+		for range wakes.Channel() {
+			w.fetch.wake()
+		}
+	}()
+	defer func() {
+		_ = wakes.Close()
+		<-heard
+	}()
+
 	started := w.srvs[:0:0]
 	var err error
 	for _, srv := range w.srvs {

@@ -156,3 +156,27 @@ func TestMemoryLimit(t *testing.T) {
 		}
 	}
 }
+
+// An enqueuer's wake-up message makes idle servers look at the queues when
+// they next wake, instead of after the TaskCheckInterval for which they
+// remember the queues as empty.
+func TestWakeUp(t *testing.T) {
+	t.Parallel()
+	const interval = 5 * time.Second
+	rdb, agg := runWorker(t, worker.Config{Concurrency: 64, Servers: 32, TaskCheckInterval: interval})
+	// Every server finds the queues empty at once, and sleeps 2.5-7.5 s.
+	// The queues are remembered as empty for 5 s.
+	time.Sleep(500 * time.Millisecond)
+	start := time.Now()
+	s := pingBatch(t, rdb, agg, 79, 10, tasks.PingOptions{Count: 1, Timeout: tasks.Duration(5 * time.Second)})
+	took := time.Since(start)
+	if !s.Completed() || s.Up != 10 {
+		t.Fatalf("summary = %+v; want complete, 10 up", s)
+	}
+	// Woken, the first server to wake (2.5 s after the start) takes the
+	// tasks; otherwise the first to wake after 5 s would.
+	if took > 3500*time.Millisecond {
+		t.Errorf("batch took %v; want about 2 s (the first server's sleep), not 4.5 s or more (the queues remembered empty)", took)
+	}
+	t.Logf("batch of 10 took %v", took.Round(time.Millisecond))
+}
