@@ -31,15 +31,15 @@ type fetchClient struct {
 	redis.UniversalClient // the pipeline
 	pipe                  *redisconn.AutoPipeline
 	window                time.Duration
-	now                   func() time.Time
 
 	mu    sync.Mutex
 	empty map[string]time.Time // queue's pending key → when to ask Redis again
+	wakes uint64               // wake calls so far
 }
 
 func newFetchClient(c redis.UniversalClient, window time.Duration) *fetchClient {
 	pipe := redisconn.NewAutoPipeline(c)
-	return &fetchClient{UniversalClient: pipe, pipe: pipe, window: window, now: time.Now, empty: make(map[string]time.Time)}
+	return &fetchClient{UniversalClient: pipe, pipe: pipe, window: window, empty: make(map[string]time.Time)}
 }
 
 // Stop ends the pipelining; later calls go straight to the client.
@@ -49,6 +49,7 @@ func (c *fetchClient) Stop() { c.pipe.Stop() }
 func (c *fetchClient) wake() {
 	c.mu.Lock()
 	clear(c.empty)
+	c.wakes++
 	c.mu.Unlock()
 }
 
@@ -59,7 +60,7 @@ func (c *fetchClient) EvalSha(ctx context.Context, sha1 string, keys []string, a
 	if !ok {
 		return c.pipe.EvalSha(ctx, sha1, keys, args...)
 	}
-	now := c.now()
+	now := time.Now()
 	c.mu.Lock()
 	until, known := c.empty[queue]
 	if known {
@@ -72,12 +73,16 @@ func (c *fetchClient) EvalSha(ctx context.Context, sha1 string, keys []string, a
 		// This call looks again; the other servers wait for its answer.
 		c.empty[queue] = now.Add(c.window)
 	}
+	wakes := c.wakes
 	c.mu.Unlock()
 	cmd := c.pipe.EvalSha(ctx, sha1, keys, args...)
 	switch cmd.Err() {
 	case redis.Nil: // empty or paused
 		c.mu.Lock()
-		c.empty[queue] = c.now().Add(c.window)
+		// An answer older than a wake-up message may miss its tasks.
+		if c.wakes == wakes {
+			c.empty[queue] = time.Now().Add(c.window)
+		}
 		c.mu.Unlock()
 	case nil:
 		if known {
