@@ -12,12 +12,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"github.com/pingfleet/pingfleet/aggregator"
+	"github.com/pingfleet/pingfleet/localredis"
 	"github.com/pingfleet/pingfleet/redisconn"
 	"github.com/pingfleet/pingfleet/tasks"
 )
@@ -89,6 +89,8 @@ type app struct {
 
 	logger  *slog.Logger
 	closers []func()
+	// local is the private Redis of `run` without --redis, if any.
+	local *localredis.Server
 }
 
 // Main runs the pingfleet command line with args (without the program
@@ -235,17 +237,20 @@ func (a *app) close() {
 	}
 }
 
-// redis connects to --redis, or, when embedded is true and no URL is set,
-// to a new in-process Redis (miniredis) that lives as long as the command.
-func (a *app) redis(ctx context.Context, embedded bool) (redis.UniversalClient, error) {
-	if a.redisURL == "" && embedded {
-		m, err := miniredis.Run()
+// redis connects to --redis or, when it is not given and embedded names a
+// kind of private Redis (run's --embedded), to a private Redis that lives
+// as long as the command.
+func (a *app) redis(ctx context.Context, embedded localredis.Kind) (redis.UniversalClient, error) {
+	if a.redisURL == "" && embedded != "" {
+		s, err := localredis.Start(ctx, localredis.Config{Kind: embedded, Logger: a.logger})
 		if err != nil {
 			return nil, systemErr(fmt.Errorf("start embedded redis: %w", err))
 		}
-		a.closers = append(a.closers, m.Close)
-		a.logger.Info("using embedded redis", "addr", m.Addr())
-		c := redis.NewClient(&redis.Options{Addr: m.Addr(), PoolSize: 64})
+		a.closers = append(a.closers, func() { _ = s.Close() })
+		a.local = s
+		opts := s.Options()
+		opts.PoolSize = redisconn.MinPoolSize
+		c := redis.NewClient(opts)
 		a.closers = append(a.closers, func() { _ = c.Close() })
 		return c, nil
 	}
@@ -266,7 +271,7 @@ func (a *app) redis(ctx context.Context, embedded bool) (redis.UniversalClient, 
 }
 
 // connect opens the Redis connection (see redis) and the aggregator on it.
-func (a *app) connect(ctx context.Context, embedded bool) (redis.UniversalClient, *aggregator.Aggregator, error) {
+func (a *app) connect(ctx context.Context, embedded localredis.Kind) (redis.UniversalClient, *aggregator.Aggregator, error) {
 	rdb, err := a.redis(ctx, embedded)
 	if err != nil {
 		return nil, nil, err

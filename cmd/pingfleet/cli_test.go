@@ -241,8 +241,9 @@ func TestReadCommands(t *testing.T) {
 	}
 }
 
-// On the embedded Redis, run spreads tasks over one queue unless --shards
-// says otherwise; with --redis it keeps the fleet's default.
+// On miniredis, run spreads tasks over one queue unless --shards says
+// otherwise; on a private redis-server and with --redis it keeps the
+// fleet's default.
 func TestRunEmbeddedShards(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
@@ -251,8 +252,9 @@ func TestRunEmbeddedShards(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"embedded", nil, "shards=1"},
-		{"embedded, --shards", []string{"--shards", "4"}, "shards=4"},
+		{"miniredis", []string{"--embedded", "miniredis"}, "shards=1"},
+		{"miniredis, --shards", []string{"--embedded", "miniredis", "--shards", "4"}, "shards=4"},
+		{"redis-server", []string{"--embedded", "redis-server"}, "shards=8"},
 		{"--redis", []string{"--redis", srv.URL()}, "shards=8"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

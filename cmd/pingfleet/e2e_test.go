@@ -144,9 +144,24 @@ func startProcEnv(t *testing.T, env []string, args ...string) *proc {
 // runBinary runs the binary to completion.
 func runBinary(t *testing.T, stdin string, args ...string) cliResult {
 	t.Helper()
+	return runBinaryIn(t, nil, stdin, args...)
+}
+
+// runBinaryEnv runs the binary to completion with env added to its
+// environment.
+func runBinaryEnv(t *testing.T, env []string, args ...string) cliResult {
+	t.Helper()
+	return runBinaryIn(t, env, "", args...)
+}
+
+func runBinaryIn(t *testing.T, env []string, stdin string, args ...string) cliResult {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binary(t), args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut

@@ -57,7 +57,7 @@ func (a *app) serveCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			rdb, agg, err := a.connect(ctx, false)
+			rdb, agg, err := a.connect(ctx, "")
 			if err != nil {
 				return err
 			}

@@ -41,6 +41,8 @@ func (a *app) wait(ctx context.Context, agg *aggregator.Aggregator, id string) (
 	for {
 		s, err := agg.Summary(ctx, id)
 		switch {
+		case ctx.Err() != nil && a.local != nil:
+			return s, systemErr(fmt.Errorf("stopped; batch %s ended with this command, whose private Redis held it", id))
 		case ctx.Err() != nil:
 			return s, systemErr(fmt.Errorf("stopped waiting; batch %s goes on: follow it with 'pingfleet wait %s'", id, id))
 		case err != nil:
