@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
 	"github.com/pingfleet/pingfleet/aggregator"
@@ -157,9 +160,9 @@ func TestKeysExpire(t *testing.T) {
 	ctx := context.Background()
 	rdb := srv.Client()
 	create(t, agg, "ttl", []string{"127.0.0.1", "127.0.0.2", "127.0.0.3"})
-	// Each key gets its TTL from the write that creates it: the results
-	// and events with the first result (a down host here), the RTT set
-	// with the first host up, which comes later.
+	// Each key gets its TTL from the write that creates it: the results,
+	// events and worker names with the first result (a down host here),
+	// the RTT histogram with the first host up, which comes later.
 	down := aggregator.Result{Host: "127.0.0.2", Status: aggregator.StatusDown, Sent: 2}
 	for _, r := range []aggregator.Result{down, up("127.0.0.1", 1)} {
 		if _, err := agg.Record(ctx, "ttl", r); err != nil {
@@ -170,7 +173,7 @@ func TestKeysExpire(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			// -2: the RTT set does not exist before the first host up.
+			// -2: the RTT histogram does not exist before the first host up.
 			if (ttl <= 59*time.Minute || ttl > time.Hour) && !(ttl == -2 && r == down && strings.HasSuffix(k, ":rtt")) {
 				t.Errorf("after %s %s: PTTL(%s) = %v; want about 1h", r.Host, r.Status, k, ttl)
 			}
@@ -213,11 +216,20 @@ func TestSummaryMath(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Nearest rank over 1..20: p50 = ceil(10)th = 10, p90 = 18th = 18,
-	// p99 = ceil(19.8) = 20th = 20. Sent 23*4 = 92, received 16*4+4*2 = 72.
-	got := []float64{s.RTTP50, s.RTTP90, s.RTTP99, s.RTTMax, float64(s.Sent), float64(s.Received)}
-	want := []float64{10, 18, 20, 20, 92, 72}
+	// p99 = ceil(19.8) = 20th = 20, each within the histogram's 0.5 %; the
+	// maximum is exact. Sent 23*4 = 92, received 16*4+4*2 = 72.
+	for _, p := range []struct {
+		name      string
+		got, want float64
+	}{{"p50", s.RTTP50, 10}, {"p90", s.RTTP90, 18}, {"p99", s.RTTP99, 20}} {
+		if math.Abs(p.got-p.want) > p.want*0.005 {
+			t.Errorf("%s = %v; want %v within 0.5 %%", p.name, p.got, p.want)
+		}
+	}
+	got := []float64{s.RTTMax, float64(s.Sent), float64(s.Received)}
+	want := []float64{20, 92, 72}
 	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("p50, p90, p99, max, sent, received (-want +got):\n%s", diff)
+		t.Errorf("max, sent, received (-want +got):\n%s", diff)
 	}
 	if wantLoss := float64(92-72) / 92 * 100; s.LossPct != wantLoss {
 		t.Errorf("LossPct = %v; want %v", s.LossPct, wantLoss)
@@ -341,7 +353,7 @@ func TestBatcherMixedBatches(t *testing.T) {
 		case 0:
 			return up(hs[i], float64(i))
 		case 1:
-			return aggregator.Result{Host: hs[i], Status: aggregator.StatusDown, Sent: 2}
+			return aggregator.Result{Host: hs[i], Status: aggregator.StatusDown, Sent: 2, LossPct: 100}
 		default:
 			return aggregator.Result{Host: hs[i], Status: aggregator.StatusError}
 		}
@@ -416,13 +428,19 @@ func TestBatcherMixedBatches(t *testing.T) {
 		if complete != (s.State == aggregator.StateComplete) || outcomes[id][aggregator.Completed] != map[bool]int{true: 1}[complete] {
 			t.Errorf("batch %s: %d of %d done, state %s, %d results completed it", id, s.Done, s.Total, s.State, outcomes[id][aggregator.Completed])
 		}
-		if n, err := srv.Client().ZCard(ctx, "pingfleet:{"+id+"}:rtt").Result(); err != nil || int(n) != s.Up {
-			t.Errorf("batch %s: %d RTTs, %v; want %d", id, n, err, s.Up)
-		}
-		events, err := agg.Events(ctx, id, "0", 10000, 0)
+		hist, err := srv.Client().HGetAll(ctx, "pingfleet:{"+id+"}:rtt").Result()
 		if err != nil {
 			t.Fatal(err)
 		}
+		inHist := 0
+		for _, n := range hist {
+			v, _ := strconv.Atoi(n)
+			inHist += v
+		}
+		if inHist != s.Up {
+			t.Errorf("batch %s: %d RTTs in the histogram; want %d", id, inHist, s.Up)
+		}
+		events := readEvents(t, agg, id, "")
 		if len(events) != s.Done+map[bool]int{true: 1}[complete] {
 			t.Errorf("batch %s: %d events; want a result event per host done (%d), and one complete event if complete", id, len(events), s.Done)
 		}
@@ -438,5 +456,74 @@ func TestBatcherMixedBatches(t *testing.T) {
 	}
 	if a := outcomes["a"]; a[aggregator.Completed] != 1 {
 		t.Errorf("batch a: outcomes %v; want it completed", a)
+	}
+}
+
+// A finished batch keeps one compact record per host and its host list:
+// no pending set, an event stream cut to its tail, and at most 200 bytes
+// per host in all (MEMORY USAGE of every key).
+func TestFinishedBatchIsCompact(t *testing.T) {
+	t.Parallel()
+	agg, srv := setup(t, aggregator.Config{})
+	ctx := context.Background()
+	rdb := srv.Client()
+	const n = 20000 // past every small encoding of hashes, lists and streams
+	hs := make([]string, n)
+	for i := range hs {
+		hs[i] = fmt.Sprintf("127.%d.%d.%d", 1+i/62500, (i/250)%250, i%250+1)
+	}
+	create(t, agg, "compact", hs)
+	b := aggregator.NewBatcher(agg, 0)
+	defer b.Close()
+	start := time.Date(2026, 12, 1, 17, 0, 0, 0, time.UTC)
+	var wg sync.WaitGroup
+	for w := range 32 {
+		wg.Go(func() {
+			for i := w; i < n; i += 32 {
+				rtt := float64(20_000+i%50_000) / 1e6 // 20-70 µs, as on loopback
+				r := aggregator.Result{Host: hs[i], IP: hs[i], Status: aggregator.StatusUp, Sent: 1, Received: 1,
+					RTTMin: rtt, RTTAvg: rtt, RTTMax: rtt, ReplyTTL: 64, Attempts: 1, Worker: "worker-7f9c2d:31337",
+					Started: start.Add(time.Duration(i) * time.Millisecond), Finished: start.Add(time.Duration(i+1) * time.Millisecond)}
+				if _, err := b.Record(ctx, "compact", r); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	s, err := agg.Summary(ctx, "compact")
+	if err != nil || s.State != aggregator.StateComplete || s.Up != n {
+		t.Fatalf("summary %+v, %v; want complete with %d up", s, err, n)
+	}
+	var total int64
+	sizes := map[string]int64{}
+	for _, k := range aggregator.Keys("compact") {
+		size, err := rdb.MemoryUsage(ctx, k, 0).Result()
+		if err == redis.Nil {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes[k[strings.LastIndexByte(k, ':')+1:]] = size
+		total += size
+	}
+	if _, ok := sizes["pending"]; ok {
+		t.Errorf("the pending set outlived the batch")
+	}
+	if l := rdb.XLen(ctx, "pingfleet:{compact}:events").Val(); l > 1000 {
+		t.Errorf("the event stream keeps %d entries; want at most 1000", l)
+	}
+	entries := rdb.XRange(ctx, "pingfleet:{compact}:events", "-", "+").Val()
+	for _, e := range entries[:len(entries)-1] {
+		if len(e.Values) != 1 || e.Values["h"] == nil {
+			t.Fatalf("stream entry %v holds more than its host", e)
+		}
+	}
+	perHost := float64(total) / n
+	t.Logf("finished batch of %d hosts: %.0f bytes per host in Redis (%v)", n, perHost, sizes)
+	if perHost > 200 {
+		t.Errorf("%.0f bytes per host in Redis; want at most 200 (%v)", perHost, sizes)
 	}
 }

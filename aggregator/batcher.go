@@ -114,8 +114,8 @@ func (b *Batcher) flush(batch []*recordReq) {
 	}
 	now := b.agg.now().UnixMilli()
 	argv := func(reqs []*recordReq) []any {
-		args := make([]any, 1, 1+6*len(reqs))
-		args[0] = now
+		args := make([]any, 2, 2+recordArgsPerResult*len(reqs))
+		args[0], args[1] = now, streamTail
 		for _, req := range reqs {
 			args = append(args, req.args...)
 		}

@@ -8,32 +8,31 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// finalizeScript ends a batch that is not final yet: every host still
-// pending gets ARGV[3] as its status, and the batch ARGV[1] as its state.
-// It returns 1 when it did, 0 when the batch was already final, -1 when
-// there is no such batch. Host names need no JSON escaping: the enqueuer
-// only lets names, IP literals and zones through.
+// finalizeScript ends a batch that is not final yet: the batch gets ARGV[1]
+// as its state, and its hosts still pending are counted under ARGV[3] (a
+// host without a result in a cancelled or expired batch has that status).
+// The event stream gets the final event and keeps its last ARGV[4]
+// entries. It returns 1 when it did, 0 when the batch was already final,
+// -1 when there is no such batch.
 var finalizeScript = redis.NewScript(`
 local st = redis.call('HGET', KEYS[1], 'state')
 if not st then return -1 end
 if st == 'complete' or st == 'cancelled' or st == 'expired' then return 0 end
-local hosts = redis.call('SMEMBERS', KEYS[2])
-for _, h in ipairs(hosts) do
-  redis.call('HSET', KEYS[3], h, '{"host":"' .. h .. '","status":"' .. ARGV[3] .. '"}')
-end
-redis.call('DEL', KEYS[2])
-local ttl = redis.call('PTTL', KEYS[1])
-redis.call('PEXPIRE', KEYS[3], ttl)
-redis.call('HINCRBY', KEYS[1], ARGV[3], #hosts)
-redis.call('HINCRBY', KEYS[1], 'done', #hosts)
-redis.call('HSET', KEYS[1], 'state', ARGV[1], 'finished', ARGV[2])
-redis.call('XADD', KEYS[4], '*', 't', ARGV[1])
-redis.call('PEXPIRE', KEYS[4], ttl)
+local left = redis.call('SCARD', KEYS[2])
+redis.call('UNLINK', KEYS[2])
+local counted = tonumber(redis.call('HGET', KEYS[1], 'done'))
+redis.call('HINCRBY', KEYS[1], ARGV[3], left)
+redis.call('HINCRBY', KEYS[1], 'done', left)
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'finished', ARGV[2], 'fseq', counted + 1)
+redis.call('XADD', KEYS[3], '0-' .. (counted + 1), 't', ARGV[1])
+redis.call('XTRIM', KEYS[3], 'MAXLEN', ARGV[4])
+redis.call('PEXPIRE', KEYS[3], redis.call('PTTL', KEYS[1]))
 return 1
 `)
 
 // Finalize ends batch id as cancelled or expired: hosts without a result
-// are marked so, and results that arrive later are not counted. Exactly
+// are counted, and reported, as cancelled or expired, and results that
+// arrive later are not counted. Exactly
 // one call per batch returns true; it returns false when the batch was
 // already final.
 func (a *Aggregator) Finalize(ctx context.Context, id string, state State) (bool, error) {
@@ -46,8 +45,8 @@ func (a *Aggregator) Finalize(ctx context.Context, id string, state State) (bool
 	default:
 		return false, fmt.Errorf("finalize batch %s: state %q is not cancelled or expired", id, state)
 	}
-	n, err := finalizeScript.Run(ctx, a.rdb, []string{metaKey(id), pendingKey(id), resultsKey(id), eventsKey(id)},
-		string(state), a.now().UnixMilli(), string(hostStatus)).Int()
+	n, err := finalizeScript.Run(ctx, a.rdb, []string{metaKey(id), pendingKey(id), eventsKey(id)},
+		string(state), a.now().UnixMilli(), string(hostStatus), streamTail).Int()
 	switch {
 	case err != nil:
 		return false, fmt.Errorf("finalize batch %s: %w", id, err)
@@ -111,43 +110,4 @@ func (a *Aggregator) Close(ctx context.Context, id string) error {
 		return fmt.Errorf("close batch %s: %w", id, err)
 	}
 	return nil
-}
-
-// Event is one entry of a batch's event stream: a result, or the batch
-// becoming final (Type is then its state).
-type Event struct {
-	// ID is the stream entry ID: pass it back to resume after this event.
-	ID   string
-	Type string // "result", "complete", "cancelled" or "expired"
-	// Data is the result's JSON for "result" events.
-	Data string
-}
-
-// Events returns up to count events of batch id after the event with ID
-// after ("0" or "" for the start), waiting up to block for one to arrive
-// (0: do not wait).
-func (a *Aggregator) Events(ctx context.Context, id, after string, count int, block time.Duration) ([]Event, error) {
-	if after == "" {
-		after = "0"
-	}
-	args := &redis.XReadArgs{Streams: []string{eventsKey(id), after}, Count: int64(count), Block: -1}
-	if block > 0 {
-		args.Block = block
-	}
-	res, err := a.rdb.XRead(ctx, args).Result()
-	if err == redis.Nil {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("events of batch %s: %w", id, err)
-	}
-	var out []Event
-	for _, st := range res {
-		for _, m := range st.Messages {
-			t, _ := m.Values["t"].(string)
-			d, _ := m.Values["d"].(string)
-			out = append(out, Event{ID: m.ID, Type: t, Data: d})
-		}
-	}
-	return out, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -84,37 +85,95 @@ func TestFinalize(t *testing.T) {
 	}
 }
 
+// readEvents reads batch id's events after the one with ID after, without
+// waiting, until the final event or until there is none.
+func readEvents(t *testing.T, agg *aggregator.Aggregator, id, after string) []aggregator.Event {
+	t.Helper()
+	var evs []aggregator.Event
+	for {
+		n := len(evs)
+		next, final, err := agg.Events(context.Background(), id, after, 0, func(e aggregator.Event) error {
+			evs = append(evs, e)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if final || len(evs) == n {
+			return evs
+		}
+		after = next
+	}
+}
+
+// Events, read in pieces from anywhere in a running or final batch, yield
+// each counted result once and then the final event, whether they come
+// from the stream or, once it is trimmed, from the results.
 func TestEventsResume(t *testing.T) {
 	t.Parallel()
 	agg, _ := setup(t, aggregator.Config{})
 	ctx := context.Background()
-	hs := hosts(5)
+	const n = 2500 // more than the stream keeps once final
+	hs := hosts(n)
 	create(t, agg, "ev", hs)
-	for _, h := range hs {
-		if _, err := agg.Record(ctx, "ev", up(h, 1)); err != nil {
-			t.Fatal(err)
+	record := func(from, to int) {
+		t.Helper()
+		for i := from; i < to; i++ {
+			// Recorded in an order other than submission's.
+			if _, err := agg.Record(ctx, "ev", up(hs[(i*7)%n], float64(i))); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
-	first, err := agg.Events(ctx, "ev", "", 2, 0)
-	if err != nil || len(first) != 2 {
-		t.Fatalf("first page = %v, %v", first, err)
+	record(0, 1200)
+	// Running: the stream has every result so far.
+	live := readEvents(t, agg, "ev", "")
+	if len(live) != 1200 || live[0].ID != "1" || live[1199].ID != "1200" || live[0].Result != up(hs[0], 0) {
+		t.Fatalf("running batch: %d events from %s to %s, first %+v; want 1200, 1 to 1200", len(live), live[0].ID, live[len(live)-1].ID, live[0])
 	}
-	rest, err := agg.Events(ctx, "ev", first[1].ID, 100, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var types []string
-	for _, e := range append(first, rest...) {
-		types = append(types, e.Type)
-	}
-	if diff := cmp.Diff([]string{"result", "result", "result", "result", "result", "complete"}, types); diff != "" {
-		t.Errorf("event types (-want +got):\n%s", diff)
-	}
-	// Blocking read past the end times out empty.
+	// A blocking read past the end waits, then returns nothing.
 	start := time.Now()
-	more, err := agg.Events(ctx, "ev", rest[len(rest)-1].ID, 10, 50*time.Millisecond)
-	if err != nil || len(more) != 0 || time.Since(start) < 40*time.Millisecond {
-		t.Errorf("blocking read past the end = %v, %v after %s", more, err, time.Since(start))
+	next, final, err := agg.Events(ctx, "ev", "1200", 50*time.Millisecond, func(e aggregator.Event) error {
+		t.Errorf("event %+v past the end", e)
+		return nil
+	})
+	if err != nil || final || next != "1200" || time.Since(start) < 40*time.Millisecond {
+		t.Errorf("blocking read past the end = %q, %v, %v after %s", next, final, err, time.Since(start))
+	}
+	record(1200, n)
+	// From several points, through the trimmed stream and the results.
+	for _, after := range []string{"", "7", "1200", "1499", "1500", "2499", "2500"} {
+		evs := readEvents(t, agg, "ev", after)
+		from, _ := strconv.Atoi(after)
+		if len(evs) != n-from+1 || evs[len(evs)-1].Type != "complete" {
+			t.Errorf("after %q: %d events ending with %+v; want %d results and the complete event", after, len(evs), evs[len(evs)-1], n-from)
+			continue
+		}
+		seen := map[string]bool{}
+		for _, e := range evs[:len(evs)-1] {
+			if e.Type != "result" || seen[e.Result.Host] {
+				t.Fatalf("after %q: event %+v is not a new result", after, e)
+			}
+			seen[e.Result.Host] = true
+		}
+		// A reader that stops mid-way and comes back gets the rest.
+		if len(evs) > 10 {
+			rest := readEvents(t, agg, "ev", evs[4].ID)
+			if len(rest) != len(evs)-5 || rest[0].Result != evs[5].Result {
+				t.Errorf("after %q, resumed at %s: %d events from %+v; want %d from %+v", after, evs[4].ID, len(rest), rest[0], len(evs)-5, evs[5])
+			}
+		}
+	}
+	// The final event's ID ends the stream.
+	evs := readEvents(t, agg, "ev", "")
+	fin := evs[len(evs)-1].ID
+	if rest := readEvents(t, agg, "ev", fin); len(rest) != 0 {
+		t.Errorf("after the final event %s: %d more events", fin, len(rest))
+	}
+	for _, bad := range []string{"x", "-1", "1/x", "3/-2"} {
+		if _, _, err := agg.Events(ctx, "ev", bad, 0, func(aggregator.Event) error { return nil }); !errors.Is(err, aggregator.ErrEventID) {
+			t.Errorf("Events(after %q) error = %v; want ErrEventID", bad, err)
+		}
 	}
 }
 

@@ -529,18 +529,14 @@ func TestDeadlineExpires(t *testing.T) {
 	}
 }
 
-// A client that drops the event stream and reconnects with Last-Event-ID
-// sees every result exactly once, then the complete event.
-func TestEventsReconnect(t *testing.T) {
-	t.Parallel()
-	e := setup(t, nil)
-	cr := e.create(`{"hosts": ["127.0.3.1-60"]}`)
-	e.startWorker(&pingLog{delay: 5 * time.Millisecond}, 4, "")
+// readSSE follows batch id's event stream from last, reconnecting with
+// Last-Event-ID after every drop events results, and returns how often it
+// saw each host and whether the complete event came.
+func (e *env) readSSE(t *testing.T, id, last string, drop int) (map[string]int, bool) {
+	t.Helper()
 	seen := map[string]int{}
-	last := ""
-	complete := false
-	for attempt := 0; !complete && attempt < 50; attempt++ {
-		req, _ := http.NewRequest("GET", e.http.URL+"/v1/batches/"+cr.ID+"/events", nil)
+	for attempt := 0; attempt < 1000; attempt++ {
+		req, _ := http.NewRequest("GET", e.http.URL+"/v1/batches/"+id+"/events", nil)
 		req.Header.Set("Authorization", "Bearer "+token)
 		if last != "" {
 			req.Header.Set("Last-Event-ID", last)
@@ -550,13 +546,13 @@ func TestEventsReconnect(t *testing.T) {
 			t.Fatal(err)
 		}
 		sc := bufio.NewScanner(resp.Body)
-		var id, event string
-		got := 0
+		var ev, event string
+		got, complete := 0, false
 		for sc.Scan() {
 			line := sc.Text()
 			switch {
 			case strings.HasPrefix(line, "id: "):
-				id = strings.TrimPrefix(line, "id: ")
+				ev = strings.TrimPrefix(line, "id: ")
 			case strings.HasPrefix(line, "event: "):
 				event = strings.TrimPrefix(line, "event: ")
 			case strings.HasPrefix(line, "data: ") && event == "result":
@@ -564,27 +560,73 @@ func TestEventsReconnect(t *testing.T) {
 				if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &r); err != nil {
 					t.Fatal(err)
 				}
+				if r.Status != aggregator.StatusUp || r.Sent == 0 {
+					t.Fatalf("event %s: result %+v", ev, r)
+				}
 				seen[r.Host]++
-				last, got = id, got+1
+				last, got = ev, got+1
 			case strings.HasPrefix(line, "data: ") && event == "complete":
 				complete = true
 			}
-			if got == 7 || complete { // drop the connection now and then
+			if (drop > 0 && got == drop) || complete { // drop the connection now and then
 				break
 			}
 		}
 		resp.Body.Close()
-	}
-	if !complete {
-		t.Fatal("no complete event")
-	}
-	if len(seen) != 60 {
-		t.Errorf("%d distinct hosts seen; want 60", len(seen))
-	}
-	for h, n := range seen {
-		if n != 1 {
-			t.Errorf("host %s seen %d times", h, n)
+		if complete {
+			return seen, true
 		}
+	}
+	return seen, false
+}
+
+func checkSeenOnce(t *testing.T, seen map[string]int, complete bool, n int) {
+	t.Helper()
+	if !complete {
+		t.Error("no complete event")
+	}
+	if len(seen) != n {
+		t.Errorf("%d distinct hosts seen; want %d", len(seen), n)
+	}
+	for h, k := range seen {
+		if k != 1 {
+			t.Errorf("host %s seen %d times", h, k)
+		}
+	}
+}
+
+// A client that drops the event stream and reconnects with Last-Event-ID
+// sees every result exactly once, then the complete event.
+func TestEventsReconnect(t *testing.T) {
+	t.Parallel()
+	e := setup(t, nil)
+	cr := e.create(`{"hosts": ["127.0.3.1-60"]}`)
+	e.startWorker(&pingLog{delay: 5 * time.Millisecond}, 4, "")
+	seen, complete := e.readSSE(t, cr.ID, "", 7)
+	checkSeenOnce(t, seen, complete, 60)
+}
+
+// Once a batch is final its event stream keeps only its end; a client that
+// comes (back) later still gets each result exactly once, from the
+// results, however often it reconnects.
+func TestEventsAfterFinal(t *testing.T) {
+	t.Parallel()
+	e := setup(t, nil)
+	cr := e.create(`{"hosts": ["127.0.8.0/22", "127.0.12.1-200"]}`) // 1,222 hosts
+	e.startWorker(&pingLog{}, 200, "")
+	if s := e.waitState(cr.ID, time.Minute); s.State != aggregator.StateComplete {
+		t.Fatalf("batch %+v; want complete", s)
+	}
+	for _, drop := range []int{0, 300} {
+		seen, complete := e.readSSE(t, cr.ID, "", drop)
+		checkSeenOnce(t, seen, complete, 1222)
+	}
+	// From the middle of the live numbering: the hosts counted after it.
+	seen, complete := e.readSSE(t, cr.ID, "1000", 100)
+	checkSeenOnce(t, seen, complete, 222)
+	code, body := e.do("GET", "/v1/batches/"+cr.ID+"/events", "", "Last-Event-ID", "1764612345678-0")
+	if code != http.StatusBadRequest || !strings.Contains(body, "Last-Event-ID") {
+		t.Errorf("a Last-Event-ID this API never sent: %d %s; want 400 naming it", code, body)
 	}
 }
 

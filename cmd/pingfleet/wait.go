@@ -10,8 +10,8 @@ import (
 	"github.com/pingfleet/pingfleet/aggregator"
 )
 
-// pollInterval is how often a waiting command reads a batch's summary (two
-// cheap reads): it bounds how late completion is noticed.
+// pollInterval is how often a waiting command reads a batch's progress (one
+// read of its record): it bounds how late completion is noticed.
 const pollInterval = 25 * time.Millisecond
 
 // waitAndReport follows batch id until it completes, with a progress bar
@@ -39,7 +39,7 @@ func (a *app) wait(ctx context.Context, agg *aggregator.Aggregator, id string) (
 	t := time.NewTicker(pollInterval)
 	defer t.Stop()
 	for {
-		s, err := agg.Summary(ctx, id)
+		s, err := agg.Progress(ctx, id)
 		switch {
 		case ctx.Err() != nil && a.local != nil:
 			return s, systemErr(fmt.Errorf("stopped; batch %s ended with this command, whose private Redis held it", id))
@@ -62,6 +62,9 @@ func (a *app) wait(ctx context.Context, agg *aggregator.Aggregator, id string) (
 			_ = bar.Set(s.Done)
 		}
 		if s.Completed() {
+			if s, err = agg.Summary(ctx, id); err != nil {
+				return s, lookupErr(err)
+			}
 			return s, nil
 		}
 		select {

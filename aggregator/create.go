@@ -1,0 +1,172 @@
+package aggregator
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// createScript writes the batch record unless one exists. It returns 1 when
+// it created it, 0 when a record with the same digest exists (a re-run), and
+// -1 when a record with another digest exists. Hosts are added afterwards,
+// in chunks, by addHostsScript: a script should not carry 100,000 arguments.
+var createScript = redis.NewScript(`
+local digest = redis.call('HGET', KEYS[1], 'digest')
+if digest then
+  if digest == ARGV[1] then return 0 end
+  return -1
+end
+redis.call('HSET', KEYS[1], 'digest', ARGV[1], 'id', ARGV[2], 'state', 'enqueuing',
+  'total', ARGV[3], 'created', ARGV[4], 'opts', ARGV[5], 'labels', ARGV[6],
+  'done', 0, 'up', 0, 'down', 0, 'error', 0, 'cancelled', 0, 'expired', 0,
+  'sent', 0, 'recv', 0, 'loaded', 0, 'deadline', ARGV[8], 'callback', ARGV[9])
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
+return 1
+`)
+
+// addHostsScript appends one chunk of hosts to the ordered list and the
+// pending set. ARGV[1] is the chunk's offset: a chunk already loaded (a
+// re-run after a crash) is skipped, so hosts are never listed twice.
+var addHostsScript = redis.NewScript(`
+local loaded = tonumber(redis.call('HGET', KEYS[1], 'loaded'))
+if loaded == nil then return -1 end
+local offset = tonumber(ARGV[1])
+if offset ~= loaded then return loaded end
+local ttl = redis.call('PTTL', KEYS[1])
+redis.call('RPUSH', KEYS[2], unpack(ARGV, 2))
+redis.call('SADD', KEYS[3], unpack(ARGV, 2))
+redis.call('PEXPIRE', KEYS[2], ttl)
+redis.call('PEXPIRE', KEYS[3], ttl)
+redis.call('HSET', KEYS[1], 'loaded', offset + #ARGV - 1)
+return offset + #ARGV - 1
+`)
+
+// Create writes the record of a new batch and its host list, before any of
+// its tasks exist. When a batch with the same ID, hosts and options exists,
+// Create finishes loading it if an earlier call was interrupted and returns
+// existed=true; callers then enqueue again, which adds no duplicate tasks.
+func (a *Aggregator) Create(ctx context.Context, b NewBatch) (existed bool, err error) {
+	if b.ID == "" || len(b.Hosts) == 0 {
+		return false, errors.New("create batch: ID and hosts are required")
+	}
+	opts, err := json.Marshal(b.Options.Normalize())
+	if err != nil {
+		return false, fmt.Errorf("create batch: %w", err)
+	}
+	labels, err := json.Marshal(b.Labels)
+	if err != nil {
+		return false, fmt.Errorf("create batch: %w", err)
+	}
+	now := a.now()
+	deadline := b.Deadline
+	if deadline.IsZero() {
+		deadline = DefaultDeadline(now, len(b.Hosts), b.Options)
+	}
+	res, err := createScript.Run(ctx, a.rdb, []string{metaKey(b.ID)},
+		digest(b.Hosts, opts), b.ID, len(b.Hosts), now.UnixMilli(), opts, labels, a.retention.Milliseconds(),
+		deadline.UnixMilli(), b.CallbackURL).Int()
+	if err != nil {
+		return false, fmt.Errorf("create batch %s: %w", b.ID, err)
+	}
+	if res < 0 {
+		return false, fmt.Errorf("create batch %s: %w", b.ID, ErrConflict)
+	}
+	existed = res == 0
+	if err := a.loadHosts(ctx, b.ID, b.Hosts); err != nil {
+		return existed, err
+	}
+	if !existed {
+		// The index is outside the batch's slot, so not in the script. An
+		// entry whose batch expired is dropped by Recent.
+		_, err := a.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.ZAdd(ctx, indexKey, redis.Z{Score: float64(now.UnixMilli()), Member: b.ID})
+			p.ZAdd(ctx, openKey, redis.Z{Score: float64(deadline.UnixMilli()), Member: b.ID})
+			return nil
+		})
+		if err != nil {
+			return existed, fmt.Errorf("index batch %s: %w", b.ID, err)
+		}
+	}
+	return existed, nil
+}
+
+const hostChunk = 1000
+
+func (a *Aggregator) loadHosts(ctx context.Context, id string, hosts []string) error {
+	keys := []string{metaKey(id), hostsKey(id), pendingKey(id)}
+	loaded := 0
+	args := make([]any, 0, hostChunk+1)
+	for loaded < len(hosts) {
+		end := min(loaded+hostChunk, len(hosts))
+		args = append(args[:0], loaded)
+		for _, h := range hosts[loaded:end] {
+			args = append(args, h)
+		}
+		n, err := addHostsScript.Run(ctx, a.rdb, keys, args...).Int()
+		if err != nil {
+			return fmt.Errorf("load hosts of batch %s: %w", id, err)
+		}
+		if n < 0 {
+			return fmt.Errorf("load hosts of batch %s: %w", id, ErrNotFound)
+		}
+		loaded = n
+	}
+	return nil
+}
+
+// digest identifies a batch's content, so that a re-run with the same ID
+// but other hosts is refused instead of mixing two batches.
+func digest(hosts []string, opts []byte) string {
+	h := sha256.New()
+	for _, host := range hosts {
+		h.Write([]byte(host))
+		h.Write([]byte{0})
+	}
+	h.Write(opts)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+var markEnqueuedScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+redis.call('HSETNX', KEYS[1], 'enqueued', ARGV[1])
+if redis.call('HGET', KEYS[1], 'state') == 'enqueuing' then
+  redis.call('HSET', KEYS[1], 'state', 'running')
+end
+return 1
+`)
+
+// MarkEnqueued records that every task of batch id is in the queue. A batch
+// that already completed stays complete.
+func (a *Aggregator) MarkEnqueued(ctx context.Context, id string) error {
+	n, err := markEnqueuedScript.Run(ctx, a.rdb, []string{metaKey(id)}, a.now().UnixMilli()).Int()
+	if err != nil {
+		return fmt.Errorf("mark batch %s enqueued: %w", id, err)
+	}
+	if n < 0 {
+		return fmt.Errorf("mark batch %s enqueued: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+// Pending returns which of hosts still wait for a result in batch id.
+func (a *Aggregator) Pending(ctx context.Context, id string, hosts []string) ([]bool, error) {
+	out := make([]bool, 0, len(hosts))
+	for start := 0; start < len(hosts); start += hostChunk {
+		chunk := hosts[start:min(start+hostChunk, len(hosts))]
+		members := make([]any, len(chunk))
+		for i, h := range chunk {
+			members[i] = h
+		}
+		got, err := a.rdb.SMIsMember(ctx, pendingKey(id), members...).Result()
+		if err != nil {
+			return nil, fmt.Errorf("pending hosts of batch %s: %w", id, err)
+		}
+		out = append(out, got...)
+	}
+	return out, nil
+}
