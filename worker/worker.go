@@ -24,7 +24,6 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultConcurrency       = 1000
 	DefaultServers           = 32
 	DefaultShutdownTimeout   = 10 * time.Second
 	DefaultTaskCheckInterval = 50 * time.Millisecond
@@ -45,7 +44,7 @@ type Config struct {
 	// tasks); this worker then serves the callback queue too.
 	Callbacks asynq.Handler
 	// Concurrency is the number of tasks (hosts) pinged at once. If zero,
-	// DefaultConcurrency.
+	// as many as the process's memory holds (AutoConcurrency).
 	Concurrency int
 	// Servers is the number of asynq servers this worker runs, sharing
 	// Concurrency. One asynq server fetches one task per Redis round trip,
@@ -86,7 +85,12 @@ func New(cfg Config) (*Worker, error) {
 		return nil, fmt.Errorf("worker: concurrency %d, servers %d and shards %d must not be negative", cfg.Concurrency, cfg.Servers, cfg.Shards)
 	}
 	logger := cmp.Or(cfg.Logger, slog.Default())
-	concurrency := cmp.Or(cfg.Concurrency, DefaultConcurrency)
+	concurrency := cfg.Concurrency
+	if concurrency == 0 {
+		var why string
+		concurrency, why = AutoConcurrency(false)
+		logger.Info("in-flight limit sized", "concurrency", concurrency, "by", why)
+	}
 	servers := min(cmp.Or(cfg.Servers, DefaultServers), concurrency)
 	w := &Worker{mux: asynq.NewServeMux(), rdb: cfg.Redis, logger: logger}
 	w.mux.Handle(tasks.TypePingHost, cfg.Handler)

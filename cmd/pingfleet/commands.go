@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"runtime/debug"
 	"time"
@@ -51,7 +52,7 @@ func (w *workerFlags) register(cmd *cobra.Command, checkInterval time.Duration) 
 	fs.DurationVar(&w.checkInterval, "task-check-interval", checkInterval, "how long an idle worker waits before looking for tasks again")
 	fs.StringVar(&w.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. :9110)")
 	fs.StringVar(&w.engine, "engine", "shared", `ping engine: "shared" (a few shared ICMP sockets, scales to 10,000s of pings) or "probing" (pro-bing, one socket per ping)`)
-	fs.IntVar(&w.concurrency, "concurrency", worker.DefaultConcurrency, "hosts pinged at once by this process")
+	fs.IntVar(&w.concurrency, "concurrency", 0, fmt.Sprintf("hosts pinged at once by this process (default: as many as its memory holds at %d KiB each, at most %d)", worker.PingMemory>>10, worker.MaxAutoConcurrency))
 	fs.IntVar(&w.servers, "servers", worker.DefaultServers, "asynq servers (task fetchers) sharing --concurrency")
 	fs.BoolVar(&w.privileged, "privileged", false, "use raw ICMP sockets only (needs root or CAP_NET_RAW)")
 	fs.BoolVar(&w.unprivileged, "unprivileged", false, "use unprivileged ICMP (\"ping\") sockets only, never fall back to raw ones")
@@ -65,6 +66,27 @@ func (w *workerFlags) register(cmd *cobra.Command, checkInterval time.Duration) 
 	w.targets.register(fs)
 }
 
+// sizeConcurrency sets the in-flight limit, unless --concurrency gave one,
+// from what the process may hold (worker.Capacity), and logs it: as a
+// warning when memory holds fewer pings than the default most.
+func (a *app) sizeConcurrency(w *workerFlags) error {
+	if w.concurrency != 0 {
+		if w.concurrency < 1 {
+			return usageErr("--concurrency %d: must be at least 1", w.concurrency)
+		}
+		return nil
+	}
+	var why string
+	w.concurrency, why = worker.AutoConcurrency(w.engine == "probing")
+	level := slog.LevelInfo
+	if w.concurrency < worker.MaxAutoConcurrency {
+		level = slog.LevelWarn
+		why += "; raise the memory limit or set --concurrency for more"
+	}
+	a.logger.Log(context.Background(), level, "in-flight limit sized", "concurrency", w.concurrency, "by", why)
+	return nil
+}
+
 // startWorker runs a worker on rdb until ctx is done; wait for the errgroup
 // to know it stopped. With callbacks, it delivers batch callbacks too (the
 // `worker` command; `run` submits no batch with a callback).
@@ -72,8 +94,8 @@ func (a *app) startWorker(ctx context.Context, g *errgroup.Group, w *workerFlags
 	if w.privileged && w.unprivileged {
 		return usageErr("--privileged and --unprivileged exclude each other")
 	}
-	if w.concurrency < 1 {
-		return usageErr("--concurrency %d: must be at least 1", w.concurrency)
+	if err := a.sizeConcurrency(w); err != nil {
+		return err
 	}
 	policy, err := w.targets.policy()
 	if err != nil {
@@ -183,6 +205,9 @@ func (a *app) workerCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			rdb, agg, err := a.connect(cmd.Context(), "")
 			if err != nil {
+				return err
+			}
+			if err := a.sizeConcurrency(&wf); err != nil {
 				return err
 			}
 			// The process is this worker alone: its memory budget is what

@@ -25,6 +25,7 @@ import (
 	"github.com/pingfleet/pingfleet/internal/deathsig"
 	"github.com/pingfleet/pingfleet/internal/redistest"
 	"github.com/pingfleet/pingfleet/tasks"
+	"github.com/pingfleet/pingfleet/worker"
 )
 
 var (
@@ -104,7 +105,13 @@ func startProc(t *testing.T, args ...string) *proc {
 // startProcEnv is startProc with env added to the environment.
 func startProcEnv(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(binary(t), args...)
+	return startExec(t, binary(t), env, args...)
+}
+
+// startExec is startProcEnv for any program: path with args.
+func startExec(t *testing.T, path string, env []string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(path, args...)
 	if env != nil {
 		cmd.Env = append(os.Environ(), env...)
 	}
@@ -450,3 +457,96 @@ func TestE2EWorkerMemoryLimit(t *testing.T) {
 		})
 	}
 }
+
+// Without --concurrency a worker keeps as many pings in flight as its
+// memory holds: the most by default on this machine, fewer under a small
+// GOMEMLIMIT or a container's memory limit, and then it warns (a warning
+// shows at the default log level).
+func TestE2EWorkerSizesItself(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	const mib = 1 << 20
+	sized := func(mem int) string { return fmt.Sprintf("concurrency=%d", (mem-worker.BaseMemory)/worker.PingMemory) }
+	for _, tc := range []struct {
+		name  string
+		env   []string
+		limit string // a memory cgroup's
+		want  []string
+	}{
+		{"this machine", nil, "", []string{"level=INFO", fmt.Sprintf("concurrency=%d", worker.MaxAutoConcurrency), "the most by default"}},
+		{"GOMEMLIMIT", []string{"GOMEMLIMIT=100MiB"}, "", []string{"level=WARN", sized(100 * mib), "100 MiB of memory (GOMEMLIMIT)", "raise the memory limit"}},
+		{"cgroup", nil, "150M", []string{"level=WARN", sized(150 * mib), "150 MiB of memory (cgroup)"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			args := []string{"worker", "--redis", srv.URL(), "--log-level", "info"}
+			var w *proc
+			if tc.limit != "" {
+				w = startInMemoryCgroup(t, tc.limit, args...)
+			} else {
+				w = startProcEnv(t, tc.env, args...)
+			}
+			eventually(t, 30*time.Second, func() bool { return strings.Contains(w.stderr.String(), "worker started") })
+			log := w.stderr.String()
+			var line string
+			for _, l := range strings.Split(log, "\n") {
+				if strings.Contains(l, "in-flight limit sized") {
+					line = l
+				}
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(line, want) {
+					t.Errorf("sizing line lacks %q:\n%s", want, log)
+				}
+			}
+			if want := strings.TrimPrefix(tc.want[1], "concurrency="); !strings.Contains(log, "worker started") || !strings.Contains(log, "concurrency="+want+" ") {
+				t.Errorf("worker not started with its sized limit %s:\n%s", want, log)
+			}
+		})
+	}
+}
+
+// startInMemoryCgroup starts the binary with args in a new memory cgroup
+// (v1 or v2) limited to limit, under the one this test runs in; it skips
+// the test where that cannot be done (not root, no memory controller).
+func startInMemoryCgroup(t *testing.T, limit string, args ...string) *proc {
+	t.Helper()
+	own, _ := os.ReadFile("/proc/self/cgroup")
+	var dir, limitFile string
+	for _, line := range strings.Split(strings.TrimSpace(string(own)), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) != 3 {
+			continue
+		}
+		switch {
+		case strings.Contains(","+f[1]+",", ",memory,"):
+			dir, limitFile = filepath.Join("/sys/fs/cgroup/memory", f[2]), "memory.limit_in_bytes"
+		case f[0] == "0" && f[1] == "" && dir == "":
+			for _, root := range []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"} {
+				if b, err := os.ReadFile(filepath.Join(root, f[2], "cgroup.controllers")); err == nil && strings.Contains(string(b), "memory") {
+					dir, limitFile = filepath.Join(root, f[2]), "memory.max"
+				}
+			}
+		}
+	}
+	if dir == "" {
+		t.Skip("no memory cgroup to make a child of")
+	}
+	cg := filepath.Join(dir, fmt.Sprintf("pingfleet-test-%d-%d", os.Getpid(), time.Now().UnixNano()))
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		t.Skipf("cannot make a memory cgroup (needs root): %v", err)
+	}
+	t.Cleanup(func() {
+		// After the process stopped (cleanups run last-registered first).
+		deadline := time.Now().Add(10 * time.Second)
+		for os.Remove(cg) != nil && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+	if err := os.WriteFile(filepath.Join(cg, limitFile), []byte(limit), 0o644); err != nil {
+		t.Skipf("cannot limit memory in %s: %v", cg, err)
+	}
+	script := `echo $$ > "$0/cgroup.procs" && exec "$@"`
+	return startExec(t, "/bin/sh", nil, append([]string{"-c", script, cg, binary(t)}, args...)...)
+}
+
