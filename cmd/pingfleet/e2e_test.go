@@ -549,4 +549,3 @@ func startInMemoryCgroup(t *testing.T, limit string, args ...string) *proc {
 	script := `echo $$ > "$0/cgroup.procs" && exec "$@"`
 	return startExec(t, "/bin/sh", nil, append([]string{"-c", script, cg, binary(t)}, args...)...)
 }
-
