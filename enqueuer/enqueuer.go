@@ -13,10 +13,10 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/oklog/ulid/v2"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
@@ -27,7 +27,7 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultFanOut   = 64
+	DefaultFanOut   = 4
 	DefaultMaxRetry = 3
 	// TaskSlack is added to a task's ping time to form its asynq timeout:
 	// room for DNS and recording the result.
@@ -49,8 +49,9 @@ type Config struct {
 	// Shards is the number of queues tasks are spread over; it must match
 	// the workers'. If zero, tasks.DefaultShards.
 	Shards int
-	// FanOut is the number of tasks enqueued concurrently (asynq v0.26 has
-	// no batch enqueue: one round trip per task). If zero, DefaultFanOut.
+	// FanOut is the number of chunks of tasks in flight to Redis at once,
+	// so that Redis works on one while the enqueuer encodes the next. If
+	// zero, DefaultFanOut.
 	FanOut int
 	// MaxRetry is how often a task that failed (Redis trouble, not an
 	// unreachable host) is retried. If zero, DefaultMaxRetry.
@@ -60,7 +61,6 @@ type Config struct {
 // Enqueuer submits batches.
 type Enqueuer struct {
 	rdb      redis.UniversalClient
-	client   *asynq.Client
 	agg      *aggregator.Aggregator
 	shards   int
 	fanOut   int
@@ -74,7 +74,6 @@ func New(cfg Config) (*Enqueuer, error) {
 	}
 	return &Enqueuer{
 		rdb:      cfg.Redis,
-		client:   asynq.NewClientFromRedisClient(cfg.Redis),
 		agg:      cfg.Aggregator,
 		shards:   cmp.Or(cfg.Shards, tasks.DefaultShards),
 		fanOut:   cmp.Or(cfg.FanOut, DefaultFanOut),
@@ -165,48 +164,142 @@ func (e *Enqueuer) Submit(ctx context.Context, b Batch) (Submitted, error) {
 		res.Existing = len(b.Hosts) - len(hosts)
 	}
 
-	var added, dup atomic.Int64
-	timeout := b.Options.RunTime() + TaskSlack
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(e.fanOut)
-	for _, h := range hosts {
-		g.Go(func() error {
-			t, err := tasks.NewPingTask(tasks.PingPayload{BatchID: b.ID, Host: h, Options: b.Options},
-				asynq.TaskID(tasks.TaskID(b.ID, h)),
-				asynq.Queue(tasks.Queue(h, e.shards)),
-				asynq.MaxRetry(e.maxRetry),
-				asynq.Timeout(timeout),
-			)
-			if err != nil {
-				return fmt.Errorf("task for %s: %w", h, err)
-			}
-			_, err = e.client.EnqueueContext(gctx, t)
-			switch {
-			case errors.Is(err, asynq.ErrTaskIDConflict):
-				dup.Add(1)
-			case err != nil:
-				return fmt.Errorf("enqueue %s: %w", h, err)
-			default:
-				if added.Add(1) == 1 {
-					e.wake(gctx)
-				}
-			}
-			return nil
-		})
-	}
-	err = g.Wait()
-	if added.Load() > 1 {
-		e.wake(ctx) // workers that found the queues empty in between look again
-	}
-	res.Enqueued = int(added.Load())
-	res.Existing += int(dup.Load())
+	added, err := e.enqueue(ctx, b, hosts)
+	res.Enqueued = added
+	res.Existing += len(hosts) - added
 	if err != nil {
+		// Tasks in chunks that failed count as missing, not existing.
+		res.Existing = len(b.Hosts) - len(hosts)
 		return res, &PartialError{ID: b.ID, Enqueued: res.Enqueued + res.Existing, Total: res.Total, Err: err}
 	}
 	if err := e.agg.MarkEnqueued(ctx, b.ID); err != nil {
 		return res, &PartialError{ID: b.ID, Enqueued: res.Enqueued + res.Existing, Total: res.Total, Err: err}
 	}
 	return res, nil
+}
+
+// chunkSize is how many hosts' tasks travel in one round trip: one script
+// call per queue they go to.
+const chunkSize = 1024
+
+// enqueue adds a task for each of hosts, chunk by chunk in their order, up
+// to e.fanOut chunks in flight, and returns how many it added (the others
+// were queued already).
+func (e *Enqueuer) enqueue(ctx context.Context, b Batch, hosts []string) (int, error) {
+	payloads, err := tasks.NewPayloadWriter(b.ID, b.Options)
+	if err != nil {
+		return 0, err
+	}
+	// The task IDs and queues are checked here, as asynq's client would.
+	queues := make(map[string]bool)
+	for _, h := range hosts {
+		queues[tasks.Queue(h, e.shards)] = true
+	}
+	names := make([]any, 0, len(queues))
+	for q := range queues {
+		names = append(names, q)
+	}
+	if len(names) > 0 {
+		if err := e.rdb.SAdd(ctx, asynqAllQueues, names...).Err(); err != nil {
+			return 0, fmt.Errorf("register queues: %w", err)
+		}
+	}
+	timeout := b.Options.RunTime() + TaskSlack
+	var added atomic.Int64
+	var next atomic.Int64
+	var woke sync.Once
+	g, gctx := errgroup.WithContext(ctx)
+	for range min(e.fanOut, (len(hosts)+chunkSize-1)/chunkSize) {
+		g.Go(func() error {
+			c := newChunk(e.shards)
+			for {
+				start := int(next.Add(chunkSize)) - chunkSize
+				if start >= len(hosts) {
+					return nil
+				}
+				n, err := c.send(gctx, e.rdb, payloads, b.ID, hosts[start:min(start+chunkSize, len(hosts))], e.maxRetry, timeout)
+				added.Add(int64(n))
+				if err != nil {
+					return err
+				}
+				woke.Do(func() { e.wake(gctx) })
+			}
+		})
+	}
+	err = g.Wait()
+	if added.Load() > 0 {
+		e.wake(ctx) // workers that found the queues empty in between look again
+	}
+	return int(added.Load()), err
+}
+
+// chunk builds the script calls of one chunk of tasks, one per queue,
+// reusing its buffers from chunk to chunk.
+type chunk struct {
+	shards int
+	args   map[string][]any // queue -> enqueueScript's ARGV
+	buf    []byte
+}
+
+func newChunk(shards int) *chunk {
+	return &chunk{shards: shards, args: make(map[string][]any)}
+}
+
+// send enqueues hosts' tasks in one round trip and returns how many it
+// added.
+func (c *chunk) send(ctx context.Context, rdb redis.UniversalClient, payloads *tasks.PayloadWriter, batchID string, hosts []string, retry int, timeout time.Duration) (int, error) {
+	now := nanos(time.Now())
+	for q, a := range c.args {
+		c.args[q] = a[:0]
+	}
+	// One buffer holds every message of the chunk; arguments are slices
+	// of it, so it is not reused while they are in flight.
+	c.buf = make([]byte, 0, len(hosts)*(256+len(batchID)))
+	for _, h := range hosts {
+		q := tasks.Queue(h, c.shards)
+		id := tasks.TaskID(batchID, h)
+		start := len(c.buf)
+		var err error
+		c.buf, err = payloads.Append(c.buf, h)
+		if err != nil {
+			return 0, fmt.Errorf("task for %s: %w", h, err)
+		}
+		payload := c.buf[start:]
+		msgStart := len(c.buf)
+		c.buf = appendTaskMessage(c.buf, tasks.TypePingHost, payload, id, q, retry, timeout)
+		a := c.args[q]
+		if len(a) == 0 {
+			a = append(a, now, asynqTaskKeyPrefix(q))
+		}
+		c.args[q] = append(a, id, c.buf[msgStart:len(c.buf):len(c.buf)])
+	}
+	var cmds []*redis.Cmd
+	queues := make([]string, 0, len(c.args))
+	// Each call's error is read below.
+	_, _ = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for q, a := range c.args {
+			if len(a) == 0 {
+				continue
+			}
+			queues = append(queues, q)
+			cmds = append(cmds, enqueueScript.EvalSha(ctx, p, []string{asynqPendingKey(q)}, a...))
+		}
+		return nil
+	})
+	added := 0
+	for i, cmd := range cmds {
+		if err := cmd.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			// First use on this server (or after SCRIPT FLUSH).
+			q := queues[i]
+			cmd = enqueueScript.Run(ctx, rdb, []string{asynqPendingKey(q)}, c.args[q]...)
+		}
+		n, cerr := cmd.Int()
+		if cerr != nil {
+			return added, fmt.Errorf("enqueue %d tasks on %s: %w", (len(c.args[queues[i]])-2)/2, queues[i], cerr)
+		}
+		added += n
+	}
+	return added, nil
 }
 
 // wake tells idle workers that tasks are waiting. It is a hint: a worker

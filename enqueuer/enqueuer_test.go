@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/hibiken/asynq"
 	"go.uber.org/goleak"
 
@@ -154,5 +156,64 @@ func TestSubmitRedisDown(t *testing.T) {
 	_, err := e.enq.Submit(context.Background(), enqueuer.Batch{Hosts: hostList(3)})
 	if err == nil {
 		t.Fatal("Submit with Redis down succeeded")
+	}
+}
+
+// The enqueuer writes asynq's tasks itself, many per script call: what it
+// writes must be what asynq's own client writes for the same task, byte for
+// byte, so that asynq servers and the Inspector read it as theirs.
+func TestAsynqReadsOurTasks(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := context.Background()
+	rdb := e.srv.Client()
+	opts := tasks.PingOptions{Count: 3, Interval: tasks.Duration(200 * time.Millisecond), Timeout: tasks.Duration(time.Second)}
+	const id, host = "compat", "127.0.0.1"
+	queue := tasks.Queue(host, tasks.DefaultShards)
+	taskKey := "asynq:{" + queue + "}:t:" + tasks.TaskID(id, host)
+	written := func() (map[string]string, []string) {
+		t.Helper()
+		h := rdb.HGetAll(ctx, taskKey).Val()
+		list := rdb.LRange(ctx, "asynq:{"+queue+"}:pending", 0, -1).Val()
+		if err := rdb.FlushAll(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		return h, list
+	}
+
+	task, err := tasks.NewPingTask(tasks.PingPayload{BatchID: id, Host: host, Options: opts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := asynq.NewClientFromRedisClient(rdb)
+	_, err = client.EnqueueContext(ctx, task, asynq.TaskID(tasks.TaskID(id, host)), asynq.Queue(queue),
+		asynq.MaxRetry(enqueuer.DefaultMaxRetry), asynq.Timeout(opts.RunTime()+enqueuer.TaskSlack))
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs, theirList := written()
+
+	if _, err := e.enq.Submit(ctx, enqueuer.Batch{ID: id, Hosts: []string{host}, Options: opts}); err != nil {
+		t.Fatal(err)
+	}
+	ours, ourList := written()
+	if theirs["msg"] == "" || theirs["msg"] != ours["msg"] || theirs["state"] != ours["state"] || ours["pending_since"] == "" {
+		t.Errorf("task hash: asynq writes %q, the enqueuer %q", theirs, ours)
+	}
+	if diff := cmp.Diff(theirList, ourList); diff != "" {
+		t.Errorf("pending list (-asynq +enqueuer):\n%s", diff)
+	}
+
+	// And asynq's Inspector reads them as its own.
+	if _, err := e.enq.Submit(ctx, enqueuer.Batch{ID: id, Hosts: []string{host}, Options: opts}); err != nil {
+		t.Fatal(err)
+	}
+	info, err := e.ins.GetTaskInfo(queue, tasks.TaskID(id, host))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Type != tasks.TypePingHost || info.State != asynq.TaskStatePending || info.MaxRetry != enqueuer.DefaultMaxRetry ||
+		info.Timeout != opts.RunTime().Truncate(time.Second)+enqueuer.TaskSlack || string(info.Payload) != string(task.Payload()) {
+		t.Errorf("Inspector reads %+v", info)
 	}
 }

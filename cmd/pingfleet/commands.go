@@ -21,7 +21,6 @@ import (
 	"github.com/pingfleet/pingfleet/localredis"
 	"github.com/pingfleet/pingfleet/notify"
 	"github.com/pingfleet/pingfleet/ratelimit"
-	"github.com/pingfleet/pingfleet/redisconn"
 	"github.com/pingfleet/pingfleet/report"
 	"github.com/pingfleet/pingfleet/worker"
 )
@@ -379,10 +378,7 @@ func (a *app) batch(bf *batchFlags, args []string) (enqueuer.Batch, error) {
 }
 
 func (a *app) submit(ctx context.Context, rdb redis.UniversalClient, agg *aggregator.Aggregator, b enqueuer.Batch) (string, error) {
-	// asynq enqueues one script call per task: batch the concurrent calls.
-	ap := redisconn.NewAutoPipeline(rdb)
-	defer ap.Stop()
-	enq, err := enqueuer.New(enqueuer.Config{Redis: ap, Aggregator: agg, Shards: a.shards})
+	enq, err := enqueuer.New(enqueuer.Config{Redis: rdb, Aggregator: agg, Shards: a.shards})
 	if err != nil {
 		return "", systemErr(err)
 	}
