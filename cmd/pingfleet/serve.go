@@ -19,7 +19,6 @@ import (
 	"github.com/pingfleet/pingfleet/enqueuer"
 	"github.com/pingfleet/pingfleet/exporter"
 	"github.com/pingfleet/pingfleet/notify"
-	"github.com/pingfleet/pingfleet/redisconn"
 	"github.com/pingfleet/pingfleet/worker"
 )
 
@@ -61,9 +60,7 @@ func (a *app) serveCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ap := redisconn.NewAutoPipeline(rdb) // batches asynq's per-task enqueue scripts
-			defer ap.Stop()
-			enq, err := enqueuer.New(enqueuer.Config{Redis: ap, Aggregator: agg, Shards: a.shards})
+			enq, err := enqueuer.New(enqueuer.Config{Redis: rdb, Aggregator: agg, Shards: a.shards})
 			if err != nil {
 				return systemErr(err)
 			}
