@@ -56,6 +56,13 @@ type Config struct {
 	// MaxRetry is how often a task that failed (Redis trouble, not an
 	// unreachable host) is retried. If zero, DefaultMaxRetry.
 	MaxRetry int
+	// Window, if set, keeps at most this many of a batch's tasks queued
+	// ahead of its results: Submit then returns once the last task is
+	// queued, which is near the batch's end. For an enqueuer that lives as
+	// long as the batch's workers (pingfleet run): it bounds what the queues
+	// hold in Redis, and miniredis, whose lists are Go slices, pays for
+	// each push as much as the list is long. If zero, no bound.
+	Window int
 }
 
 // Enqueuer submits batches.
@@ -65,6 +72,7 @@ type Enqueuer struct {
 	shards   int
 	fanOut   int
 	maxRetry int
+	window   int
 }
 
 // New returns an Enqueuer for cfg.
@@ -78,6 +86,7 @@ func New(cfg Config) (*Enqueuer, error) {
 		shards:   cmp.Or(cfg.Shards, tasks.DefaultShards),
 		fanOut:   cmp.Or(cfg.FanOut, DefaultFanOut),
 		maxRetry: cmp.Or(cfg.MaxRetry, DefaultMaxRetry),
+		window:   max(cfg.Window, 0),
 	}, nil
 }
 
@@ -131,29 +140,47 @@ func (e *PartialError) Unwrap() error { return e.Err }
 // Submit validates b, writes its record and enqueues one task per host.
 // Nothing is written when b is invalid.
 func (e *Enqueuer) Submit(ctx context.Context, b Batch) (Submitted, error) {
+	res, done, err := e.Start(ctx, b)
+	if err != nil {
+		return res, err
+	}
+	o := <-done
+	return o.Submitted, o.Err
+}
+
+// Start is Submit in two steps: it validates b and writes its record, then
+// enqueues its tasks in the background (up to Window ahead of its results)
+// and sends what Submit returns on the channel it returns; the error there
+// is a *PartialError. Cancel ctx to stop it. With an error, nothing was
+// written (or, for a *PartialError, nothing was enqueued) and the channel
+// is nil.
+func (e *Enqueuer) Start(ctx context.Context, b Batch) (Submitted, <-chan Outcome, error) {
 	if b.ID == "" {
 		b.ID = NewBatchID()
 	}
 	if !batchIDPattern.MatchString(b.ID) {
-		return Submitted{}, fmt.Errorf("%w %q: use 1-64 letters, digits, '-' or '_'", ErrInvalidBatchID, b.ID)
+		return Submitted{}, nil, fmt.Errorf("%w %q: use 1-64 letters, digits, '-' or '_'", ErrInvalidBatchID, b.ID)
 	}
 	if len(b.Hosts) == 0 {
-		return Submitted{}, errors.New("no hosts to ping")
+		return Submitted{}, nil, errors.New("no hosts to ping")
 	}
 	b.Options = b.Options.Normalize()
 	if err := b.Options.Validate(); err != nil {
-		return Submitted{}, err
+		return Submitted{}, nil, err
+	}
+	if _, err := tasks.NewPayloadWriter(b.ID, b.Options); err != nil {
+		return Submitted{}, nil, err
 	}
 	existed, err := e.agg.Create(ctx, aggregator.NewBatch{ID: b.ID, Hosts: b.Hosts, Options: b.Options, Labels: b.Labels, CallbackURL: b.CallbackURL, Deadline: b.Deadline})
 	if err != nil {
-		return Submitted{}, err
+		return Submitted{}, nil, err
 	}
 	res := Submitted{ID: b.ID, Total: len(b.Hosts), Resumed: existed}
 	hosts := b.Hosts
 	if existed {
 		pending, err := e.agg.Pending(ctx, b.ID, b.Hosts)
 		if err != nil {
-			return res, &PartialError{ID: b.ID, Total: len(b.Hosts), Err: err}
+			return res, nil, &PartialError{ID: b.ID, Total: len(b.Hosts), Err: err}
 		}
 		hosts = hosts[:0:0]
 		for i, p := range pending {
@@ -163,19 +190,31 @@ func (e *Enqueuer) Submit(ctx context.Context, b Batch) (Submitted, error) {
 		}
 		res.Existing = len(b.Hosts) - len(hosts)
 	}
+	done := make(chan Outcome, 1)
+	go func() { done <- e.finish(ctx, b, hosts, res) }()
+	return res, done, nil
+}
 
+// Outcome is what a submission's enqueue did: the Submitted figures once
+// every task is queued, and the *PartialError that stopped it, if any.
+type Outcome struct {
+	Submitted
+	Err error
+}
+
+// finish enqueues hosts' tasks and marks batch b enqueued.
+func (e *Enqueuer) finish(ctx context.Context, b Batch, hosts []string, res Submitted) Outcome {
 	added, err := e.enqueue(ctx, b, hosts)
 	res.Enqueued = added
-	res.Existing += len(hosts) - added
 	if err != nil {
 		// Tasks in chunks that failed count as missing, not existing.
-		res.Existing = len(b.Hosts) - len(hosts)
-		return res, &PartialError{ID: b.ID, Enqueued: res.Enqueued + res.Existing, Total: res.Total, Err: err}
+		return Outcome{res, &PartialError{ID: b.ID, Enqueued: res.Enqueued + res.Existing, Total: res.Total, Err: err}}
 	}
+	res.Existing += len(hosts) - added
 	if err := e.agg.MarkEnqueued(ctx, b.ID); err != nil {
-		return res, &PartialError{ID: b.ID, Enqueued: res.Enqueued + res.Existing, Total: res.Total, Err: err}
+		return Outcome{res, &PartialError{ID: b.ID, Enqueued: res.Enqueued + res.Existing, Total: res.Total, Err: err}}
 	}
-	return res, nil
+	return Outcome{res, nil}
 }
 
 // chunkSize is how many hosts' tasks travel in one round trip: one script
@@ -208,16 +247,25 @@ func (e *Enqueuer) enqueue(ctx context.Context, b Batch, hosts []string) (int, e
 	var added atomic.Int64
 	var next atomic.Int64
 	var woke sync.Once
+	ahead := e.ahead(b.ID, len(b.Hosts)-len(hosts))
+	size := chunkSize
+	if e.window > 0 {
+		size = min(size, max(e.window/2, 1)) // a chunk must fit in the window
+	}
 	g, gctx := errgroup.WithContext(ctx)
-	for range min(e.fanOut, (len(hosts)+chunkSize-1)/chunkSize) {
+	for range min(e.fanOut, (len(hosts)+size-1)/size) {
 		g.Go(func() error {
 			c := newChunk(e.shards)
 			for {
-				start := int(next.Add(chunkSize)) - chunkSize
+				start := int(next.Add(int64(size))) - size
 				if start >= len(hosts) {
 					return nil
 				}
-				n, err := c.send(gctx, e.rdb, payloads, b.ID, hosts[start:min(start+chunkSize, len(hosts))], e.maxRetry, timeout)
+				end := min(start+size, len(hosts))
+				if err := ahead(gctx, end); err != nil {
+					return err
+				}
+				n, err := c.send(gctx, e.rdb, payloads, b.ID, hosts[start:end], e.maxRetry, timeout)
 				added.Add(int64(n))
 				if err != nil {
 					return err
@@ -231,6 +279,40 @@ func (e *Enqueuer) enqueue(ctx context.Context, b Batch, hosts []string) (int, e
 		e.wake(ctx) // workers that found the queues empty in between look again
 	}
 	return int(added.Load()), err
+}
+
+// windowPoll is how often a paced enqueue looks at its batch's progress.
+const windowPoll = 10 * time.Millisecond
+
+// ahead returns what a chunk waits on before it is sent: with a window,
+// until the batch's results (besides the done ones already counted in
+// skipped) are within the window of the tasks queued once it is sent.
+func (e *Enqueuer) ahead(id string, skipped int) func(ctx context.Context, queued int) error {
+	if e.window == 0 {
+		return func(context.Context, int) error { return nil }
+	}
+	var done atomic.Int64 // the most recent count seen, shared by the senders
+	return func(ctx context.Context, queued int) error {
+		for queued-int(done.Load()) > e.window {
+			s, err := e.agg.Progress(ctx, id)
+			if err != nil {
+				return fmt.Errorf("wait for room in the queues: %w", err)
+			}
+			if s.Completed() {
+				return fmt.Errorf("batch %s ended (%s) while its tasks were enqueued", id, s.State)
+			}
+			if int(done.Load()) < s.Done-skipped {
+				done.Store(int64(s.Done - skipped))
+				continue
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(windowPoll):
+			}
+		}
+		return nil
+	}
 }
 
 // chunk builds the script calls of one chunk of tasks, one per queue,

@@ -217,3 +217,56 @@ func TestAsynqReadsOurTasks(t *testing.T) {
 		t.Errorf("Inspector reads %+v", info)
 	}
 }
+
+// With a window, the queues never hold more of a batch's tasks than the
+// window ahead of its results, and every task gets queued in the end.
+func TestSubmitWindow(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	ctx := context.Background()
+	rdb := e.srv.Client()
+	const window, n = 300, 3000
+	enq, err := enqueuer.New(enqueuer.Config{Redis: rdb, Aggregator: e.agg, Window: window})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts := hostList(n)
+	res, done, err := enq.Start(ctx, enqueuer.Batch{ID: "paced", Hosts: hosts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A consumer: takes each queued task as a worker would, counts how many
+	// wait, and records their hosts' results.
+	most, taken := 0, 0
+	for taken < n {
+		waiting := 0
+		for q := range tasks.Queues(tasks.DefaultShards) {
+			waiting += int(rdb.LLen(ctx, "asynq:{"+q+"}:pending").Val())
+		}
+		most = max(most, waiting)
+		for q := range tasks.Queues(tasks.DefaultShards) {
+			for {
+				id, err := rdb.RPop(ctx, "asynq:{"+q+"}:pending").Result()
+				if err != nil {
+					break
+				}
+				host := id[len("paced/"):]
+				if _, err := e.agg.Record(ctx, "paced", aggregator.Result{Host: host, Status: aggregator.StatusDown, Sent: 1, LossPct: 100}); err != nil {
+					t.Fatal(err)
+				}
+				taken++
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	o := <-done
+	if o.Err != nil || o.Enqueued != n || res.ID != "paced" {
+		t.Fatalf("outcome %+v; want %d enqueued", o, n)
+	}
+	if most > window || most == 0 {
+		t.Errorf("up to %d tasks waited in the queues; want at most the window, %d", most, window)
+	}
+	if s, err := e.agg.Summary(ctx, "paced"); err != nil || s.State != aggregator.StateComplete {
+		t.Errorf("summary %+v, %v; want complete", s, err)
+	}
+}

@@ -26,9 +26,14 @@ func newChild(cmd *exec.Cmd) *child {
 	return c
 }
 
-// stop asks the process to end (SIGTERM: redis-server then removes its
-// socket) and kills it if it has not within timeout.
+// stop waits a moment for the process to end, then asks it to (SIGTERM:
+// redis-server then removes its socket) and kills it if it has not within
+// timeout.
 func (c *child) stop(timeout time.Duration) error {
+	select {
+	case <-c.exited:
+	case <-time.After(20 * time.Millisecond):
+	}
 	if c.stdin != nil {
 		_ = c.stdin.Close()
 	}

@@ -175,6 +175,13 @@ func startRedisServer(ctx context.Context, bin, dir string) (*Server, error) {
 	}
 	s := &Server{Kind: RedisServer, opts: &redis.Options{Network: "unix", Addr: sock}}
 	s.stop = func() error {
+		// redis-server acts on SIGTERM at its next cron tick, up to 100 ms
+		// later; SHUTDOWN is at once. The signal follows if it fails.
+		c := redis.NewClient(&redis.Options{Network: "unix", Addr: sock, MaxRetries: -1, DialTimeout: time.Second})
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = c.ShutdownNoSave(ctx).Err() // the connection closes: no reply
+		cancel()
+		c.Close()
 		err := p.stop(5 * time.Second)
 		if rerr := os.Remove(sock); rerr != nil && !errors.Is(rerr, os.ErrNotExist) && err == nil {
 			err = rerr

@@ -290,11 +290,19 @@ in-process miniredis (slower for large batches). --embedded chooses.`,
 			if err := a.startWorker(wctx, &g, &wf, rdb, agg, false); err != nil {
 				return err
 			}
-			id, err := a.submit(ctx, rdb, agg, b)
+			// This process's workers are the batch's: the enqueuer keeps
+			// the queues no fuller than they can use (miniredis pays for a
+			// push by the list's length), in the background so that the
+			// results are followed meanwhile.
+			window := 2 * wf.concurrency
+			if a.local != nil && a.local.Kind == localredis.Miniredis {
+				window = miniredisWindow
+			}
+			id, enqueued, err := a.start(ctx, rdb, agg, b, window)
 			if err != nil {
 				return err
 			}
-			return a.waitAndReport(ctx, agg, id, quiet)
+			return a.waitAndReport(ctx, agg, id, quiet, enqueued)
 		},
 	}
 	bf.register(cmd.Flags())
@@ -350,7 +358,7 @@ func (a *app) enqueueCommand() *cobra.Command {
 				fmt.Fprintln(a.stdout, id)
 				return nil
 			}
-			return a.waitAndReport(ctx, agg, id, quiet)
+			return a.waitAndReport(ctx, agg, id, quiet, nil)
 		},
 	}
 	bf.register(cmd.Flags())
@@ -377,24 +385,54 @@ func (a *app) batch(bf *batchFlags, args []string) (enqueuer.Batch, error) {
 	return enqueuer.Batch{ID: bf.batchID, Hosts: hosts, Options: opts, Labels: labels}, nil
 }
 
+// submit writes batch b and enqueues its tasks.
 func (a *app) submit(ctx context.Context, rdb redis.UniversalClient, agg *aggregator.Aggregator, b enqueuer.Batch) (string, error) {
-	enq, err := enqueuer.New(enqueuer.Config{Redis: rdb, Aggregator: agg, Shards: a.shards})
+	id, done, err := a.start(ctx, rdb, agg, b, 0)
 	if err != nil {
-		return "", systemErr(err)
+		return "", err
 	}
-	res, err := enq.Submit(ctx, b)
+	if err := a.enqueued(<-done); err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+// start writes batch b and enqueues its tasks in the background, at most
+// window of them ahead of its results (0: all at once); the channel gives
+// how that went (see enqueued).
+func (a *app) start(ctx context.Context, rdb redis.UniversalClient, agg *aggregator.Aggregator, b enqueuer.Batch, window int) (string, <-chan enqueuer.Outcome, error) {
+	enq, err := enqueuer.New(enqueuer.Config{Redis: rdb, Aggregator: agg, Shards: a.shards, Window: window})
+	if err != nil {
+		return "", nil, systemErr(err)
+	}
+	res, done, err := enq.Start(ctx, b)
 	switch {
 	case errors.Is(err, enqueuer.ErrInvalidBatchID), errors.Is(err, aggregator.ErrConflict):
-		return "", usageErr("%v", err)
+		return "", nil, usageErr("%v", err)
 	case err != nil:
-		return "", systemErr(err)
+		return "", nil, systemErr(err)
 	}
+	return res.ID, done, nil
+}
+
+// enqueued reports how the enqueue of a batch ended, and turns its error
+// into the command's.
+func (a *app) enqueued(o enqueuer.Outcome) error {
+	if o.Err != nil {
+		return systemErr(o.Err)
+	}
+	res := o.Submitted
 	a.logger.Info("batch submitted", "batch", res.ID, "hosts", res.Total, "enqueued", res.Enqueued, "existing", res.Existing, "resumed", res.Resumed)
 	if res.Resumed {
 		fmt.Fprintf(a.stderr, "pingfleet: batch %s existed: %d tasks added, %d already queued or done\n", res.ID, res.Enqueued, res.Existing)
 	}
-	return res.ID, nil
+	return nil
 }
+
+// miniredisWindow is how many tasks run keeps queued ahead of the results
+// on miniredis, whose lists are Go slices: a push costs as much as the
+// list is long.
+const miniredisWindow = 2000
 
 func (a *app) waitCommand() *cobra.Command {
 	var quiet bool
@@ -407,7 +445,7 @@ func (a *app) waitCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.waitAndReport(cmd.Context(), agg, args[0], quiet)
+			return a.waitAndReport(cmd.Context(), agg, args[0], quiet, nil)
 		},
 	}
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only the summary")

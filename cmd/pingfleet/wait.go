@@ -8,17 +8,24 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/pingfleet/pingfleet/aggregator"
+	"github.com/pingfleet/pingfleet/enqueuer"
 )
 
 // pollInterval is how often a waiting command reads a batch's progress (one
 // read of its record): it bounds how late completion is noticed.
-const pollInterval = 25 * time.Millisecond
+// localPollInterval is run's on its private Redis, which has no one else to
+// serve.
+const (
+	pollInterval      = 25 * time.Millisecond
+	localPollInterval = 5 * time.Millisecond
+)
 
 // waitAndReport follows batch id until it completes, with a progress bar
 // when stderr is a terminal, then prints its report and returns the exit
-// error its results call for.
-func (a *app) waitAndReport(ctx context.Context, agg *aggregator.Aggregator, id string, quiet bool) error {
-	s, err := a.wait(ctx, agg, id)
+// error its results call for. enqueued, if not nil, gives how the batch's
+// enqueue, still running, ends (see app.start).
+func (a *app) waitAndReport(ctx context.Context, agg *aggregator.Aggregator, id string, quiet bool, enqueued <-chan enqueuer.Outcome) error {
+	s, err := a.wait(ctx, agg, id, enqueued)
 	if err != nil {
 		return err
 	}
@@ -28,7 +35,7 @@ func (a *app) waitAndReport(ctx context.Context, agg *aggregator.Aggregator, id 
 	return exitWith(resultCode(s))
 }
 
-func (a *app) wait(ctx context.Context, agg *aggregator.Aggregator, id string) (aggregator.Summary, error) {
+func (a *app) wait(ctx context.Context, agg *aggregator.Aggregator, id string, enqueued <-chan enqueuer.Outcome) (aggregator.Summary, error) {
 	var bar *progressbar.ProgressBar
 	defer func() {
 		if bar != nil {
@@ -36,7 +43,11 @@ func (a *app) wait(ctx context.Context, agg *aggregator.Aggregator, id string) (
 			fmt.Fprintln(a.stderr)
 		}
 	}()
-	t := time.NewTicker(pollInterval)
+	poll := pollInterval
+	if a.local != nil {
+		poll = localPollInterval
+	}
+	t := time.NewTicker(poll)
 	defer t.Stop()
 	for {
 		s, err := agg.Progress(ctx, id)
@@ -62,6 +73,11 @@ func (a *app) wait(ctx context.Context, agg *aggregator.Aggregator, id string) (
 			_ = bar.Set(s.Done)
 		}
 		if s.Completed() {
+			if enqueued != nil {
+				if err := a.enqueued(<-enqueued); err != nil {
+					return s, err
+				}
+			}
 			if s, err = agg.Summary(ctx, id); err != nil {
 				return s, lookupErr(err)
 			}
@@ -70,6 +86,11 @@ func (a *app) wait(ctx context.Context, agg *aggregator.Aggregator, id string) (
 		select {
 		case <-ctx.Done():
 		case <-t.C:
+		case o := <-enqueued:
+			enqueued = nil
+			if err := a.enqueued(o); err != nil {
+				return s, err
+			}
 		}
 	}
 }
