@@ -32,18 +32,21 @@ import (
 var recordScript = redis.NewScript(`
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return -1 end
-local out = {}
-if state == 'complete' or state == 'cancelled' or state == 'expired' then
-  for i = 3, #ARGV, 7 do out[#out + 1] = 0 end
-  return out
-end
-local done = tonumber(redis.call('HGET', KEYS[1], 'done'))
-local ids, hist = {}, {}
-local by = {up = 0, down = 0, error = 0}
-local sent, recv, counted, last, maxrtt = 0, 0, 0, 0, 0
+local out, hosts = {}, {}
 for i = 3, #ARGV, 7 do
-  local host = ARGV[i]
-  if redis.call('SREM', KEYS[2], host) == 1 then
+  out[#out + 1] = 0
+  hosts[#hosts + 1] = ARGV[i]
+end
+if #hosts == 0 or state == 'complete' or state == 'cancelled' or state == 'expired' then return out end
+local pending = redis.call('SMISMEMBER', KEYS[2], unpack(hosts))
+local done = tonumber(redis.call('HGET', KEYS[1], 'done'))
+local ids, hist, seen, fields, counted = {}, {}, {}, {}, {}
+local by = {up = 0, down = 0, error = 0}
+local sent, recv, last, maxrtt = 0, 0, 0, 0
+for j, host in ipairs(hosts) do
+  if pending[j] == 1 and not seen[host] then
+    seen[host] = true
+    local i = 3 + 7 * (j - 1)
     local name = ARGV[i + 1]
     local w = ids[name]
     if not w then
@@ -54,8 +57,10 @@ for i = 3, #ARGV, 7 do
       end
       ids[name] = w
     end
-    local seq = done + counted + 1
-    redis.call('HSET', KEYS[3], host, seq .. ',' .. w .. ',' .. ARGV[i + 2])
+    counted[#counted + 1] = host
+    local seq = done + #counted
+    fields[#fields + 1] = host
+    fields[#fields + 1] = seq .. ',' .. w .. ',' .. ARGV[i + 2]
     redis.call('XADD', KEYS[5], '0-' .. seq, 'h', host)
     by[ARGV[i + 3]] = by[ARGV[i + 3]] + 1
     sent = sent + tonumber(ARGV[i + 4])
@@ -67,14 +72,13 @@ for i = 3, #ARGV, 7 do
       ns = tonumber(ns)
       if ns > maxrtt then maxrtt = ns end
     end
-    counted = counted + 1
-    out[#out + 1] = 1
-    last = #out
-  else
-    out[#out + 1] = 0
+    out[j] = 1
+    last = j
   end
 end
-if counted == 0 then return out end
+if #counted == 0 then return out end
+redis.call('SREM', KEYS[2], unpack(counted))
+redis.call('HSET', KEYS[3], unpack(fields))
 for st, n in pairs(by) do
   if n > 0 then redis.call('HINCRBY', KEYS[1], st, n) end
 end
@@ -84,7 +88,7 @@ if maxrtt > tonumber(redis.call('HGET', KEYS[1], 'rttmax') or '0') then
 end
 redis.call('HINCRBY', KEYS[1], 'sent', sent)
 redis.call('HINCRBY', KEYS[1], 'recv', recv)
-done = redis.call('HINCRBY', KEYS[1], 'done', counted)
+done = redis.call('HINCRBY', KEYS[1], 'done', #counted)
 -- Every key of the batch expires with its record, whose TTL never changes:
 -- a key gets it from the call that creates it.
 local ttl
@@ -94,7 +98,7 @@ for k = 3, 6 do
     redis.call('PEXPIRE', KEYS[k], ttl)
   end
 end
-if done == counted then redis.call('HSET', KEYS[1], 'started', ARGV[1]) end
+if done == #counted then redis.call('HSET', KEYS[1], 'started', ARGV[1]) end
 if done >= tonumber(redis.call('HGET', KEYS[1], 'total')) then
   redis.call('HSET', KEYS[1], 'state', 'complete', 'finished', ARGV[1], 'fseq', done + 1)
   redis.call('XADD', KEYS[5], '0-' .. (done + 1), 't', 'complete')

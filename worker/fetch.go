@@ -2,21 +2,19 @@ package worker
 
 import (
 	"context"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
-	"github.com/pingfleet/pingfleet/redisconn"
 )
 
 // fetchClient is the Redis client a worker's asynq servers share.
 //
 // One asynq server fetches one task per round trip, so a worker runs many
 // servers, and their script calls (dequeues, acknowledgements) travel
-// together through one auto-pipeline: a round trip, and one write and one
-// read system call on each side, for dozens of tasks.
+// together through one asynqPipe: a round trip, and one write and one read
+// system call on each side, for dozens of tasks, and one script call per
+// queue for their dequeues and another for their acknowledgements.
 //
 // Many servers would also mean many idle polls: each server that finds the
 // queues empty sleeps about TaskCheckInterval and then tries every queue
@@ -28,8 +26,8 @@ import (
 // (tasks.WakeChannel) arrives: the worker then forgets what it knew, and
 // the next server to wake looks at once.
 type fetchClient struct {
-	redis.UniversalClient // the pipeline
-	pipe                  *redisconn.AutoPipeline
+	redis.UniversalClient // everything but script calls goes straight through
+	pipe                  *asynqPipe
 	window                time.Duration
 
 	mu    sync.Mutex
@@ -38,8 +36,7 @@ type fetchClient struct {
 }
 
 func newFetchClient(c redis.UniversalClient, window time.Duration) *fetchClient {
-	pipe := redisconn.NewAutoPipeline(c)
-	return &fetchClient{UniversalClient: pipe, pipe: pipe, window: window, empty: make(map[string]time.Time)}
+	return &fetchClient{UniversalClient: c, pipe: newAsynqPipe(c), window: window, empty: make(map[string]time.Time)}
 }
 
 // Stop ends the pipelining; later calls go straight to the client.
@@ -56,10 +53,10 @@ func (c *fetchClient) wake() {
 // EvalSha runs a script call through the pipeline, answering dequeues of
 // queues known to be empty without asking Redis.
 func (c *fetchClient) EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
-	queue, ok := dequeuedQueue(keys)
-	if !ok {
+	if !isDequeue(keys, args) {
 		return c.pipe.EvalSha(ctx, sha1, keys, args...)
 	}
+	queue := keys[0]
 	now := time.Now()
 	c.mu.Lock()
 	until, known := c.empty[queue]
@@ -92,20 +89,4 @@ func (c *fetchClient) EvalSha(ctx context.Context, sha1 string, keys []string, a
 		}
 	}
 	return cmd
-}
-
-// dequeuedQueue reports whether keys are those of asynq's dequeue script
-// (v0.26: the queue's pending list, paused flag, active list and lease
-// set) and returns the pending list's key. TestFetchClientIdlePolls fails
-// if an asynq upgrade changes them; the worker would then still work, but
-// poll as often as its servers do.
-func dequeuedQueue(keys []string) (string, bool) {
-	if len(keys) != 4 {
-		return "", false
-	}
-	q, ok := strings.CutSuffix(keys[0], ":pending")
-	if !ok || !strings.HasPrefix(q, "asynq:{") || keys[2] != q+":active" || keys[3] != q+":lease" {
-		return "", false
-	}
-	return keys[0], true
 }

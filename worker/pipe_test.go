@@ -1,0 +1,222 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/pingfleet/pingfleet/internal/redistest"
+)
+
+func TestRecognizeAsynqScripts(t *testing.T) {
+	t.Parallel()
+	q := "asynq:{pingfleet-3}"
+	dequeueKeys := []string{q + ":pending", q + ":paused", q + ":active", q + ":lease"}
+	doneKeys := []string{q + ":active", q + ":lease", q + ":t:b/h", q + ":processed:2026-12-01", q + ":processed"}
+	for _, tc := range []struct {
+		desc          string
+		keys          []string
+		args          []any
+		dequeue, done bool
+	}{
+		{"asynq dequeue", dequeueKeys, []any{int64(1764612345), q + ":t:"}, true, false},
+		{"asynq done", doneKeys, []any{"b/h", int64(1772388345), int64(1<<63 - 1)}, false, true},
+		{"done of another task", doneKeys, []any{"b/x", int64(1), int64(1)}, false, false},
+		{"done with a uniqueness lock", append(doneKeys, "asynq:{q}:unique:x"), []any{"b/h", int64(1), int64(1)}, false, false},
+		{"keys of two queues", []string{"asynq:{a}:pending", "asynq:{a}:paused", "asynq:{b}:active", "asynq:{b}:lease"}, []any{int64(1), "asynq:{a}:t:"}, false, false},
+		{"another prefix", dequeueKeys, []any{int64(1), "asynq:{other}:t:"}, false, false},
+		{"not asynq's", []string{"x:pending", "x:paused", "x:active", "x:lease"}, []any{int64(1), "x:t:"}, false, false},
+		{"no keys", nil, nil, false, false},
+	} {
+		if got := isDequeue(tc.keys, tc.args); got != tc.dequeue {
+			t.Errorf("%s: isDequeue = %v; want %v", tc.desc, got, tc.dequeue)
+		}
+		if got := isDone(tc.keys, tc.args); got != tc.done {
+			t.Errorf("%s: isDone = %v; want %v", tc.desc, got, tc.done)
+		}
+	}
+}
+
+func evalshaCalls(t *testing.T, rdb *redis.Client) int {
+	t.Helper()
+	info := rdb.Info(context.Background(), "commandstats").Val()
+	_, after, ok := strings.Cut(info, "cmdstat_evalsha:calls=")
+	if !ok {
+		return 0
+	}
+	n, _ := strconv.Atoi(after[:strings.IndexByte(after, ',')])
+	return n
+}
+
+// asynq servers on the pipe run every task once and leave the queues as
+// their own scripts would (empty, counted), in far fewer script calls than
+// two per task.
+func TestAsynqPipe(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	rdb := srv.Client()
+	ctx := context.Background()
+	const n = 3000
+	client := asynq.NewClientFromRedisClient(rdb)
+	defer client.Close()
+	for i := range n {
+		q := "a"
+		if i%3 == 0 {
+			q = "b"
+		}
+		if _, err := client.Enqueue(asynq.NewTask("t", nil), asynq.Queue(q), asynq.TaskID(fmt.Sprint("task-", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := evalshaCalls(t, rdb)
+	fc := newFetchClient(rdb, 10*time.Millisecond)
+	var mu sync.Mutex
+	runs := map[string]int{}
+	var total atomic.Int64
+	mux := asynq.NewServeMux()
+	mux.HandleFunc("t", func(ctx context.Context, _ *asynq.Task) error {
+		id, _ := asynq.GetTaskID(ctx)
+		mu.Lock()
+		runs[id]++
+		mu.Unlock()
+		total.Add(1)
+		return nil
+	})
+	var srvs []*asynq.Server
+	for range 8 {
+		s := asynq.NewServerFromRedisClient(fc, asynq.Config{Concurrency: 50, Queues: map[string]int{"a": 1, "b": 1},
+			TaskCheckInterval: 10 * time.Millisecond, LogLevel: asynq.ErrorLevel})
+		if err := s.Start(mux); err != nil {
+			t.Fatal(err)
+		}
+		srvs = append(srvs, s)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	ins := asynq.NewInspectorFromRedisClient(rdb)
+	defer ins.Close()
+	var qa, qb *asynq.QueueInfo
+	for {
+		qa, _ = ins.GetQueueInfo("a")
+		qb, _ = ins.GetQueueInfo("b")
+		if qa != nil && qb != nil && qa.Processed+qb.Processed == n || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	calls := evalshaCalls(t, rdb) - before
+	for _, s := range srvs {
+		s.Shutdown()
+	}
+	fc.Stop()
+	if total.Load() != n || len(runs) != n {
+		t.Fatalf("%d runs of %d tasks; want each of %d once", total.Load(), len(runs), n)
+	}
+	for id, k := range runs {
+		if k != 1 {
+			t.Errorf("task %s ran %d times", id, k)
+		}
+	}
+	for _, q := range []*asynq.QueueInfo{qa, qb} {
+		if q.Pending != 0 || q.Active != 0 || q.Processed != q.ProcessedTotal || q.Failed != 0 {
+			t.Errorf("queue %s after the run: %+v; want nothing left, each task processed", q.Queue, q)
+		}
+	}
+	if keys := rdb.Keys(ctx, "asynq:{*}:t:*").Val(); len(keys) != 0 {
+		t.Errorf("%d task keys left, e.g. %s", len(keys), keys[0])
+	}
+	if lease := rdb.ZCard(ctx, "asynq:{a}:lease").Val() + rdb.ZCard(ctx, "asynq:{b}:lease").Val(); lease != 0 {
+		t.Errorf("%d leases left", lease)
+	}
+	t.Logf("%d tasks in %d script calls", n, calls)
+	if calls >= n {
+		t.Errorf("%d script calls for %d tasks; want far fewer than two per task", calls, n)
+	}
+}
+
+// A combined call answers each request as asynq's script would have: a
+// message or nothing for dequeues (nothing from a paused queue), OK or
+// NOT FOUND for acknowledgements, counting only the tasks it removed.
+func TestAsynqPipeAnswers(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	rdb := srv.Client()
+	ctx := context.Background()
+	q := "asynq:{q}"
+	for i := range 3 {
+		id := fmt.Sprint("t", i)
+		rdb.HSet(ctx, q+":t:"+id, "msg", "m"+id, "state", "pending", "pending_since", 1)
+		rdb.LPush(ctx, q+":pending", id)
+	}
+	p := newAsynqPipe(rdb)
+	defer p.Stop()
+	req := func(keys []string, args ...any) *pipeReq {
+		return &pipeReq{ctx: ctx, keys: keys, args: args, out: make(chan *redis.Cmd, 1)}
+	}
+	dequeue := func() *pipeReq {
+		return req([]string{q + ":pending", q + ":paused", q + ":active", q + ":lease"}, int64(2000000000), q+":t:")
+	}
+	done := func(id string) *pipeReq {
+		return req([]string{q + ":active", q + ":lease", q + ":t:" + id, q + ":processed:2026-12-01", q + ":processed"}, id, int64(2000000000), int64(1<<63-1))
+	}
+	get := func(rs ...*pipeReq) []string {
+		p.flush(rs)
+		var out []string
+		for _, r := range rs {
+			cmd := <-r.out
+			v, err := cmd.Text()
+			switch {
+			case err == redis.Nil:
+				out = append(out, "nil")
+			case err != nil:
+				out = append(out, "error "+err.Error())
+			default:
+				out = append(out, v)
+			}
+		}
+		return out
+	}
+	// Four dequeues for three tasks, oldest first.
+	if got := fmt.Sprint(get(dequeue(), dequeue(), dequeue(), dequeue())); got != "[mt0 mt1 mt2 nil]" {
+		t.Errorf("dequeues = %s; want the three tasks in order, then nothing", got)
+	}
+	if n := rdb.ZCard(ctx, q+":lease").Val(); n != 3 || rdb.HGet(ctx, q+":t:t1", "state").Val() != "active" {
+		t.Errorf("after the dequeues: %d leases, t1 %v; want 3, active", n, rdb.HGetAll(ctx, q+":t:t1").Val())
+	}
+	// Two known tasks and one that is not there.
+	if got := fmt.Sprint(get(done("t0"), done("nope"), done("t2"))); got != "[OK error NOT FOUND OK]" {
+		t.Errorf("acknowledgements = %s; want OK, NOT FOUND, OK", got)
+	}
+	if day, all := rdb.Get(ctx, q+":processed:2026-12-01").Val(), rdb.Get(ctx, q+":processed").Val(); day != "2" || all != "2" {
+		t.Errorf("processed counters %s, %s; want 2, 2", day, all)
+	}
+	if ttl := rdb.TTL(ctx, q+":processed:2026-12-01").Val(); ttl <= 0 {
+		t.Errorf("day counter TTL %v; want one", ttl)
+	}
+	if rdb.Exists(ctx, q+":t:t0", q+":t:t2").Val() != 0 || rdb.LLen(ctx, q+":active").Val() != 1 {
+		t.Errorf("acknowledged tasks left behind: active %v", rdb.LRange(ctx, q+":active", 0, -1).Val())
+	}
+	// t1 is active but its lease went (another worker's recovery): as with
+	// asynq's script, it leaves the active list, keeps its key, and is not
+	// counted.
+	rdb.ZRem(ctx, q+":lease", "t1")
+	if got := fmt.Sprint(get(done("t1"), done("nope"))); got != "[error NOT FOUND error NOT FOUND]" {
+		t.Errorf("acknowledgement without a lease = %s; want NOT FOUND", got)
+	}
+	if rdb.LLen(ctx, q+":active").Val() != 0 || rdb.Exists(ctx, q+":t:t1").Val() != 1 || rdb.Get(ctx, q+":processed").Val() != "2" {
+		t.Errorf("after it: active %v, t1 %v, processed %s", rdb.LRange(ctx, q+":active", 0, -1).Val(), rdb.HGetAll(ctx, q+":t:t1").Val(), rdb.Get(ctx, q+":processed").Val())
+	}
+	// A paused queue gives nothing.
+	rdb.LPush(ctx, q+":pending", "t9")
+	rdb.Set(ctx, q+":paused", 1, 0)
+	if got := fmt.Sprint(get(dequeue(), dequeue())); got != "[nil nil]" {
+		t.Errorf("dequeues of a paused queue = %s; want nothing", got)
+	}
+}
