@@ -237,9 +237,9 @@ func isDone(keys []string, args []any) bool {
 
 // dequeueScript pops a task for each of several dequeues of one queue, as
 // asynq's dequeue script would one after the other, and returns their
-// messages: fewer when the queue runs out, none when it is paused, and ”
-// for a task whose hash has gone. The list moves and the leases are one
-// command each for all of them.
+// messages: fewer when the queue runs out, none when it is paused, and an
+// empty one for a task whose hash has gone. The list moves and the leases
+// are one command each for all of them.
 //
 // KEYS: the queue's pending list, paused flag, active list and lease set.
 // ARGV[1]: its task key prefix; then each dequeue's lease expiry.
