@@ -57,12 +57,17 @@ type Config struct {
 	// unreachable host) is retried. If zero, DefaultMaxRetry.
 	MaxRetry int
 	// Window, if set, keeps at most this many of a batch's tasks queued
-	// ahead of its results: Submit then returns once the last task is
-	// queued, which is near the batch's end. For an enqueuer that lives as
-	// long as the batch's workers (pingfleet run): it bounds what the queues
-	// hold in Redis, and miniredis, whose lists are Go slices, pays for
-	// each push as much as the list is long. If zero, no bound.
+	// ahead of its results, or, with Ahead, as many as the fleet completes
+	// in Ahead at its latest rate if that is more: Submit then returns once
+	// the last task is queued, which is near the batch's end. For an
+	// enqueuer that waits for the batch anyway (enqueue --wait, run): it
+	// bounds what the queues hold in Redis (about 500 bytes per task), and
+	// miniredis, whose lists are Go slices, pays for each push as much as
+	// the list is long. If zero, every task is queued at once.
 	Window int
+	// Ahead lets the window grow with the fleet's pace (see Window). If
+	// zero, the window is fixed.
+	Ahead time.Duration
 }
 
 // Enqueuer submits batches.
@@ -73,6 +78,7 @@ type Enqueuer struct {
 	fanOut   int
 	maxRetry int
 	window   int
+	ahead    time.Duration
 }
 
 // New returns an Enqueuer for cfg.
@@ -87,6 +93,7 @@ func New(cfg Config) (*Enqueuer, error) {
 		fanOut:   cmp.Or(cfg.FanOut, DefaultFanOut),
 		maxRetry: cmp.Or(cfg.MaxRetry, DefaultMaxRetry),
 		window:   max(cfg.Window, 0),
+		ahead:    max(cfg.Ahead, 0),
 	}, nil
 }
 
@@ -140,47 +147,65 @@ func (e *PartialError) Unwrap() error { return e.Err }
 // Submit validates b, writes its record and enqueues one task per host.
 // Nothing is written when b is invalid.
 func (e *Enqueuer) Submit(ctx context.Context, b Batch) (Submitted, error) {
-	res, done, err := e.Start(ctx, b)
+	sub, err := e.Start(ctx, b)
 	if err != nil {
-		return res, err
+		return sub.Submitted, err
 	}
-	o := <-done
+	o := <-sub.Done()
 	return o.Submitted, o.Err
 }
 
+// Submission is a batch whose record is written and whose tasks are being
+// enqueued.
+type Submission struct {
+	// Submitted holds what is known before the enqueue: the batch's ID
+	// and size, and whether it existed (and how many of its hosts were
+	// done then).
+	Submitted
+	done  chan Outcome
+	pacer *pacer
+}
+
+// Done gives the enqueue's outcome, once.
+func (s *Submission) Done() <-chan Outcome { return s.done }
+
+// Hurry queues the tasks left at once, without the window: for a caller
+// that stops waiting for the batch, which then goes on without it.
+func (s *Submission) Hurry() { s.pacer.release() }
+
 // Start is Submit in two steps: it validates b and writes its record, then
-// enqueues its tasks in the background (up to Window ahead of its results)
-// and sends what Submit returns on the channel it returns; the error there
-// is a *PartialError. Cancel ctx to stop it. With an error, nothing was
-// written (or, for a *PartialError, nothing was enqueued) and the channel
-// is nil.
-func (e *Enqueuer) Start(ctx context.Context, b Batch) (Submitted, <-chan Outcome, error) {
+// enqueues its tasks in the background (with Window, paced by its results),
+// and its Done channel gives what Submit returns; the error there is a
+// *PartialError. Cancel ctx to stop it. With an error from Start itself,
+// nothing was written (or, for a *PartialError, nothing was enqueued).
+func (e *Enqueuer) Start(ctx context.Context, b Batch) (*Submission, error) {
+	none := &Submission{}
 	if b.ID == "" {
 		b.ID = NewBatchID()
 	}
 	if !batchIDPattern.MatchString(b.ID) {
-		return Submitted{}, nil, fmt.Errorf("%w %q: use 1-64 letters, digits, '-' or '_'", ErrInvalidBatchID, b.ID)
+		return none, fmt.Errorf("%w %q: use 1-64 letters, digits, '-' or '_'", ErrInvalidBatchID, b.ID)
 	}
 	if len(b.Hosts) == 0 {
-		return Submitted{}, nil, errors.New("no hosts to ping")
+		return none, errors.New("no hosts to ping")
 	}
 	b.Options = b.Options.Normalize()
 	if err := b.Options.Validate(); err != nil {
-		return Submitted{}, nil, err
+		return none, err
 	}
 	if _, err := tasks.NewPayloadWriter(b.ID, b.Options); err != nil {
-		return Submitted{}, nil, err
+		return none, err
 	}
 	existed, err := e.agg.Create(ctx, aggregator.NewBatch{ID: b.ID, Hosts: b.Hosts, Options: b.Options, Labels: b.Labels, CallbackURL: b.CallbackURL, Deadline: b.Deadline})
 	if err != nil {
-		return Submitted{}, nil, err
+		return none, err
 	}
 	res := Submitted{ID: b.ID, Total: len(b.Hosts), Resumed: existed}
 	hosts := b.Hosts
 	if existed {
 		pending, err := e.agg.Pending(ctx, b.ID, b.Hosts)
 		if err != nil {
-			return res, nil, &PartialError{ID: b.ID, Total: len(b.Hosts), Err: err}
+			return &Submission{Submitted: res}, &PartialError{ID: b.ID, Total: len(b.Hosts), Err: err}
 		}
 		hosts = hosts[:0:0]
 		for i, p := range pending {
@@ -190,9 +215,9 @@ func (e *Enqueuer) Start(ctx context.Context, b Batch) (Submitted, <-chan Outcom
 		}
 		res.Existing = len(b.Hosts) - len(hosts)
 	}
-	done := make(chan Outcome, 1)
-	go func() { done <- e.finish(ctx, b, hosts, res) }()
-	return res, done, nil
+	sub := &Submission{Submitted: res, done: make(chan Outcome, 1), pacer: e.newPacer(b.ID, res.Existing)}
+	go func() { sub.done <- e.finish(ctx, b, hosts, res, sub.pacer) }()
+	return sub, nil
 }
 
 // Outcome is what a submission's enqueue did: the Submitted figures once
@@ -203,8 +228,8 @@ type Outcome struct {
 }
 
 // finish enqueues hosts' tasks and marks batch b enqueued.
-func (e *Enqueuer) finish(ctx context.Context, b Batch, hosts []string, res Submitted) Outcome {
-	added, err := e.enqueue(ctx, b, hosts)
+func (e *Enqueuer) finish(ctx context.Context, b Batch, hosts []string, res Submitted, p *pacer) Outcome {
+	added, err := e.enqueue(ctx, b, hosts, p)
 	res.Enqueued = added
 	if err != nil {
 		// Tasks in chunks that failed count as missing, not existing.
@@ -222,9 +247,9 @@ func (e *Enqueuer) finish(ctx context.Context, b Batch, hosts []string, res Subm
 const chunkSize = 1024
 
 // enqueue adds a task for each of hosts, chunk by chunk in their order, up
-// to e.fanOut chunks in flight, and returns how many it added (the others
-// were queued already).
-func (e *Enqueuer) enqueue(ctx context.Context, b Batch, hosts []string) (int, error) {
+// to e.fanOut chunks in flight, each when p lets it, and returns how many
+// it added (the others were queued already).
+func (e *Enqueuer) enqueue(ctx context.Context, b Batch, hosts []string, p *pacer) (int, error) {
 	payloads, err := tasks.NewPayloadWriter(b.ID, b.Options)
 	if err != nil {
 		return 0, err
@@ -247,7 +272,6 @@ func (e *Enqueuer) enqueue(ctx context.Context, b Batch, hosts []string) (int, e
 	var added atomic.Int64
 	var next atomic.Int64
 	var woke sync.Once
-	ahead := e.ahead(b.ID, len(b.Hosts)-len(hosts))
 	size := chunkSize
 	if e.window > 0 {
 		size = min(size, max(e.window/2, 1)) // a chunk must fit in the window
@@ -262,7 +286,7 @@ func (e *Enqueuer) enqueue(ctx context.Context, b Batch, hosts []string) (int, e
 					return nil
 				}
 				end := min(start+size, len(hosts))
-				if err := ahead(gctx, end); err != nil {
+				if err := p.wait(gctx, end); err != nil {
 					return err
 				}
 				n, err := c.send(gctx, e.rdb, payloads, b.ID, hosts[start:end], e.maxRetry, timeout)
@@ -279,40 +303,6 @@ func (e *Enqueuer) enqueue(ctx context.Context, b Batch, hosts []string) (int, e
 		e.wake(ctx) // workers that found the queues empty in between look again
 	}
 	return int(added.Load()), err
-}
-
-// windowPoll is how often a paced enqueue looks at its batch's progress.
-const windowPoll = 10 * time.Millisecond
-
-// ahead returns what a chunk waits on before it is sent: with a window,
-// until the batch's results (besides the done ones already counted in
-// skipped) are within the window of the tasks queued once it is sent.
-func (e *Enqueuer) ahead(id string, skipped int) func(ctx context.Context, queued int) error {
-	if e.window == 0 {
-		return func(context.Context, int) error { return nil }
-	}
-	var done atomic.Int64 // the most recent count seen, shared by the senders
-	return func(ctx context.Context, queued int) error {
-		for queued-int(done.Load()) > e.window {
-			s, err := e.agg.Progress(ctx, id)
-			if err != nil {
-				return fmt.Errorf("wait for room in the queues: %w", err)
-			}
-			if s.Completed() {
-				return fmt.Errorf("batch %s ended (%s) while its tasks were enqueued", id, s.State)
-			}
-			if int(done.Load()) < s.Done-skipped {
-				done.Store(int64(s.Done - skipped))
-				continue
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(windowPoll):
-			}
-		}
-		return nil
-	}
 }
 
 // chunk builds the script calls of one chunk of tasks, one per queue,

@@ -231,7 +231,7 @@ func TestSubmitWindow(t *testing.T) {
 		t.Fatal(err)
 	}
 	hosts := hostList(n)
-	res, done, err := enq.Start(ctx, enqueuer.Batch{ID: "paced", Hosts: hosts})
+	sub, err := enq.Start(ctx, enqueuer.Batch{ID: "paced", Hosts: hosts})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,8 +261,8 @@ func TestSubmitWindow(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	o := <-done
-	if o.Err != nil || o.Enqueued != n || res.ID != "paced" {
+	o := <-sub.Done()
+	if o.Err != nil || o.Enqueued != n || sub.ID != "paced" {
 		t.Fatalf("outcome %+v; want %d enqueued", o, n)
 	}
 	if most > window || most == 0 {
@@ -270,5 +270,39 @@ func TestSubmitWindow(t *testing.T) {
 	}
 	if s, err := e.agg.Summary(ctx, "paced"); err != nil || s.State != aggregator.StateComplete {
 		t.Errorf("summary %+v, %v; want complete", s, err)
+	}
+}
+
+// Hurry lets a paced enqueue queue all that is left at once.
+func TestSubmitHurry(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	enq, err := enqueuer.New(enqueuer.Config{Redis: e.srv.Client(), Aggregator: e.agg, Window: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := enq.Start(context.Background(), enqueuer.Batch{Hosts: hostList(1000)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case o := <-sub.Done():
+		t.Fatalf("without results, the enqueue ended: %+v", o)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if n := e.queued(t); n > 100 {
+		t.Fatalf("%d tasks queued before Hurry; want at most the window, 100", n)
+	}
+	sub.Hurry()
+	select {
+	case o := <-sub.Done():
+		if o.Err != nil || o.Enqueued != 1000 {
+			t.Errorf("after Hurry: %+v; want all 1000 enqueued", o)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("still enqueuing 10 s after Hurry")
+	}
+	if n := e.queued(t); n != 1000 {
+		t.Errorf("%d tasks queued; want 1000", n)
 	}
 }

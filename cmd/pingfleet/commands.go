@@ -294,15 +294,15 @@ in-process miniredis (slower for large batches). --embedded chooses.`,
 			// the queues no fuller than they can use (miniredis pays for a
 			// push by the list's length), in the background so that the
 			// results are followed meanwhile.
-			window := 2 * wf.concurrency
+			pace := enqueuer.Config{Window: 2 * wf.concurrency, Ahead: aheadOfResults}
 			if a.local != nil && a.local.Kind == localredis.Miniredis {
-				window = miniredisWindow
+				pace = enqueuer.Config{Window: miniredisWindow}
 			}
-			id, enqueued, err := a.start(ctx, rdb, agg, b, window)
+			sub, err := a.start(ctx, rdb, agg, b, pace)
 			if err != nil {
 				return err
 			}
-			return a.waitAndReport(ctx, agg, id, quiet, enqueued)
+			return a.waitAndReport(ctx, agg, sub.ID, quiet, sub)
 		},
 	}
 	bf.register(cmd.Flags())
@@ -350,15 +350,23 @@ func (a *app) enqueueCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			id, err := a.submit(ctx, rdb, agg, b)
-			if err != nil {
-				return err
-			}
 			if !wait {
+				id, err := a.submit(ctx, rdb, agg, b)
+				if err != nil {
+					return err
+				}
 				fmt.Fprintln(a.stdout, id)
 				return nil
 			}
-			return a.waitAndReport(ctx, agg, id, quiet, nil)
+			// Waiting anyway, the enqueue keeps about ten seconds of the
+			// fleet's work queued, not all of it: a million hosts' tasks
+			// would hold 500 MB of Redis at once. Stopped, it queues the
+			// rest at once (context.WithoutCancel): the batch goes on.
+			sub, err := a.start(context.WithoutCancel(ctx), rdb, agg, b, enqueuer.Config{Window: waitWindow, Ahead: aheadOfResults})
+			if err != nil {
+				return err
+			}
+			return a.waitAndReport(ctx, agg, sub.ID, quiet, sub)
 		},
 	}
 	bf.register(cmd.Flags())
@@ -387,32 +395,32 @@ func (a *app) batch(bf *batchFlags, args []string) (enqueuer.Batch, error) {
 
 // submit writes batch b and enqueues its tasks.
 func (a *app) submit(ctx context.Context, rdb redis.UniversalClient, agg *aggregator.Aggregator, b enqueuer.Batch) (string, error) {
-	id, done, err := a.start(ctx, rdb, agg, b, 0)
+	sub, err := a.start(ctx, rdb, agg, b, enqueuer.Config{})
 	if err != nil {
 		return "", err
 	}
-	if err := a.enqueued(<-done); err != nil {
+	if err := a.enqueued(<-sub.Done()); err != nil {
 		return "", err
 	}
-	return id, nil
+	return sub.ID, nil
 }
 
-// start writes batch b and enqueues its tasks in the background, at most
-// window of them ahead of its results (0: all at once); the channel gives
-// how that went (see enqueued).
-func (a *app) start(ctx context.Context, rdb redis.UniversalClient, agg *aggregator.Aggregator, b enqueuer.Batch, window int) (string, <-chan enqueuer.Outcome, error) {
-	enq, err := enqueuer.New(enqueuer.Config{Redis: rdb, Aggregator: agg, Shards: a.shards, Window: window})
+// start writes batch b and enqueues its tasks in the background, paced as
+// pace's Window and Ahead say; the submission's Done channel gives how that
+// went (see enqueued).
+func (a *app) start(ctx context.Context, rdb redis.UniversalClient, agg *aggregator.Aggregator, b enqueuer.Batch, pace enqueuer.Config) (*enqueuer.Submission, error) {
+	enq, err := enqueuer.New(enqueuer.Config{Redis: rdb, Aggregator: agg, Shards: a.shards, Window: pace.Window, Ahead: pace.Ahead})
 	if err != nil {
-		return "", nil, systemErr(err)
+		return nil, systemErr(err)
 	}
-	res, done, err := enq.Start(ctx, b)
+	sub, err := enq.Start(ctx, b)
 	switch {
 	case errors.Is(err, enqueuer.ErrInvalidBatchID), errors.Is(err, aggregator.ErrConflict):
-		return "", nil, usageErr("%v", err)
+		return nil, usageErr("%v", err)
 	case err != nil:
-		return "", nil, systemErr(err)
+		return nil, systemErr(err)
 	}
-	return res.ID, done, nil
+	return sub, nil
 }
 
 // enqueued reports how the enqueue of a batch ended, and turns its error
@@ -428,6 +436,15 @@ func (a *app) enqueued(o enqueuer.Outcome) error {
 	}
 	return nil
 }
+
+// How far a command that waits for its batch keeps the batch's tasks ahead
+// of its results: at least waitWindow tasks (enqueue --wait) or twice the
+// in-flight limit (run), and as many as the fleet completes in
+// aheadOfResults at its latest pace.
+const (
+	waitWindow     = 50000
+	aheadOfResults = 10 * time.Second
+)
 
 // miniredisWindow is how many tasks run keeps queued ahead of the results
 // on miniredis, whose lists are Go slices: a push costs as much as the

@@ -549,3 +549,45 @@ func startInMemoryCgroup(t *testing.T, limit string, args ...string) *proc {
 	script := `echo $$ > "$0/cgroup.procs" && exec "$@"`
 	return startExec(t, "/bin/sh", nil, append([]string{"-c", script, cg, binary(t)}, args...)...)
 }
+
+// enqueue --wait keeps its batch's tasks a window ahead of the results;
+// stopped with SIGINT, it queues the rest first, and the batch goes on.
+func TestE2EEnqueueWaitPaces(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	const n = waitWindow + 10000
+	file := filepath.Join(t.TempDir(), "hosts.txt")
+	if err := os.WriteFile(file, []byte(loopbackHosts(n, 120)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	queued := func() int {
+		total := 0
+		for q := range tasks.Queues(tasks.DefaultShards) {
+			total += int(srv.Client().LLen(context.Background(), "asynq:{"+q+"}:pending").Val())
+		}
+		return total
+	}
+	// No worker: nothing completes, so the window stays at its least.
+	// Tasks go in chunks of a thousand or so, each only if it fits.
+	p := startProc(t, "enqueue", "--redis", srv.URL(), "-f", file, "--wait", "-o", "json")
+	eventually(t, 30*time.Second, func() bool { return queued() >= waitWindow-2048 })
+	time.Sleep(300 * time.Millisecond)
+	if got := queued(); got < waitWindow-2048 || got > waitWindow {
+		t.Fatalf("%d tasks queued while waiting; want the window, %d, less a chunk at most", got, waitWindow)
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("enqueue --wait still running 30 s after SIGINT")
+	}
+	if got := queued(); got != n {
+		t.Errorf("%d tasks queued after SIGINT; want all %d", got, n)
+	}
+	if log := p.stderr.String(); !strings.Contains(log, "queueing the rest") || !strings.Contains(log, "goes on") {
+		t.Errorf("stderr does not say the batch goes on:\n%s", log)
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code != ExitSystem {
+		t.Errorf("exit %d; want %d", code, ExitSystem)
+	}
+}

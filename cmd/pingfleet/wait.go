@@ -22,10 +22,10 @@ const (
 
 // waitAndReport follows batch id until it completes, with a progress bar
 // when stderr is a terminal, then prints its report and returns the exit
-// error its results call for. enqueued, if not nil, gives how the batch's
-// enqueue, still running, ends (see app.start).
-func (a *app) waitAndReport(ctx context.Context, agg *aggregator.Aggregator, id string, quiet bool, enqueued <-chan enqueuer.Outcome) error {
-	s, err := a.wait(ctx, agg, id, enqueued)
+// error its results call for. sub, if not nil, is the batch's enqueue,
+// still running (see app.start).
+func (a *app) waitAndReport(ctx context.Context, agg *aggregator.Aggregator, id string, quiet bool, sub *enqueuer.Submission) error {
+	s, err := a.wait(ctx, agg, id, sub)
 	if err != nil {
 		return err
 	}
@@ -35,7 +35,11 @@ func (a *app) waitAndReport(ctx context.Context, agg *aggregator.Aggregator, id 
 	return exitWith(resultCode(s))
 }
 
-func (a *app) wait(ctx context.Context, agg *aggregator.Aggregator, id string, enqueued <-chan enqueuer.Outcome) (aggregator.Summary, error) {
+func (a *app) wait(ctx context.Context, agg *aggregator.Aggregator, id string, sub *enqueuer.Submission) (aggregator.Summary, error) {
+	var enqueued <-chan enqueuer.Outcome
+	if sub != nil {
+		enqueued = sub.Done()
+	}
 	var bar *progressbar.ProgressBar
 	defer func() {
 		if bar != nil {
@@ -55,6 +59,14 @@ func (a *app) wait(ctx context.Context, agg *aggregator.Aggregator, id string, e
 		case ctx.Err() != nil && a.local != nil:
 			return s, systemErr(fmt.Errorf("stopped; batch %s ended with this command, whose private Redis held it", id))
 		case ctx.Err() != nil:
+			if enqueued != nil {
+				// The batch goes on: queue what is left of it first.
+				fmt.Fprintf(a.stderr, "pingfleet: stopping; queueing the rest of batch %s first\n", id)
+				sub.Hurry()
+				if err := a.enqueued(<-enqueued); err != nil {
+					return s, err
+				}
+			}
 			return s, systemErr(fmt.Errorf("stopped waiting; batch %s goes on: follow it with 'pingfleet wait %s'", id, id))
 		case err != nil:
 			return s, lookupErr(err)
