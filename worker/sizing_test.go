@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -42,5 +43,27 @@ func TestMachineCapacity(t *testing.T) {
 	}
 	if c, _ := MachineCapacity(123 << 20); c.Memory != 123<<20 || c.MemorySource != "GOMEMLIMIT" {
 		t.Errorf("MachineCapacity(123 MiB) = %+v; want GOMEMLIMIT's", c)
+	}
+}
+
+func TestServerQueues(t *testing.T) {
+	t.Parallel()
+	got := serverQueues(2, 4, true)
+	want := map[string]int{"pingfleet-2": 4, "pingfleet-3": 3, "pingfleet-0": 2, "pingfleet-1": 1, "pingfleet-callbacks": 5}
+	if len(got) != len(want) {
+		t.Fatalf("serverQueues(2, 4, true) = %v; want %v", got, want)
+	}
+	for q, p := range want {
+		if got[q] != p {
+			t.Errorf("serverQueues(2, 4, true)[%s] = %d; want %d (all: %v)", q, got[q], p, got)
+		}
+	}
+	// Every server starts at a queue of its own.
+	for i := range 8 {
+		for q, p := range serverQueues(i, 8, false) {
+			if p == 8 && q != "pingfleet-"+strconv.Itoa(i) {
+				t.Errorf("server %d starts at %s", i, q)
+			}
+		}
 	}
 }

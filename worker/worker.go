@@ -97,10 +97,7 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.Callbacks != nil {
 		w.mux.Handle(tasks.TypeBatchCallback, cfg.Callbacks)
 	}
-	queues := tasks.Queues(cmp.Or(cfg.Shards, tasks.DefaultShards))
-	if cfg.Callbacks != nil {
-		queues[tasks.CallbackQueue] = 1
-	}
+	shards := cmp.Or(cfg.Shards, tasks.DefaultShards)
 	interval := cmp.Or(cfg.TaskCheckInterval, DefaultTaskCheckInterval)
 	w.fetch = newFetchClient(cfg.Redis, interval)
 	for i := range servers {
@@ -118,7 +115,8 @@ func New(cfg Config) (*Worker, error) {
 		}
 		w.srvs = append(w.srvs, asynq.NewServerFromRedisClient(w.fetch, asynq.Config{
 			Concurrency:              n,
-			Queues:                   queues,
+			Queues:                   serverQueues(i, shards, cfg.Callbacks != nil),
+			StrictPriority:           true,
 			TaskCheckInterval:        interval,
 			DelayedTaskCheckInterval: delayed,
 			JanitorInterval:          janitor,
@@ -129,6 +127,25 @@ func New(cfg Config) (*Worker, error) {
 		}))
 	}
 	return w, nil
+}
+
+// serverQueues is the queue order of a worker's server i: each server
+// looks at the ping queues in an order of its own, starting at queue i, so
+// that together they drain all queues at once; the callback queue, if
+// served, comes first (its tasks are few, and a finished batch's callback
+// should not wait for a sweep). A fixed order per server (asynq's strict
+// priority) also spares a shuffle of the queue list on every dequeue,
+// which took a sixth of a worker's CPU while a batch's tasks were fetched.
+func serverQueues(i, shards int, callbacks bool) map[string]int {
+	q := make(map[string]int, shards+1)
+	for j := range shards {
+		// Priority shards for queue i, shards-1 for the next, and so on.
+		q[tasks.QueuePrefix+strconv.Itoa(j)] = shards - (j-i%shards+shards)%shards
+	}
+	if callbacks {
+		q[tasks.CallbackQueue] = shards + 1
+	}
+	return q
 }
 
 // MemoryLimit is a soft memory limit, in bytes, for a worker process that
