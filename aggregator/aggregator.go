@@ -84,6 +84,11 @@ type Config struct {
 	Retention time.Duration
 	// Now returns the current time. If nil, time.Now.
 	Now func() time.Time
+	// NoEvents, if set, keeps no event stream for the batches this
+	// Aggregator records: for a Redis that only this process uses (run's
+	// private one), where no one follows a batch's events. Events then
+	// find none.
+	NoEvents bool
 }
 
 // Aggregator reads and writes batch state in Redis. It is safe for
@@ -92,6 +97,7 @@ type Aggregator struct {
 	rdb       redis.UniversalClient
 	retention time.Duration
 	now       func() time.Time
+	tail      int // events a final batch's stream keeps; 0: no stream
 }
 
 // New returns an Aggregator for cfg.
@@ -106,6 +112,10 @@ func New(cfg Config) (*Aggregator, error) {
 		rdb:       cfg.Client,
 		retention: cmp.Or(cfg.Retention, DefaultRetention),
 		now:       cfg.Now,
+		tail:      streamTail,
+	}
+	if cfg.NoEvents {
+		a.tail = 0
 	}
 	if a.now == nil {
 		a.now = time.Now

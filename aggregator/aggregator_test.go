@@ -527,3 +527,31 @@ func TestFinishedBatchIsCompact(t *testing.T) {
 		t.Errorf("%.0f bytes per host in Redis; want at most 200 (%v)", perHost, sizes)
 	}
 }
+
+// An Aggregator without events records, completes and finalizes batches
+// as any other, and keeps no event stream for them.
+func TestNoEvents(t *testing.T) {
+	t.Parallel()
+	agg, srv := setup(t, aggregator.Config{NoEvents: true})
+	ctx := context.Background()
+	hs := hosts(5)
+	create(t, agg, "quiet", hs)
+	create(t, agg, "quiet-cancelled", hs)
+	for i, h := range hs {
+		o, err := agg.Record(ctx, "quiet", up(h, 1))
+		if want := map[bool]aggregator.Outcome{true: aggregator.Completed, false: aggregator.Counted}[i == len(hs)-1]; err != nil || o != want {
+			t.Fatalf("Record(%s) = %v, %v; want %v", h, o, err, want)
+		}
+	}
+	if _, err := agg.Finalize(ctx, "quiet-cancelled", aggregator.StateCancelled); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"quiet", "quiet-cancelled"} {
+		if s, err := agg.Summary(ctx, id); err != nil || !s.Completed() || s.Done != 5 {
+			t.Errorf("summary of %s: %+v, %v; want final, 5 done", id, s, err)
+		}
+		if n := srv.Client().Exists(ctx, "pingfleet:{"+id+"}:events").Val(); n != 0 {
+			t.Errorf("batch %s has an event stream", id)
+		}
+	}
+}

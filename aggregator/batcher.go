@@ -115,7 +115,7 @@ func (b *Batcher) flush(batch []*recordReq) {
 	now := b.agg.now().UnixMilli()
 	argv := func(reqs []*recordReq) []any {
 		args := make([]any, 2, 2+recordArgsPerResult*len(reqs))
-		args[0], args[1] = now, streamTail
+		args[0], args[1] = now, b.agg.tail
 		for _, req := range reqs {
 			args = append(args, req.args...)
 		}

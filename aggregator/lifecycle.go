@@ -12,8 +12,8 @@ import (
 // as its state, and its hosts still pending are counted under ARGV[3] (a
 // host without a result in a cancelled or expired batch has that status).
 // The event stream gets the final event and keeps its last ARGV[4]
-// entries. It returns 1 when it did, 0 when the batch was already final,
-// -1 when there is no such batch.
+// entries (0: the batch has no event stream). It returns 1 when it did, 0
+// when the batch was already final, -1 when there is no such batch.
 var finalizeScript = redis.NewScript(`
 local st = redis.call('HGET', KEYS[1], 'state')
 if not st then return -1 end
@@ -24,9 +24,11 @@ local counted = tonumber(redis.call('HGET', KEYS[1], 'done'))
 redis.call('HINCRBY', KEYS[1], ARGV[3], left)
 redis.call('HINCRBY', KEYS[1], 'done', left)
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'finished', ARGV[2], 'fseq', counted + 1)
-redis.call('XADD', KEYS[3], '0-' .. (counted + 1), 't', ARGV[1])
-redis.call('XTRIM', KEYS[3], 'MAXLEN', ARGV[4])
-redis.call('PEXPIRE', KEYS[3], redis.call('PTTL', KEYS[1]))
+if ARGV[4] ~= '0' then
+  redis.call('XADD', KEYS[3], '0-' .. (counted + 1), 't', ARGV[1])
+  redis.call('XTRIM', KEYS[3], 'MAXLEN', ARGV[4])
+  redis.call('PEXPIRE', KEYS[3], redis.call('PTTL', KEYS[1]))
+end
 return 1
 `)
 
@@ -46,7 +48,7 @@ func (a *Aggregator) Finalize(ctx context.Context, id string, state State) (bool
 		return false, fmt.Errorf("finalize batch %s: state %q is not cancelled or expired", id, state)
 	}
 	n, err := finalizeScript.Run(ctx, a.rdb, []string{metaKey(id), pendingKey(id), eventsKey(id)},
-		string(state), a.now().UnixMilli(), string(hostStatus), streamTail).Int()
+		string(state), a.now().UnixMilli(), string(hostStatus), a.tail).Int()
 	switch {
 	case err != nil:
 		return false, fmt.Errorf("finalize batch %s: %w", id, err)

@@ -12,7 +12,8 @@ import (
 //
 // KEYS: the batch's record, pending set, results, RTT histogram, event
 // stream and worker names. ARGV[1] is the time, ARGV[2] how many events
-// the stream keeps once the batch is complete; then come seven arguments
+// the stream keeps once the batch is complete (0: the batch has no event
+// stream, see Config.NoEvents); then come seven arguments
 // per result: host, worker name, record (encodeResult), status, packets
 // sent and received, and the RTT histogram bucket and average RTT in
 // nanoseconds as "bucket:ns" (empty unless up).
@@ -38,6 +39,7 @@ for i = 3, #ARGV, 7 do
   hosts[#hosts + 1] = ARGV[i]
 end
 if #hosts == 0 or state == 'complete' or state == 'cancelled' or state == 'expired' then return out end
+local events = ARGV[2] ~= '0'
 local pending = redis.call('SMISMEMBER', KEYS[2], unpack(hosts))
 local done = tonumber(redis.call('HGET', KEYS[1], 'done'))
 local ids, hist, seen, fields, counted = {}, {}, {}, {}, {}
@@ -61,7 +63,7 @@ for j, host in ipairs(hosts) do
     local seq = done + #counted
     fields[#fields + 1] = host
     fields[#fields + 1] = seq .. ',' .. w .. ',' .. ARGV[i + 2]
-    redis.call('XADD', KEYS[5], '0-' .. seq, 'h', host)
+    if events then redis.call('XADD', KEYS[5], '0-' .. seq, 'h', host) end
     by[ARGV[i + 3]] = by[ARGV[i + 3]] + 1
     sent = sent + tonumber(ARGV[i + 4])
     recv = recv + tonumber(ARGV[i + 5])
@@ -101,8 +103,10 @@ end
 if done == #counted then redis.call('HSET', KEYS[1], 'started', ARGV[1]) end
 if done >= tonumber(redis.call('HGET', KEYS[1], 'total')) then
   redis.call('HSET', KEYS[1], 'state', 'complete', 'finished', ARGV[1], 'fseq', done + 1)
-  redis.call('XADD', KEYS[5], '0-' .. (done + 1), 't', 'complete')
-  redis.call('XTRIM', KEYS[5], 'MAXLEN', ARGV[2])
+  if events then
+    redis.call('XADD', KEYS[5], '0-' .. (done + 1), 't', 'complete')
+    redis.call('XTRIM', KEYS[5], 'MAXLEN', ARGV[2])
+  end
   out[last] = 2
 end
 return out
@@ -124,7 +128,7 @@ func (a *Aggregator) Record(ctx context.Context, id string, r Result) (Outcome, 
 	if err != nil {
 		return Duplicate, err
 	}
-	cmd := recordScript.Run(ctx, a.rdb, recordKeys(id), append([]any{a.now().UnixMilli(), streamTail}, args...)...)
+	cmd := recordScript.Run(ctx, a.rdb, recordKeys(id), append([]any{a.now().UnixMilli(), a.tail}, args...)...)
 	outs, err := recordOutcomes(id, cmd, 1)
 	if err != nil {
 		return Duplicate, fmt.Errorf("record %s in batch %s: %w", r.Host, id, err)

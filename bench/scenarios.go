@@ -215,7 +215,9 @@ func (b *bench) labLatency() error {
 	}
 	b.add(name, "fping -i 0 -t 1000, default receive buffer", n, def, &ref, "")
 	m, err := b.median(func() (measure, error) {
-		return inLab(b.bin, "run", "-f", file, "-c", "3", "-p", "200ms", "-t", "1s", "-q", "-o", "json")
+		m, err := inLab(b.bin, "run", "-f", file, "-c", "3", "-p", "200ms", "-t", "1s", "-q", "-o", "json")
+		m.peak("run", m.maxRSSKB)
+		return m, err
 	})
 	if err != nil {
 		return err

@@ -276,7 +276,8 @@ func (a *app) connect(ctx context.Context, embedded localredis.Kind) (redis.Univ
 	if err != nil {
 		return nil, nil, err
 	}
-	agg, err := aggregator.New(aggregator.Config{Client: rdb, Retention: a.retention})
+	// No one else reads a private Redis: its batches need no event stream.
+	agg, err := aggregator.New(aggregator.Config{Client: rdb, Retention: a.retention, NoEvents: a.local != nil})
 	if err != nil {
 		return nil, nil, systemErr(err)
 	}
