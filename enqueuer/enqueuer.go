@@ -171,7 +171,11 @@ func (s *Submission) Done() <-chan Outcome { return s.done }
 
 // Hurry queues the tasks left at once, without the window: for a caller
 // that stops waiting for the batch, which then goes on without it.
-func (s *Submission) Hurry() { s.pacer.release() }
+func (s *Submission) Hurry() {
+	if s.pacer != nil {
+		s.pacer.release()
+	}
+}
 
 // Start is Submit in two steps: it validates b and writes its record, then
 // enqueues its tasks in the background (with Window, paced by its results),
