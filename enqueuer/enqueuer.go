@@ -258,7 +258,8 @@ func (e *Enqueuer) enqueue(ctx context.Context, b Batch, hosts []string, p *pace
 	if err != nil {
 		return 0, err
 	}
-	// The task IDs and queues are checked here, as asynq's client would.
+	// asynq's client adds each queue it enqueues to to its set of queues,
+	// which its Inspector (and asynqmon) list; so does this.
 	queues := make(map[string]bool)
 	for _, h := range hosts {
 		queues[tasks.Queue(h, e.shards)] = true
