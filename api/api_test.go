@@ -25,6 +25,7 @@ import (
 	"github.com/pingfleet/pingfleet/internal/deathsig"
 	"github.com/pingfleet/pingfleet/internal/redistest"
 	"github.com/pingfleet/pingfleet/notify"
+	"github.com/pingfleet/pingfleet/ping"
 	"github.com/pingfleet/pingfleet/tasks"
 	"github.com/pingfleet/pingfleet/worker"
 )
@@ -125,16 +126,16 @@ type pingLog struct {
 	delay  time.Duration
 }
 
-func (p *pingLog) Ping(ctx context.Context, _ netip.Addr, o tasks.PingOptions) (worker.Stats, error) {
+func (p *pingLog) Ping(ctx context.Context, _ netip.Addr, o tasks.PingOptions) (ping.Stats, error) {
 	p.mu.Lock()
 	p.starts = append(p.starts, time.Now())
 	p.mu.Unlock()
 	select {
 	case <-ctx.Done():
-		return worker.Stats{}, ctx.Err()
+		return ping.Stats{}, ctx.Err()
 	case <-time.After(p.delay):
 	}
-	return worker.Stats{Sent: o.Count, Received: o.Count, Min: time.Millisecond, Avg: time.Millisecond, Max: time.Millisecond, TTL: 64}, nil
+	return ping.Stats{Sent: o.Count, Received: o.Count, Min: time.Millisecond, Avg: time.Millisecond, Max: time.Millisecond, TTL: 64}, nil
 }
 
 // startWorker runs an in-process worker (fake pinger, real asynq and Redis)

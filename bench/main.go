@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command bench measures pingfleet end to end next to fping, in the same run,
 // on the same host lists and options, and prints Markdown tables with the
 // ratios. Every scenario runs pingfleet first exactly as a user would, with

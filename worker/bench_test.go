@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,51 +15,17 @@ import (
 	"github.com/pingfleet/pingfleet/aggregator"
 	"github.com/pingfleet/pingfleet/enqueuer"
 	"github.com/pingfleet/pingfleet/internal/redistest"
+	"github.com/pingfleet/pingfleet/ping"
 	"github.com/pingfleet/pingfleet/tasks"
 	"github.com/pingfleet/pingfleet/worker"
 )
-
-// BenchmarkEngine pings n loopback hosts at once, one request each, and
-// reports the CPU-bound cost per ping:
-//
-//	go test ./worker -run '^$' -bench Engine -benchtime 5x -cpuprofile cpu.out
-func BenchmarkEngine(b *testing.B) {
-	for _, n := range []int{1000, 10000} {
-		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			e := newEngine(b, worker.SocketAuto)
-			opts := tasks.PingOptions{Count: 1, Timeout: tasks.Duration(5 * time.Second)}.Normalize()
-			ips := make([]netip.Addr, n)
-			for i := range ips {
-				ips[i] = netip.AddrFrom4([4]byte{127, 200, byte(i / 250), byte(i%250 + 1)})
-			}
-			lost := 0
-			for b.Loop() {
-				var wg sync.WaitGroup
-				var mu sync.Mutex
-				for _, ip := range ips {
-					wg.Go(func() {
-						st, err := e.Ping(context.Background(), ip, opts)
-						mu.Lock()
-						defer mu.Unlock()
-						if err != nil || st.Received != 1 {
-							lost++
-						}
-					})
-				}
-				wg.Wait()
-			}
-			b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "pings/s")
-			b.ReportMetric(float64(lost), "lost")
-		})
-	}
-}
 
 // instantPinger answers every ping at once without sending a packet: it
 // takes the ping out of BenchmarkDrain's "handler" case.
 type instantPinger struct{}
 
-func (instantPinger) Ping(_ context.Context, _ netip.Addr, opts tasks.PingOptions) (worker.Stats, error) {
-	return worker.Stats{Sent: opts.Count, Received: opts.Count, Min: time.Microsecond, Avg: time.Microsecond, Max: time.Microsecond, TTL: 64}, nil
+func (instantPinger) Ping(_ context.Context, _ netip.Addr, opts tasks.PingOptions) (ping.Stats, error) {
+	return ping.Stats{Sent: opts.Count, Received: opts.Count, Min: time.Microsecond, Avg: time.Microsecond, Max: time.Microsecond, TTL: 64}, nil
 }
 
 // BenchmarkDrain measures how fast workers empty the queues of a batch
@@ -179,5 +144,5 @@ func BenchmarkDrain(b *testing.B) {
 		}
 	}
 	b.Run("handler", func(b *testing.B) { run(b, withHandler(instantPinger{})) })
-	b.Run("engine", func(b *testing.B) { run(b, withHandler(newEngine(b, worker.SocketAuto))) })
+	b.Run("engine", func(b *testing.B) { run(b, withHandler(newEngine(b))) })
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/pingfleet/pingfleet/aggregator"
+	"github.com/pingfleet/pingfleet/ping"
 	"github.com/pingfleet/pingfleet/tasks"
 )
 
@@ -249,7 +250,7 @@ func (h *Handler) target(ctx context.Context, p *tasks.PingPayload, r *aggregato
 }
 
 // fill completes r from the outcome of a ping.
-func fill(r *aggregator.Result, st *Stats, err error) pingNotes {
+func fill(r *aggregator.Result, st *ping.Stats, err error) pingNotes {
 	r.Finished = time.Now().UTC()
 	if err != nil {
 		r.Status, r.Error = aggregator.StatusError, err.Error()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"sync"
 	"syscall"
@@ -19,6 +20,7 @@ import (
 	"github.com/pingfleet/pingfleet/aggregator"
 	"github.com/pingfleet/pingfleet/internal/deathsig"
 	"github.com/pingfleet/pingfleet/internal/redistest"
+	"github.com/pingfleet/pingfleet/ping"
 	"github.com/pingfleet/pingfleet/tasks"
 	"github.com/pingfleet/pingfleet/worker"
 )
@@ -28,22 +30,22 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m, goleak.IgnoreTopFunction(
 // fakePinger answers from a table of addresses; it records what it was asked.
 type fakePinger struct {
 	mu    sync.Mutex
-	stats map[netip.Addr]worker.Stats
+	stats map[netip.Addr]ping.Stats
 	err   error
 	block bool // wait for ctx instead of answering
 	asked []netip.Addr
 }
 
-func (f *fakePinger) Ping(ctx context.Context, ip netip.Addr, _ tasks.PingOptions) (worker.Stats, error) {
+func (f *fakePinger) Ping(ctx context.Context, ip netip.Addr, _ tasks.PingOptions) (ping.Stats, error) {
 	f.mu.Lock()
 	f.asked = append(f.asked, ip)
 	f.mu.Unlock()
 	if f.block {
 		<-ctx.Done()
-		return worker.Stats{}, ctx.Err()
+		return ping.Stats{}, ctx.Err()
 	}
 	if f.err != nil {
-		return worker.Stats{}, f.err
+		return ping.Stats{}, f.err
 	}
 	return f.stats[ip], nil
 }
@@ -91,7 +93,7 @@ func setupHandler(t *testing.T, hosts ...string) handlerEnv {
 	if _, err := agg.Create(context.Background(), aggregator.NewBatch{ID: "b", Hosts: hosts}); err != nil {
 		t.Fatal(err)
 	}
-	p := &fakePinger{stats: map[netip.Addr]worker.Stats{
+	p := &fakePinger{stats: map[netip.Addr]ping.Stats{
 		ipUp:         {Sent: 3, Received: 2, Min: time.Millisecond, Avg: 2 * time.Millisecond, Max: 3 * time.Millisecond, Stdev: time.Millisecond, TTL: 64},
 		ipDown:       {Sent: 3},
 		ipV6:         {Sent: 3, Received: 3, Avg: time.Millisecond, Min: time.Millisecond, Max: time.Millisecond, TTL: 64},
@@ -341,4 +343,15 @@ func TestHandlerInterruptedRetries(t *testing.T) {
 	if got := env.result(t, "127.0.0.10"); got.Status != aggregator.StatusPending {
 		t.Errorf("interrupted ping recorded %+v; want nothing recorded", got)
 	}
+}
+
+// newEngine returns the real engine, closed when the test ends.
+func newEngine(t testing.TB) *ping.Engine {
+	t.Helper()
+	e, err := ping.NewEngine(ping.EngineConfig{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Close() })
+	return e
 }

@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pingfleet/pingfleet/aggregator"
+	"github.com/pingfleet/pingfleet/ping"
 )
 
 // Metrics are a worker's Prometheus metrics. Labels stay bounded: never a
@@ -84,7 +85,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 
 // RegisterEngine exports e's receive errors as
 // pingfleet_receive_errors_total on reg.
-func RegisterEngine(reg prometheus.Registerer, e *Engine) error {
+func RegisterEngine(reg prometheus.Registerer, e *ping.Engine) error {
 	return reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Namespace: "pingfleet", Name: "receive_errors_total", Help: "Failed reads on the ping engine's ICMP sockets.",
 	}, func() float64 { return float64(e.ReadErrors()) }))

@@ -36,7 +36,7 @@ func (nopRecorder) Record(context.Context, string, aggregator.Result) (aggregato
 // may still grow (the one that grows the engine's map of requests in
 // flight, say); most must not.
 func TestBudgetStackWhileWaiting(t *testing.T) {
-	h, err := worker.NewHandler(worker.HandlerConfig{Recorder: nopRecorder{}, Pinger: newEngine(t, worker.SocketAuto)})
+	h, err := worker.NewHandler(worker.HandlerConfig{Recorder: nopRecorder{}, Pinger: newEngine(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,8 @@
 // Package worker runs ping tasks: asynq servers that take TypePingHost tasks
-// from Redis, ping each host with pro-bing and record the result through
-// the aggregator. Run any number of workers on any number of machines
-// against one Redis; each one adds capacity.
+// from Redis, ping each host through a Pinger (package ping's shared
+// engine by default) and record the result through the aggregator. Run any
+// number of workers on any number of machines against one Redis; each one
+// adds capacity.
 package worker
 
 import (

@@ -30,9 +30,7 @@ func runWorker(t *testing.T, cfg worker.Config) (*redis.Client, *aggregator.Aggr
 		t.Fatal(err)
 	}
 	logger := slog.New(slog.DiscardHandler)
-	engine := worker.NewEngine(worker.EngineConfig{Logger: logger})
-	t.Cleanup(func() { _ = engine.Close() })
-	h, err := worker.NewHandler(worker.HandlerConfig{Recorder: agg, Pinger: engine, Logger: logger})
+	h, err := worker.NewHandler(worker.HandlerConfig{Recorder: agg, Pinger: newEngine(t), Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}

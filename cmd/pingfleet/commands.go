@@ -20,6 +20,7 @@ import (
 	"github.com/pingfleet/pingfleet/exporter"
 	"github.com/pingfleet/pingfleet/localredis"
 	"github.com/pingfleet/pingfleet/notify"
+	"github.com/pingfleet/pingfleet/ping"
 	"github.com/pingfleet/pingfleet/ratelimit"
 	"github.com/pingfleet/pingfleet/report"
 	"github.com/pingfleet/pingfleet/worker"
@@ -50,7 +51,7 @@ func (w *workerFlags) register(cmd *cobra.Command, checkInterval time.Duration) 
 	fs := cmd.Flags()
 	fs.DurationVar(&w.checkInterval, "task-check-interval", checkInterval, "how long an idle worker waits before looking for tasks again")
 	fs.StringVar(&w.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. :9110)")
-	fs.StringVar(&w.engine, "engine", worker.DefaultEngine, `ping engine: "shared" (a few shared ICMP sockets, scales to 10,000s of pings; Linux only) or "probing" (pro-bing, one socket per ping)`)
+	fs.StringVar(&w.engine, "engine", ping.DefaultEngine, `ping engine: "shared" (a few shared ICMP sockets, scales to 10,000s of pings; Linux, macOS, FreeBSD) or "probing" (pro-bing, one socket per ping)`)
 	fs.IntVar(&w.concurrency, "concurrency", 0, fmt.Sprintf("hosts pinged at once by this process (default: as many as its memory holds at %d KiB each, at most %d)", worker.PingMemory>>10, worker.MaxAutoConcurrency))
 	fs.IntVar(&w.servers, "servers", worker.DefaultServers, "asynq servers (task fetchers) sharing --concurrency")
 	fs.BoolVar(&w.privileged, "privileged", false, "use raw ICMP sockets only (needs root or CAP_NET_RAW)")
@@ -126,22 +127,26 @@ func (a *app) startWorker(ctx context.Context, g *errgroup.Group, w *workerFlags
 	if err != nil {
 		return err
 	}
-	mode := worker.SocketAuto
+	mode := ping.SocketAuto
 	switch {
 	case w.privileged:
-		mode = worker.SocketPrivileged
+		mode = ping.SocketPrivileged
 	case w.unprivileged:
-		mode = worker.SocketUnprivileged
+		mode = ping.SocketUnprivileged
 	}
 	var pinger worker.Pinger
-	var engine *worker.Engine
+	var engine *ping.Engine
 	switch w.engine {
-	case "shared":
-		engine = worker.NewEngine(worker.EngineConfig{Mode: mode, Logger: a.logger})
+	case ping.EngineShared:
+		if engine, err = ping.NewEngine(ping.EngineConfig{Mode: mode, Logger: a.logger}); err != nil {
+			return err
+		}
 		a.closers = append(a.closers, func() { _ = engine.Close() })
 		pinger = engine
-	case "probing":
-		pinger = worker.NewProBing(mode, a.logger)
+	case ping.EngineProBing:
+		if pinger, err = ping.NewProBing(ping.ProBingConfig{Mode: mode, Logger: a.logger}); err != nil {
+			return err
+		}
 	default:
 		return usageErr("--engine %q: use shared or probing", w.engine)
 	}

@@ -1,4 +1,4 @@
-package worker
+package ping
 
 import (
 	"fmt"
@@ -8,9 +8,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DefaultEngine is the ping engine a worker uses unless told otherwise:
-// the shared-socket one, which needs Linux's socket options.
-const DefaultEngine = "shared"
+// DefaultEngine is the engine a worker uses unless told otherwise.
+const DefaultEngine = EngineShared
+
+// kernelSetsID: Linux's ping sockets get their echo ID from the kernel,
+// which also hands each socket only the replies to its own ID.
+const kernelSetsID = true
+
+// permissionHint says what lets a user open ping sockets.
+const permissionHint = " (net.ipv4.ping_group_range)"
 
 // listen opens an ICMP socket: a raw one (SOCK_RAW, needs CAP_NET_RAW) or a
 // ping socket (SOCK_DGRAM, IPPROTO_ICMP; allowed by ping_group_range), with

@@ -1,4 +1,4 @@
-package worker_test
+package ping_test
 
 import (
 	"context"
@@ -8,15 +8,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pingfleet/pingfleet/ping"
 	"github.com/pingfleet/pingfleet/tasks"
-	"github.com/pingfleet/pingfleet/worker"
 )
 
 // Real ICMP to loopback addresses: every 127.0.0.0/8 address answers on
 // Linux. Needs ping sockets or raw sockets (root); SocketAuto picks.
 func TestProBingLoopback(t *testing.T) {
 	t.Parallel()
-	p := worker.NewProBing(worker.SocketAuto, slog.New(slog.DiscardHandler))
+	p := newProBing(t)
 	tests := []struct {
 		desc string
 		addr string
@@ -51,7 +51,7 @@ func TestProBingLoopback(t *testing.T) {
 
 func TestProBingCancelled(t *testing.T) {
 	t.Parallel()
-	p := worker.NewProBing(worker.SocketAuto, slog.New(slog.DiscardHandler))
+	p := newProBing(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	start := time.Now()
@@ -62,4 +62,13 @@ func TestProBingCancelled(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("Ping returned %s after its context ended", d)
 	}
+}
+
+func newProBing(t *testing.T) *ping.ProBing {
+	t.Helper()
+	p, err := ping.NewProBing(ping.ProBingConfig{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

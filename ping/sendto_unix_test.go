@@ -1,4 +1,6 @@
-package worker
+//go:build unix
+
+package ping
 
 import (
 	"net"

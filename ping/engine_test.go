@@ -1,6 +1,9 @@
-package worker_test
+package ping_test
 
 import (
+	"github.com/pingfleet/pingfleet/internal/deathsig"
+	"go.uber.org/goleak"
+
 	"context"
 	"errors"
 	"log/slog"
@@ -14,13 +17,18 @@ import (
 
 	"github.com/pingfleet/pingfleet/lab"
 	"github.com/pingfleet/pingfleet/lab/labtest"
+	"github.com/pingfleet/pingfleet/ping"
 	"github.com/pingfleet/pingfleet/tasks"
-	"github.com/pingfleet/pingfleet/worker"
 )
 
-func newEngine(t testing.TB, mode worker.SocketMode) *worker.Engine {
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, goleak.IgnoreTopFunction(deathsig.Spawner)) }
+
+func newEngine(t testing.TB, mode ping.SocketMode) *ping.Engine {
 	t.Helper()
-	e := worker.NewEngine(worker.EngineConfig{Mode: mode, Logger: slog.New(slog.DiscardHandler)})
+	e, err := ping.NewEngine(ping.EngineConfig{Mode: mode, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { _ = e.Close() })
 	return e
 }
@@ -31,7 +39,7 @@ func fast(count int) tasks.PingOptions {
 
 func TestEngineLoopback(t *testing.T) {
 	t.Parallel()
-	e := newEngine(t, worker.SocketAuto)
+	e := newEngine(t, ping.SocketAuto)
 	tests := []struct {
 		desc string
 		addr string
@@ -76,7 +84,7 @@ func TestEngineLoopback(t *testing.T) {
 
 func TestEngineErrors(t *testing.T) {
 	t.Parallel()
-	e := newEngine(t, worker.SocketAuto)
+	e := newEngine(t, ping.SocketAuto)
 	for _, tc := range []struct {
 		desc string
 		opts tasks.PingOptions
@@ -99,7 +107,7 @@ func TestEngineTenThousandConcurrent(t *testing.T) {
 	}
 	t.Parallel()
 	l := labtest.Start(t, lab.Config{Seed: 1})
-	e := newEngine(t, worker.SocketAuto)
+	e := newEngine(t, ping.SocketAuto)
 	const n = 10000
 	opts := tasks.PingOptions{Count: 2, Interval: tasks.Duration(500 * time.Millisecond), Timeout: tasks.Duration(5 * time.Second)}.Normalize()
 	// The engine opens its sockets on first use: do that inside the lab.
@@ -147,9 +155,9 @@ func TestEngineKernelLoss(t *testing.T) {
 		{Name: "firewalled", Prefix: p("198.18.9.0/24"), KernelLoss: 1},
 		{Name: "half", Prefix: p("198.18.10.0/24"), KernelLoss: 0.5},
 	}})
-	e := newEngine(t, worker.SocketAuto)
+	e := newEngine(t, ping.SocketAuto)
 	opts := fast(40)
-	var all, half worker.Stats
+	var all, half ping.Stats
 	err := l.Do(func() (err error) {
 		if all, err = e.Ping(context.Background(), netip.MustParseAddr("198.18.9.1"), opts); err != nil {
 			return err
@@ -174,10 +182,13 @@ func TestEngineKernelLoss(t *testing.T) {
 
 func TestEngineCancelAndClose(t *testing.T) {
 	t.Parallel()
-	e := worker.NewEngine(worker.EngineConfig{Logger: slog.New(slog.DiscardHandler)})
+	e, err := ping.NewEngine(ping.EngineConfig{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	_, err := e.Ping(ctx, netip.MustParseAddr("127.0.0.1"), tasks.PingOptions{Count: 100}.Normalize())
+	_, err = e.Ping(ctx, netip.MustParseAddr("127.0.0.1"), tasks.PingOptions{Count: 100}.Normalize())
 	if err == nil {
 		t.Error("Ping past its context's end returned no error")
 	}
@@ -186,5 +197,26 @@ func TestEngineCancelAndClose(t *testing.T) {
 	}
 	if _, err := e.Ping(context.Background(), netip.MustParseAddr("127.0.0.1"), fast(1)); err == nil {
 		t.Error("Ping after Close returned no error")
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		desc string
+		cfg  ping.EngineConfig
+		want string
+	}{
+		{"negative sockets", ping.EngineConfig{Sockets: -1}, "ping engine: -1 sockets per option set: want 1 to 64 (0 for 4)"},
+		{"too many sockets", ping.EngineConfig{Sockets: 65}, "ping engine: 65 sockets per option set: want 1 to 64 (0 for 4)"},
+		{"negative buffer", ping.EngineConfig{ReadBuffer: -5}, "ping engine: read buffer of -5 bytes"},
+		{"unknown mode", ping.EngineConfig{Mode: 9}, "ping: socket mode 9: want SocketAuto, SocketUnprivileged or SocketPrivileged"},
+	} {
+		if _, err := ping.NewEngine(tc.cfg); err == nil || err.Error() != tc.want {
+			t.Errorf("%s: NewEngine: %v; want %q", tc.desc, err, tc.want)
+		}
+	}
+	if _, err := ping.NewProBing(ping.ProBingConfig{Mode: -1}); err == nil {
+		t.Error("NewProBing with mode -1: no error")
 	}
 }

@@ -1,0 +1,155 @@
+package ping
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net/netip"
+	"time"
+)
+
+type probe struct {
+	count, size       int
+	interval, timeout time.Duration
+}
+
+// pingRun is one host's ping: opts.count requests to dst, opts.interval
+// apart, and the replies that arrive within opts.timeout of their request.
+// It lives on the heap and its methods have small frames, so the goroutine
+// waiting in it keeps a small stack (see worker.Handler.ProcessTask).
+type pingRun struct {
+	s        *socket
+	dst      netip.Addr
+	sa       dest // dst's socket address, resolved once (a zone is a lookup)
+	opts     probe
+	replies  chan reply
+	timer    *time.Timer
+	seqs     []uint32
+	rtts     []time.Duration
+	st       Stats
+	lastSent time.Time
+	firstErr error
+}
+
+func (r *pingRun) release() {
+	for _, q := range r.seqs {
+		r.s.release(q)
+	}
+	if r.timer != nil {
+		r.timer.Stop()
+	}
+}
+
+func (r *pingRun) run(ctx context.Context) error {
+	start := time.Now()
+	for i := 0; i < r.opts.count; i++ {
+		if i > 0 {
+			if err := r.wait(ctx, start.Add(time.Duration(i)*r.opts.interval), false); err != nil {
+				return err
+			}
+		}
+		if err := r.send(); err != nil {
+			if i == 0 {
+				return err
+			}
+			break
+		}
+	}
+	if r.st.Sent == 0 {
+		return fmt.Errorf("send to %s: %w", r.dst, r.firstErr)
+	}
+	// Wait for the replies still due, each up to Timeout after its request
+	// (the last one sets the bound).
+	return r.wait(ctx, r.lastSent.Add(r.opts.timeout), true)
+}
+
+// send sends the next request. Only a failure to register one is an
+// error: a request the network refuses counts as sent and lost, and one
+// that failed otherwise is not counted.
+func (r *pingRun) send() error {
+	seq, req, err := r.s.register(r.dst, r.replies)
+	if err != nil {
+		return err
+	}
+	if err := r.s.send(r.sa, seq, req, r.opts.size); err != nil {
+		r.s.release(seq)
+		if refused(err) {
+			r.st.Sent++
+			if r.st.Refused++; r.st.RefusedErr == nil {
+				r.st.RefusedErr = err
+			}
+		} else if r.firstErr == nil {
+			r.firstErr = err
+		}
+		return nil
+	}
+	r.seqs = append(r.seqs, seq)
+	r.st.Sent++
+	r.lastSent = time.Now()
+	return nil
+}
+
+// wait collects replies until deadline, or, if all is set, until every
+// request sent has its reply.
+func (r *pingRun) wait(ctx context.Context, deadline time.Time, all bool) error {
+	if all && len(r.rtts) >= r.st.Sent-r.st.Refused {
+		return nil
+	}
+	if r.timer == nil {
+		r.timer = time.NewTimer(time.Until(deadline))
+	} else {
+		r.timer.Reset(time.Until(deadline))
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case rep := <-r.replies:
+			r.rtts = append(r.rtts, rep.rtt)
+			r.st.TTL = rep.ttl
+			if all && len(r.rtts) >= r.st.Sent-r.st.Refused {
+				return nil
+			}
+		case <-r.timer.C:
+			return nil
+		}
+	}
+}
+
+// stats returns the figures of a finished run. Replies that came later than
+// Timeout after their own request are lost.
+func (r *pingRun) stats() Stats {
+	st := r.st
+	kept := r.rtts[:0]
+	for _, d := range r.rtts {
+		if d <= r.opts.timeout {
+			kept = append(kept, d)
+		}
+	}
+	st.Received = len(kept)
+	if st.Received == 0 {
+		st.TTL = 0
+	}
+	st.Min, st.Avg, st.Max, st.Stdev = rttStats(kept)
+	return st
+}
+
+// rttStats returns min, mean, max and population standard deviation.
+func rttStats(rtts []time.Duration) (lo, mean, hi, sd time.Duration) {
+	if len(rtts) == 0 {
+		return 0, 0, 0, 0
+	}
+	lo, hi = rtts[0], rtts[0]
+	var sum float64
+	for _, r := range rtts {
+		lo, hi = min(lo, r), max(hi, r)
+		sum += float64(r)
+	}
+	m := sum / float64(len(rtts))
+	var sq float64
+	for _, r := range rtts {
+		d := float64(r) - m
+		sq += d * d
+	}
+	return lo, time.Duration(m), hi, time.Duration(math.Sqrt(sq / float64(len(rtts))))
+}
