@@ -145,8 +145,11 @@ func Keys(id string) []string {
 	return []string{metaKey(id), hostsKey(id), pendingKey(id), resultsKey(id), rttKey(id), eventsKey(id), workersKey(id)}
 }
 
-// NewBatch describes a batch to create.
-type NewBatch struct {
+// Batch describes a batch: what the enqueuer submits and Create records.
+type Batch struct {
+	// ID names the batch. If empty, the enqueuer gives it a new ULID
+	// (sorts by creation time). Giving the ID of an existing batch with
+	// the same hosts and options resumes its enqueue.
 	ID      string
 	Hosts   []string
 	Options tasks.PingOptions

@@ -46,7 +46,7 @@ func hosts(n int) []string {
 
 func create(t *testing.T, agg *aggregator.Aggregator, id string, hs []string) {
 	t.Helper()
-	existed, err := agg.Create(context.Background(), aggregator.NewBatch{ID: id, Hosts: hs, Options: tasks.PingOptions{Count: 2}})
+	existed, err := agg.Create(context.Background(), aggregator.Batch{ID: id, Hosts: hs, Options: tasks.PingOptions{Count: 2}})
 	if err != nil || existed {
 		t.Fatalf("Create(%s) = %v, %v; want false, nil", id, existed, err)
 	}
@@ -257,14 +257,14 @@ func TestCreateIdempotent(t *testing.T) {
 	ctx := context.Background()
 	hs := hosts(2500) // more than one loading chunk
 	create(t, agg, "again", hs)
-	existed, err := agg.Create(ctx, aggregator.NewBatch{ID: "again", Hosts: hs, Options: tasks.PingOptions{Count: 2}})
+	existed, err := agg.Create(ctx, aggregator.Batch{ID: "again", Hosts: hs, Options: tasks.PingOptions{Count: 2}})
 	if err != nil || !existed {
 		t.Fatalf("second Create = %v, %v; want true, nil", existed, err)
 	}
 	if n := srv.Client().LLen(ctx, aggregator.Keys("again")[1]).Val(); n != 2500 {
 		t.Errorf("host list length after re-create = %d; want 2500", n)
 	}
-	_, err = agg.Create(ctx, aggregator.NewBatch{ID: "again", Hosts: hs[:10], Options: tasks.PingOptions{Count: 2}})
+	_, err = agg.Create(ctx, aggregator.Batch{ID: "again", Hosts: hs[:10], Options: tasks.PingOptions{Count: 2}})
 	if !errors.Is(err, aggregator.ErrConflict) {
 		t.Errorf("Create with other hosts: error %v; want ErrConflict", err)
 	}
@@ -302,7 +302,7 @@ func TestBatcherExactlyOnce(t *testing.T) {
 	if err := srv.Client().ScriptFlush(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	b := aggregator.NewBatcher(agg, 64)
+	b := startBatcher(t, agg, 64)
 	defer b.Close()
 	var mu sync.Mutex
 	outcomes := map[aggregator.Outcome]int{}
@@ -358,7 +358,7 @@ func TestBatcherMixedBatches(t *testing.T) {
 			return aggregator.Result{Host: hs[i], Status: aggregator.StatusError}
 		}
 	}
-	b := aggregator.NewBatcher(agg, 0)
+	b := startBatcher(t, agg, 0)
 	defer b.Close()
 	var mu sync.Mutex
 	outcomes := map[string]map[aggregator.Outcome]int{"a": {}, "b": {}}
@@ -473,7 +473,7 @@ func TestFinishedBatchIsCompact(t *testing.T) {
 		hs[i] = fmt.Sprintf("127.%d.%d.%d", 1+i/62500, (i/250)%250, i%250+1)
 	}
 	create(t, agg, "compact", hs)
-	b := aggregator.NewBatcher(agg, 0)
+	b := startBatcher(t, agg, 0)
 	defer b.Close()
 	start := time.Date(2026, 12, 1, 17, 0, 0, 0, time.UTC)
 	var wg sync.WaitGroup
@@ -554,4 +554,15 @@ func TestNoEvents(t *testing.T) {
 			t.Errorf("batch %s has an event stream", id)
 		}
 	}
+}
+
+func startBatcher(t *testing.T, agg *aggregator.Aggregator, size int) *aggregator.Batcher {
+	t.Helper()
+	b, err := aggregator.NewBatcher(aggregator.BatcherConfig{Aggregator: agg, Size: size})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Start()
+	t.Cleanup(b.Close)
+	return b
 }

@@ -1,9 +1,12 @@
 package aggregator
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -21,11 +24,13 @@ var ErrBatcherClosed = errors.New("result batcher closed")
 // and one script call per Redis batch they belong to, which counts each
 // host exactly once. A Batcher owns one goroutine; Close stops it.
 type Batcher struct {
-	agg  *Aggregator
-	size int
-	reqs chan *recordReq
-	quit chan struct{}
-	done chan struct{}
+	agg     *Aggregator
+	size    int
+	reqs    chan *recordReq
+	quit    chan struct{}
+	done    chan struct{}
+	started atomic.Bool
+	stop    sync.Once
 }
 
 type recordReq struct {
@@ -40,15 +45,31 @@ type recordRes struct {
 	err error
 }
 
-// NewBatcher starts a Batcher writing through agg, at most size results per
-// pipeline (DefaultBatchSize if size is zero).
-func NewBatcher(agg *Aggregator, size int) *Batcher {
-	if size <= 0 {
-		size = DefaultBatchSize
+// BatcherConfig configures a Batcher.
+type BatcherConfig struct {
+	Aggregator *Aggregator // writes the results; required
+	// Size bounds the results written in one pipeline. If zero,
+	// DefaultBatchSize.
+	Size int
+}
+
+// NewBatcher returns a Batcher; Start starts it. Records made before wait
+// for it.
+func NewBatcher(cfg BatcherConfig) (*Batcher, error) {
+	if cfg.Aggregator == nil {
+		return nil, errors.New("aggregator: BatcherConfig.Aggregator is required")
 	}
-	b := &Batcher{agg: agg, size: size, reqs: make(chan *recordReq), quit: make(chan struct{}), done: make(chan struct{})}
-	go b.loop()
-	return b
+	if cfg.Size < 0 {
+		return nil, fmt.Errorf("aggregator: batch size %d", cfg.Size)
+	}
+	return &Batcher{agg: cfg.Aggregator, size: cmp.Or(cfg.Size, DefaultBatchSize), reqs: make(chan *recordReq), quit: make(chan struct{}), done: make(chan struct{})}, nil
+}
+
+// Start starts the goroutine that writes.
+func (b *Batcher) Start() {
+	if b.started.CompareAndSwap(false, true) {
+		go b.loop()
+	}
 }
 
 // Record stores and counts r as Aggregator.Record does.
@@ -73,8 +94,10 @@ func (b *Batcher) Record(ctx context.Context, id string, r Result) (Outcome, err
 
 // Close stops the Batcher after the writes in flight.
 func (b *Batcher) Close() {
-	close(b.quit)
-	<-b.done
+	b.stop.Do(func() { close(b.quit) })
+	if b.started.Load() {
+		<-b.done
+	}
 }
 
 func (b *Batcher) loop() {

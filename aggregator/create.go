@@ -50,7 +50,7 @@ return offset + #ARGV - 1
 // its tasks exist. When a batch with the same ID, hosts and options exists,
 // Create finishes loading it if an earlier call was interrupted and returns
 // existed=true; callers then enqueue again, which adds no duplicate tasks.
-func (a *Aggregator) Create(ctx context.Context, b NewBatch) (existed bool, err error) {
+func (a *Aggregator) Create(ctx context.Context, b Batch) (existed bool, err error) {
 	if b.ID == "" || len(b.Hosts) == 0 {
 		return false, errors.New("create batch: ID and hosts are required")
 	}

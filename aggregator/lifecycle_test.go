@@ -183,7 +183,7 @@ func TestOpenBatches(t *testing.T) {
 	ctx := context.Background()
 	base := time.Now().Add(time.Hour).Truncate(time.Millisecond)
 	for i := range 3 {
-		_, err := agg.Create(ctx, aggregator.NewBatch{ID: fmt.Sprint("o", i), Hosts: []string{"127.0.0.1"},
+		_, err := agg.Create(ctx, aggregator.Batch{ID: fmt.Sprint("o", i), Hosts: []string{"127.0.0.1"},
 			Deadline: base.Add(time.Duration(2-i) * time.Minute), CallbackURL: "http://127.0.0.1:1/cb"})
 		if err != nil {
 			t.Fatal(err)

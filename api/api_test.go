@@ -56,10 +56,16 @@ func setup(t *testing.T, mod func(*api.Config)) *env {
 		t.Fatal(err)
 	}
 	client := asynq.NewClientFromRedisClient(rdb)
-	notifier := notify.NewNotifier(client, agg, time.Hour)
+	notifier, err := notify.NewNotifier(notify.NotifierConfig{Client: client, Aggregator: agg, Retention: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	canceller, err := notify.NewCanceller(notify.CancellerConfig{Aggregator: agg, Notifier: notifier, Inspector: asynq.NewInspectorFromRedisClient(rdb)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg := api.Config{
-		Redis: rdb, Aggregator: agg, Enqueuer: enq, Notifier: notifier,
-		Inspector: asynq.NewInspectorFromRedisClient(rdb), Tokens: []string{token},
+		Redis: rdb, Aggregator: agg, Enqueuer: enq, Canceller: canceller, Tokens: []string{token},
 		MaxHosts: 6000, Logger: slog.New(slog.DiscardHandler),
 	}
 	if mod != nil {
@@ -143,7 +149,12 @@ func (p *pingLog) Ping(ctx context.Context, _ netip.Addr, o tasks.PingOptions) (
 func (e *env) startWorker(p worker.Pinger, concurrency int, secret string) {
 	e.t.Helper()
 	logger := slog.New(slog.DiscardHandler)
-	cancels := worker.WatchCancels(context.Background(), e.rdb)
+	cancels, err := worker.NewCancelWatch(e.rdb)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cancels.Start(context.Background())
+	e.t.Cleanup(cancels.Close)
 	h, err := worker.NewHandler(worker.HandlerConfig{
 		Recorder: e.agg, Pinger: p, Logger: logger,
 		Cancelled: cancels.Cancelled, Finished: e.notifier.FinishedBatch,
@@ -472,7 +483,10 @@ func TestCallbackExactlyOnce(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	// Janitors and repeated notifications must not send it again.
-	j := notify.NewJanitor(e.agg, e.notifier, 50*time.Millisecond, slog.New(slog.DiscardHandler))
+	j, err := notify.NewJanitor(notify.JanitorConfig{Aggregator: e.agg, Notifier: e.notifier, Interval: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for range 3 {
 		if err := j.Sweep(context.Background()); err != nil {
 			t.Fatal(err)
@@ -504,7 +518,10 @@ func TestDeadlineExpires(t *testing.T) {
 	rs := httptest.NewServer(rcv)
 	defer rs.Close()
 	cr := e.create(fmt.Sprintf(`{"hosts": ["127.0.0.1-4"], "deadline": "1s", "callback_url": %q}`, rs.URL))
-	j := notify.NewJanitor(e.agg, e.notifier, 100*time.Millisecond, slog.New(slog.DiscardHandler))
+	j, err := notify.NewJanitor(notify.JanitorConfig{Aggregator: e.agg, Notifier: e.notifier, Interval: 100 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = j.Run(ctx) }()

@@ -97,20 +97,8 @@ func New(cfg Config) (*Enqueuer, error) {
 	}, nil
 }
 
-// Batch is a batch to submit.
-type Batch struct {
-	// ID names the batch. If empty, a new ULID (sorts by creation time).
-	// Giving the ID of an existing batch with the same hosts and options
-	// resumes its enqueue.
-	ID      string
-	Hosts   []string
-	Options tasks.PingOptions
-	Labels  map[string]string
-	// CallbackURL is POSTed the summary when the batch ends.
-	CallbackURL string
-	// Deadline is when hosts still pending expire; zero for the default.
-	Deadline time.Time
-}
+// Batch is a batch to submit; the aggregator records it as it is.
+type Batch = aggregator.Batch
 
 // NewBatchID returns a new batch ID: a ULID, which sorts by creation time.
 func NewBatchID() string { return ulid.Make().String() }
@@ -200,7 +188,7 @@ func (e *Enqueuer) Start(ctx context.Context, b Batch) (*Submission, error) {
 	if _, err := tasks.NewPayloadWriter(b.ID, b.Options); err != nil {
 		return none, err
 	}
-	existed, err := e.agg.Create(ctx, aggregator.NewBatch{ID: b.ID, Hosts: b.Hosts, Options: b.Options, Labels: b.Labels, CallbackURL: b.CallbackURL, Deadline: b.Deadline})
+	existed, err := e.agg.Create(ctx, b)
 	if err != nil {
 		return none, err
 	}

@@ -45,7 +45,7 @@ func TestSenderOutcomes(t *testing.T) {
 	}))
 	defer rs.Close()
 	ctx := context.Background()
-	if _, err := agg.Create(ctx, aggregator.NewBatch{ID: "cb", Hosts: []string{"127.0.0.1"}, CallbackURL: rs.URL}); err != nil {
+	if _, err := agg.Create(ctx, aggregator.Batch{ID: "cb", Hosts: []string{"127.0.0.1"}, CallbackURL: rs.URL}); err != nil {
 		t.Fatal(err)
 	}
 	s, err := notify.NewSender(notify.SenderConfig{Aggregator: agg})

@@ -110,14 +110,18 @@ func BenchmarkDrain(b *testing.B) {
 				for _, s := range srvs {
 					s.Shutdown()
 				}
-				fetch.Stop()
+				fetch.StopPipe()
 			}
 		})
 	})
 
 	withHandler := func(pinger worker.Pinger) func(*redis.Client, *aggregator.Aggregator, chan<- struct{}) func() {
 		return func(rdb *redis.Client, agg *aggregator.Aggregator, done chan<- struct{}) func() {
-			rec := aggregator.NewBatcher(agg, 0)
+			rec, err := aggregator.NewBatcher(aggregator.BatcherConfig{Aggregator: agg})
+			if err != nil {
+				b.Fatal(err)
+			}
+			rec.Start()
 			h, err := worker.NewHandler(worker.HandlerConfig{
 				Recorder: rec,
 				Pinger:   pinger,

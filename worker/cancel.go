@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -17,17 +18,27 @@ const cancelMemory = time.Hour
 // CancelWatch listens for cancelled batches (aggregator.CancelChannel) so
 // that the worker drops their tasks without pinging.
 type CancelWatch struct {
+	rdb  redis.UniversalClient
 	sub  *redis.PubSub
 	done chan struct{}
 	mu   sync.Mutex
 	ids  map[string]time.Time
 }
 
-// WatchCancels subscribes to cancel announcements until Close.
-func WatchCancels(ctx context.Context, rdb redis.UniversalClient) *CancelWatch {
-	c := &CancelWatch{sub: rdb.Subscribe(ctx, aggregator.CancelChannel), done: make(chan struct{}), ids: map[string]time.Time{}}
+// NewCancelWatch returns a CancelWatch on rdb; Start starts it.
+func NewCancelWatch(rdb redis.UniversalClient) (*CancelWatch, error) {
+	if rdb == nil {
+		return nil, errors.New("worker: NewCancelWatch needs a Redis client")
+	}
+	return &CancelWatch{rdb: rdb, done: make(chan struct{}), ids: map[string]time.Time{}}, nil
+}
+
+// Start subscribes to cancel announcements until Close. The subscription
+// outlives ctx's cancellation (it takes only its values), so that a
+// worker shutting down still skips the tasks of cancelled batches.
+func (c *CancelWatch) Start(ctx context.Context) {
+	c.sub = c.rdb.Subscribe(context.WithoutCancel(ctx), aggregator.CancelChannel)
 	go c.loop()
-	return c
 }
 
 func (c *CancelWatch) loop() {
@@ -55,6 +66,9 @@ func (c *CancelWatch) Cancelled(id string) bool {
 
 // Close ends the subscription.
 func (c *CancelWatch) Close() {
+	if c.sub == nil {
+		return // never started
+	}
 	_ = c.sub.Close()
 	<-c.done
 }

@@ -10,7 +10,9 @@ import (
 // Worker gives its own.
 func NewFetchClient(c redis.UniversalClient, window time.Duration) interface {
 	redis.UniversalClient
-	Stop()
+	StopPipe()
 } {
-	return newFetchClient(c, window)
+	fc := newFetchClient(c, window)
+	fc.StartPipe()
+	return fc
 }

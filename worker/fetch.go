@@ -39,8 +39,11 @@ func newFetchClient(c redis.UniversalClient, window time.Duration) *fetchClient 
 	return &fetchClient{UniversalClient: c, pipe: newAsynqPipe(c), window: window, empty: make(map[string]time.Time)}
 }
 
-// Stop ends the pipelining; later calls go straight to the client.
-func (c *fetchClient) Stop() { c.pipe.Stop() }
+// StartPipe starts the pipelining. (Close is the client's own.)
+func (c *fetchClient) StartPipe() { c.pipe.Start() }
+
+// StopPipe ends the pipelining; later calls go straight to the client.
+func (c *fetchClient) StopPipe() { c.pipe.Close() }
 
 // wake forgets which queues were empty: tasks have been enqueued.
 func (c *fetchClient) wake() {

@@ -90,7 +90,7 @@ func setupHandler(t *testing.T, hosts ...string) handlerEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := agg.Create(context.Background(), aggregator.NewBatch{ID: "b", Hosts: hosts}); err != nil {
+	if _, err := agg.Create(context.Background(), aggregator.Batch{ID: "b", Hosts: hosts}); err != nil {
 		t.Fatal(err)
 	}
 	p := &fakePinger{stats: map[netip.Addr]ping.Stats{

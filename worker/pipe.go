@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -24,11 +25,12 @@ import (
 // most one round trip in flight before its own: nothing lingers to fill
 // batches. Other calls (retries, recovery, housekeeping) go as they are.
 type asynqPipe struct {
-	rdb  redis.UniversalClient
-	reqs chan *pipeReq
-	quit chan struct{}
-	done chan struct{}
-	once sync.Once
+	rdb     redis.UniversalClient
+	reqs    chan *pipeReq
+	quit    chan struct{}
+	done    chan struct{}
+	once    sync.Once
+	started atomic.Bool
 }
 
 type pipeReq struct {
@@ -42,10 +44,17 @@ type pipeReq struct {
 // maxPipeline bounds the calls of one round trip.
 const maxPipeline = 512
 
+// newAsynqPipe returns a pipe on rdb; Start starts it. Calls made before
+// wait for it.
 func newAsynqPipe(rdb redis.UniversalClient) *asynqPipe {
-	p := &asynqPipe{rdb: rdb, reqs: make(chan *pipeReq), quit: make(chan struct{}), done: make(chan struct{})}
-	go p.loop()
-	return p
+	return &asynqPipe{rdb: rdb, reqs: make(chan *pipeReq), quit: make(chan struct{}), done: make(chan struct{})}
+}
+
+// Start starts the goroutine that sends the calls.
+func (p *asynqPipe) Start() {
+	if p.started.CompareAndSwap(false, true) {
+		go p.loop()
+	}
 }
 
 // EvalSha sends the call with the others made meanwhile.
@@ -63,10 +72,12 @@ func (p *asynqPipe) EvalSha(ctx context.Context, sha1 string, keys []string, arg
 	}
 }
 
-// Stop ends the batching; later calls go straight to the client.
-func (p *asynqPipe) Stop() {
+// Close ends the batching; later calls go straight to the client.
+func (p *asynqPipe) Close() {
 	p.once.Do(func() { close(p.quit) })
-	<-p.done
+	if p.started.Load() {
+		<-p.done
+	}
 }
 
 func (p *asynqPipe) loop() {

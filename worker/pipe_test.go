@@ -78,6 +78,7 @@ func TestAsynqPipe(t *testing.T) {
 	}
 	before := evalshaCalls(t, rdb)
 	fc := newFetchClient(rdb, 10*time.Millisecond)
+	fc.StartPipe()
 	var mu sync.Mutex
 	runs := map[string]int{}
 	var total atomic.Int64
@@ -115,7 +116,7 @@ func TestAsynqPipe(t *testing.T) {
 	for _, s := range srvs {
 		s.Shutdown()
 	}
-	fc.Stop()
+	fc.StopPipe()
 	if total.Load() != n || len(runs) != n {
 		t.Fatalf("%d runs of %d tasks; want each of %d once", total.Load(), len(runs), n)
 	}
@@ -156,7 +157,8 @@ func TestAsynqPipeAnswers(t *testing.T) {
 		rdb.LPush(ctx, q+":pending", id)
 	}
 	p := newAsynqPipe(rdb)
-	defer p.Stop()
+	p.Start()
+	defer p.Close()
 	req := func(keys []string, args ...any) *pipeReq {
 		return &pipeReq{ctx: ctx, keys: keys, args: args, out: make(chan *redis.Cmd, 1)}
 	}

@@ -173,8 +173,9 @@ func RetryDelay(n int, _ error, t *asynq.Task) time.Duration {
 
 // Run processes tasks until ctx is done, then stops fetching, lets
 // in-flight pings finish within the shutdown timeout and hands the rest
-// back to the queue. Call it once: it also stops what New started.
+// back to the queue. Call it once.
 func (w *Worker) Run(ctx context.Context) error {
+	w.fetch.StartPipe()
 	// Wake-up messages from enqueuers, until the servers have stopped.
 	wakes := w.rdb.Subscribe(context.WithoutCancel(ctx), tasks.WakeChannel)
 	heard := make(chan struct{})
@@ -207,7 +208,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		wg.Go(srv.Shutdown)
 	}
 	wg.Wait()
-	w.fetch.Stop()
+	w.fetch.StopPipe()
 	return err
 }
 

@@ -179,7 +179,7 @@ resolved, 3 invalid usage or input, 4 system error.`,
 	pf.IntVar(&a.shards, "shards", tasks.DefaultShards, "number of queues tasks are spread over (enqueuers and workers must agree)")
 
 	root.AddCommand(a.runCommand(), a.enqueueCommand(), a.workerCommand(), a.waitCommand(),
-		a.statusCommand(), a.resultsCommand(), a.batchesCommand(), a.serveCommand())
+		a.statusCommand(), a.resultsCommand(), a.batchesCommand(), a.cancelCommand(), a.serveCommand())
 	return root
 }
 
@@ -287,4 +287,13 @@ func (a *app) connect(ctx context.Context, embedded localredis.Kind) (redis.Univ
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usageErr("%s takes %d argument(s), got %d; see 'pingfleet %s --help'", cmd.Name(), n, len(args), cmd.Name())
+		}
+		return nil
+	}
 }

@@ -12,11 +12,13 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/hibiken/asynq"
 	"go.uber.org/goleak"
 
 	"github.com/pingfleet/pingfleet/aggregator"
 	"github.com/pingfleet/pingfleet/internal/deathsig"
 	"github.com/pingfleet/pingfleet/internal/redistest"
+	"github.com/pingfleet/pingfleet/tasks"
 )
 
 func TestMain(m *testing.M) {
@@ -269,5 +271,50 @@ func TestRunEmbeddedShards(t *testing.T) {
 				t.Errorf("summary = %+v", rep.Summary)
 			}
 		})
+	}
+}
+
+// cancel ends an open batch for good: its queued tasks are gone, its hosts
+// count as cancelled (not up), and a second cancel changes nothing. An
+// unknown batch or one that ended otherwise is refused with exit code 3.
+func TestCancelCommand(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	redisURL := "--redis=" + srv.URL()
+	if r := cli(t, "", "enqueue", redisURL, "127.0.6.1-40", "--batch-id", "to-cancel"); r.code != ExitOK {
+		t.Fatalf("enqueue: exit %d\n%s", r.code, r.stderr)
+	}
+	queued := func() int {
+		ins := asynq.NewInspectorFromRedisClient(srv.Client())
+		n := 0
+		for q := range tasks.Queues(tasks.DefaultShards) {
+			if info, err := ins.GetQueueInfo(q); err == nil {
+				n += info.Pending
+			}
+		}
+		return n
+	}
+	if n := queued(); n != 40 {
+		t.Fatalf("%d tasks queued; want 40", n)
+	}
+	for range 2 { // the second time, nothing changes and it is no error
+		r := cli(t, "", "cancel", redisURL, "to-cancel", "-o", "json")
+		var s aggregator.Summary
+		if err := json.Unmarshal([]byte(r.stdout), &s); err != nil || r.code != ExitOK {
+			t.Fatalf("cancel: exit %d, %v\nstdout: %s\nstderr: %s", r.code, err, r.stdout, r.stderr)
+		}
+		if s.State != aggregator.StateCancelled || s.Cancelled != 40 || s.Up != 0 || s.Done != 40 {
+			t.Errorf("cancelled batch: %+v; want 40 hosts cancelled, none up", s)
+		}
+		if n := queued(); n != 0 {
+			t.Errorf("%d tasks still queued after cancel", n)
+		}
+	}
+	if r := cli(t, "", "run", redisURL, "127.0.6.50", "--batch-id", "done-already", "-q"); r.code != ExitOK {
+		t.Fatalf("run: exit %d\n%s", r.code, r.stderr)
+	}
+	r := cli(t, "", "cancel", redisURL, "no-such-batch", "done-already")
+	if r.code != ExitUsage || !strings.Contains(r.stderr, "batch not found") || !strings.Contains(r.stderr, "batch done-already is already complete") {
+		t.Errorf("cancel of an unknown and a complete batch: exit %d, stderr %q; want 3 and both named", r.code, r.stderr)
 	}
 }

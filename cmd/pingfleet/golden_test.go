@@ -52,7 +52,7 @@ func TestGoldenResults(t *testing.T) {
 	rs := goldenResults()
 	hosts := []string{"127.0.0.1", "db1.example.com", "10.0.0.9", "nope.invalid", "127.0.0.2"}
 	for _, id := range []string{"golden", "golden-cancelled"} {
-		if _, err := agg.Create(ctx, aggregator.NewBatch{ID: id, Hosts: hosts, Options: tasks.PingOptions{Count: 3}}); err != nil {
+		if _, err := agg.Create(ctx, aggregator.Batch{ID: id, Hosts: hosts, Options: tasks.PingOptions{Count: 3}}); err != nil {
 			t.Fatal(err)
 		}
 		for _, r := range rs {

@@ -64,11 +64,13 @@ func (a *app) serveCommand() *cobra.Command {
 			if err != nil {
 				return systemErr(err)
 			}
-			notifier := notify.NewNotifier(asynq.NewClientFromRedisClient(rdb), agg, a.retention)
+			notifier, canceller, err := a.lifecycle(rdb, agg)
+			if err != nil {
+				return err
+			}
 			srv, err := api.New(api.Config{
-				Redis: rdb, Aggregator: agg, Enqueuer: enq, Notifier: notifier,
-				Inspector: asynq.NewInspectorFromRedisClient(rdb),
-				Shards:    a.shards, Tokens: tokens, MaxBodyBytes: maxBody, MaxHosts: maxHosts,
+				Redis: rdb, Aggregator: agg, Enqueuer: enq, Canceller: canceller,
+				Tokens: tokens, MaxBodyBytes: maxBody, MaxHosts: maxHosts,
 				Policy: policy, Retention: a.retention, Logger: a.logger,
 			})
 			if err != nil {
@@ -109,7 +111,10 @@ func (a *app) serveCommand() *cobra.Command {
 			// Requests (event streams above all) end when the server stops.
 			hs.BaseContext = func(net.Listener) context.Context { return gctx }
 			if janitor {
-				j := notify.NewJanitor(agg, notifier, 0, a.logger)
+				j, err := notify.NewJanitor(notify.JanitorConfig{Aggregator: agg, Notifier: notifier, Logger: a.logger})
+				if err != nil {
+					return systemErr(err)
+				}
 				g.Go(func() error { return j.Run(gctx) })
 			}
 			g.Go(func() error {

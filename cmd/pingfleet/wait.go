@@ -6,9 +6,11 @@ import (
 	"time"
 
 	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
 
 	"github.com/pingfleet/pingfleet/aggregator"
 	"github.com/pingfleet/pingfleet/enqueuer"
+	"github.com/pingfleet/pingfleet/report"
 )
 
 // pollInterval is how often a waiting command reads a batch's progress (one
@@ -29,7 +31,7 @@ func (a *app) waitAndReport(ctx context.Context, agg *aggregator.Aggregator, id 
 	if err != nil {
 		return err
 	}
-	if err := writeReport(ctx, a.stdout, a.stderr, a.output, agg, s, quiet); err != nil {
+	if err := report.WriteBatch(ctx, a.stdout, a.stderr, a.output, agg, s, quiet); err != nil {
 		return systemErr(fmt.Errorf("print results: %w", err))
 	}
 	return exitWith(resultCode(s))
@@ -105,4 +107,22 @@ func (a *app) wait(ctx context.Context, agg *aggregator.Aggregator, id string, s
 			}
 		}
 	}
+}
+
+func (a *app) waitCommand() *cobra.Command {
+	var quiet bool
+	cmd := &cobra.Command{
+		Use:   "wait BATCH-ID",
+		Short: "Wait for a batch to complete (progress bar on a terminal), then print its results",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			_, agg, err := a.connect(cmd.Context(), "")
+			if err != nil {
+				return err
+			}
+			return a.waitAndReport(cmd.Context(), agg, args[0], quiet, nil)
+		},
+	}
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only the summary")
+	return cmd
 }

@@ -1,4 +1,4 @@
-package main
+package report
 
 import (
 	"context"
@@ -10,21 +10,20 @@ import (
 	"text/tabwriter"
 
 	"github.com/pingfleet/pingfleet/aggregator"
-	"github.com/pingfleet/pingfleet/report"
 )
 
-// writeReport prints a finished batch: each result (unless quiet), then the
+// WriteBatch prints a finished batch, as run, enqueue --wait and wait do: each result (unless quiet), then the
 // summary. In json it is one object {"results": [...], "summary": {...}};
 // in ndjson the summary is a last line {"summary": {...}}; csv holds the
 // results only, and the summary goes to errw as text.
-func writeReport(ctx context.Context, w, errw io.Writer, format string, agg resultSource, s aggregator.Summary, quiet bool) error {
+func WriteBatch(ctx context.Context, w, errw io.Writer, format string, agg ResultSource, s aggregator.Summary, quiet bool) error {
 	if format == "json" {
 		if _, err := io.WriteString(w, `{"results": `); err != nil {
 			return err
 		}
 		if quiet {
 			io.WriteString(w, "[]\n")
-		} else if err := streamResults(ctx, w, format, agg, s.ID); err != nil {
+		} else if err := writeResults(ctx, w, format, agg, s.ID); err != nil {
 			return err
 		}
 		b, err := json.Marshal(s)
@@ -35,7 +34,7 @@ func writeReport(ctx context.Context, w, errw io.Writer, format string, agg resu
 		return err
 	}
 	if !quiet {
-		if err := streamResults(ctx, w, format, agg, s.ID); err != nil {
+		if err := writeResults(ctx, w, format, agg, s.ID); err != nil {
 			return err
 		}
 	}
@@ -44,29 +43,31 @@ func writeReport(ctx context.Context, w, errw io.Writer, format string, agg resu
 		if !quiet {
 			fmt.Fprintln(w)
 		}
-		return writeSummary(w, format, s)
+		return WriteSummary(w, format, s)
 	case "ndjson":
 		return json.NewEncoder(w).Encode(map[string]any{"summary": s})
 	default: // csv
-		return writeSummary(errw, "table", s)
+		return WriteSummary(errw, "table", s)
 	}
 }
 
-// resultSource is the part of the aggregator that lists results.
-type resultSource interface {
+// ResultSource lists a batch's results in submission order, as
+// aggregator.Aggregator does.
+type ResultSource interface {
 	Results(ctx context.Context, id string, fn func(aggregator.Result) error, only ...aggregator.Status) error
 }
 
-func streamResults(ctx context.Context, w io.Writer, format string, agg resultSource, id string) error {
-	rw := report.NewResultWriter(w, format)
+func writeResults(ctx context.Context, w io.Writer, format string, agg ResultSource, id string) error {
+	rw := NewResultWriter(w, format)
 	if err := agg.Results(ctx, id, rw.Write); err != nil {
 		return err
 	}
 	return rw.Close()
 }
 
-// writeSummary prints one batch summary.
-func writeSummary(w io.Writer, format string, s aggregator.Summary) error {
+// WriteSummary prints one batch summary in format: table (aligned
+// name/value lines), csv (SummaryCSVHeader and one row), json or ndjson.
+func WriteSummary(w io.Writer, format string, s aggregator.Summary) error {
 	switch format {
 	case "json":
 		enc := json.NewEncoder(w)
@@ -76,7 +77,7 @@ func writeSummary(w io.Writer, format string, s aggregator.Summary) error {
 		return json.NewEncoder(w).Encode(s)
 	case "csv":
 		cw := csv.NewWriter(w)
-		cw.Write(summaryHeader)
+		cw.Write(SummaryCSVHeader)
 		cw.Write(summaryRow(s))
 		cw.Flush()
 		return cw.Error()
@@ -86,33 +87,35 @@ func writeSummary(w io.Writer, format string, s aggregator.Summary) error {
 	fmt.Fprintf(tw, "state\t%s\n", s.State)
 	fmt.Fprintf(tw, "hosts\t%d total, %d done, %d pending: %d up, %d down, %d error\n",
 		s.Total, s.Done, s.Pending, s.Up, s.Down, s.Error)
-	fmt.Fprintf(tw, "packets\t%d sent, %d received, %s loss\n", s.Sent, s.Received, report.FormatPct(s.LossPct))
+	fmt.Fprintf(tw, "packets\t%d sent, %d received, %s loss\n", s.Sent, s.Received, FormatPct(s.LossPct))
 	if s.Up > 0 {
 		fmt.Fprintf(tw, "rtt (per-host avg)\tp50 %s ms, p90 %s ms, p99 %s ms, max %s ms\n",
-			report.FormatMs(s.RTTP50), report.FormatMs(s.RTTP90), report.FormatMs(s.RTTP99), report.FormatMs(s.RTTMax))
+			FormatMs(s.RTTP50), FormatMs(s.RTTP90), FormatMs(s.RTTP99), FormatMs(s.RTTMax))
 	}
-	fmt.Fprintf(tw, "created\t%s\n", report.FormatTime(s.Created))
+	fmt.Fprintf(tw, "created\t%s\n", FormatTime(s.Created))
 	if !s.Finished.IsZero() {
-		fmt.Fprintf(tw, "finished\t%s\n", report.FormatTime(s.Finished))
+		fmt.Fprintf(tw, "finished\t%s\n", FormatTime(s.Finished))
 	}
 	fmt.Fprintf(tw, "duration\t%.3fs\n", s.DurationSec)
 	return tw.Flush()
 }
 
-var summaryHeader = []string{"id", "state", "total", "done", "pending", "up", "down", "error",
+// SummaryCSVHeader names the columns of a summary in CSV.
+var SummaryCSVHeader = []string{"id", "state", "total", "done", "pending", "up", "down", "error",
 	"sent", "received", "loss_pct", "rtt_p50_ms", "rtt_p90_ms", "rtt_p99_ms", "rtt_max_ms",
 	"created", "started", "finished", "duration_s"}
 
 func summaryRow(s aggregator.Summary) []string {
 	return []string{s.ID, string(s.State), strconv.Itoa(s.Total), strconv.Itoa(s.Done),
 		strconv.Itoa(s.Pending), strconv.Itoa(s.Up), strconv.Itoa(s.Down), strconv.Itoa(s.Error),
-		strconv.Itoa(s.Sent), strconv.Itoa(s.Received), report.FormatFloat(s.LossPct), report.FormatFloat(s.RTTP50),
-		report.FormatFloat(s.RTTP90), report.FormatFloat(s.RTTP99), report.FormatFloat(s.RTTMax), report.FormatTime(s.Created),
-		report.FormatTime(s.Started), report.FormatTime(s.Finished), report.FormatFloat(s.DurationSec)}
+		strconv.Itoa(s.Sent), strconv.Itoa(s.Received), FormatFloat(s.LossPct), FormatFloat(s.RTTP50),
+		FormatFloat(s.RTTP90), FormatFloat(s.RTTP99), FormatFloat(s.RTTMax), FormatTime(s.Created),
+		FormatTime(s.Started), FormatTime(s.Finished), FormatFloat(s.DurationSec)}
 }
 
-// writeBatches prints a list of batch summaries.
-func writeBatches(w io.Writer, format string, list []aggregator.Summary) error {
+// WriteBatches prints a list of batch summaries: a table with one line
+// per batch, csv, a JSON array, or one JSON object per line.
+func WriteBatches(w io.Writer, format string, list []aggregator.Summary) error {
 	switch format {
 	case "json":
 		enc := json.NewEncoder(w)
@@ -131,7 +134,7 @@ func writeBatches(w io.Writer, format string, list []aggregator.Summary) error {
 		return nil
 	case "csv":
 		cw := csv.NewWriter(w)
-		cw.Write(summaryHeader)
+		cw.Write(SummaryCSVHeader)
 		for _, s := range list {
 			cw.Write(summaryRow(s))
 		}
@@ -141,8 +144,8 @@ func writeBatches(w io.Writer, format string, list []aggregator.Summary) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "BATCH\tSTATE\tCREATED\tHOSTS\tDONE\tUP\tDOWN\tERROR\tLOSS\tDURATION")
 	for _, s := range list {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%.1fs\n", s.ID, s.State, report.FormatTime(s.Created),
-			s.Total, s.Done, s.Up, s.Down, s.Error, report.FormatPct(s.LossPct), s.DurationSec)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%.1fs\n", s.ID, s.State, FormatTime(s.Created),
+			s.Total, s.Done, s.Up, s.Down, s.Error, FormatPct(s.LossPct), s.DurationSec)
 	}
 	return tw.Flush()
 }

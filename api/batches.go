@@ -1,0 +1,273 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pingfleet/pingfleet/aggregator"
+	"github.com/pingfleet/pingfleet/enqueuer"
+	"github.com/pingfleet/pingfleet/tasks"
+)
+
+// CreateRequest is the body of POST /v1/batches.
+type CreateRequest struct {
+	Hosts       []string          `json:"hosts"`
+	Options     tasks.PingOptions `json:"options"`
+	CallbackURL string            `json:"callback_url,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	// Deadline is an RFC 3339 time or a duration from now ("15m").
+	Deadline string `json:"deadline,omitempty"`
+}
+
+// CreateResponse answers POST /v1/batches.
+type CreateResponse struct {
+	ID        string `json:"id"`
+	Total     int    `json:"total"`
+	StatusURL string `json:"status_url"`
+	// Existing is true when the Idempotency-Key named an earlier batch.
+	Existing bool `json:"existing,omitempty"`
+}
+
+// decodeCreate parses and validates a creation request into a batch,
+// without touching Redis.
+func (s *Server) decodeCreate(body []byte) (enqueuer.Batch, *problem) {
+	var req CreateRequest
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return enqueuer.Batch{}, &problem{http.StatusBadRequest, "invalid JSON body: " + err.Error(), nil}
+	}
+	if dec.More() {
+		return enqueuer.Batch{}, &problem{http.StatusBadRequest, "invalid JSON body: more than one value", nil}
+	}
+	var details []Detail
+	opts := req.Options.Normalize()
+	if err := opts.Validate(); err != nil {
+		var fe *tasks.FieldError
+		if errors.As(err, &fe) {
+			details = append(details, Detail{Field: "options." + fe.Field, Value: fe.Value, Reason: fe.Reason})
+		} else {
+			details = append(details, Detail{Field: "options", Reason: err.Error()})
+		}
+	}
+	if len(req.Hosts) == 0 {
+		details = append(details, Detail{Field: "hosts", Reason: "at least one host is required"})
+	}
+	entries := make([]enqueuer.Entry, 0, len(req.Hosts))
+	for i, h := range req.Hosts {
+		entries = append(entries, enqueuer.Entry{Text: strings.TrimSpace(h), Source: "request", Line: i + 1})
+	}
+	hosts, errs := enqueuer.ParseHosts(entries, enqueuer.Limits{MaxExpand: s.cfg.MaxExpand, MaxHosts: s.cfg.MaxHosts})
+	tooMany := false
+	for _, e := range errs {
+		if errors.Is(e.Err, enqueuer.ErrTooLarge) && strings.Contains(e.Err.Error(), "batch would exceed") {
+			tooMany = true
+		}
+		details = append(details, Detail{Field: fmt.Sprintf("hosts[%d]", e.Entry.Line-1), Value: e.Entry.Text, Position: e.Entry.Line, Reason: e.Err.Error()})
+	}
+	for _, h := range hosts {
+		if err := s.cfg.Policy.Check(h); err != nil {
+			details = append(details, Detail{Field: "hosts", Value: h, Reason: err.Error()})
+		}
+	}
+	if req.CallbackURL != "" {
+		if !strings.HasPrefix(req.CallbackURL, "http://") && !strings.HasPrefix(req.CallbackURL, "https://") {
+			details = append(details, Detail{Field: "callback_url", Value: req.CallbackURL, Reason: "must be an http:// or https:// URL"})
+		}
+	}
+	var deadline time.Time
+	if req.Deadline != "" {
+		if d, err := time.ParseDuration(req.Deadline); err == nil && d > 0 {
+			deadline = time.Now().Add(d)
+		} else if t, err := time.Parse(time.RFC3339, req.Deadline); err == nil && t.After(time.Now()) {
+			deadline = t
+		} else {
+			details = append(details, Detail{Field: "deadline", Value: req.Deadline, Reason: `must be a future RFC 3339 time or a positive duration such as "15m"`})
+		}
+	}
+	for k := range req.Labels {
+		if k == "" || len(k) > 64 {
+			details = append(details, Detail{Field: "labels", Value: k, Reason: "label keys are 1-64 characters"})
+		}
+	}
+	if len(details) > 0 {
+		code := http.StatusUnprocessableEntity
+		if tooMany {
+			code = http.StatusRequestEntityTooLarge
+		}
+		return enqueuer.Batch{}, &problem{code, fmt.Sprintf("invalid batch: %d problem(s), nothing was created", len(details)), details}
+	}
+	return enqueuer.Batch{Hosts: hosts, Options: opts, Labels: req.Labels, CallbackURL: req.CallbackURL, Deadline: deadline}, nil
+}
+
+func (s *Server) createBatch(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", s.cfg.MaxBodyBytes))
+			return
+		}
+		writeError(w, http.StatusBadRequest, "read body: "+err.Error())
+		return
+	}
+	b, p := s.decodeCreate(body)
+	if p != nil {
+		writeError(w, p.code, p.msg, p.details...)
+		return
+	}
+	existing := false
+	if key := r.Header.Get("Idempotency-Key"); key != "" {
+		// The first request with a key binds it to a new batch ID; a
+		// repeat gets that batch, and Submit of the same batch adds no
+		// task (it finishes an enqueue the first request could not).
+		id := newID()
+		got, same, err := s.claimKey(r.Context(), key, body, id)
+		if err != nil {
+			writeError(w, http.StatusServiceUnavailable, "redis: "+err.Error())
+			return
+		}
+		if !same {
+			writeError(w, http.StatusConflict, "Idempotency-Key already used with another request body")
+			return
+		}
+		b.ID, existing = got, got != id
+	}
+	res, err := s.cfg.Enqueuer.Submit(r.Context(), b)
+	switch {
+	case errors.Is(err, aggregator.ErrConflict):
+		writeError(w, http.StatusConflict, err.Error())
+		return
+	case err != nil:
+		// The request was valid (decodeCreate checked all of it): what
+		// failed is Redis. A PartialError says how to finish the batch.
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	w.Header().Set("Location", "/v1/batches/"+res.ID)
+	writeJSON(w, http.StatusAccepted, CreateResponse{ID: res.ID, Total: res.Total, StatusURL: "/v1/batches/" + res.ID, Existing: existing})
+}
+
+func idemKey(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return "pingfleet:idem:" + hex.EncodeToString(sum[:])
+}
+
+// claimKey binds key to batch id unless a request did before; it returns
+// the batch ID the key names and whether that request had the same body.
+func (s *Server) claimKey(ctx context.Context, key string, body []byte, id string) (string, bool, error) {
+	digest := bodyDigest(body)
+	ok, err := s.cfg.Redis.SetNX(ctx, idemKey(key), id+" "+digest, s.cfg.Retention).Result()
+	if err != nil || ok {
+		return id, true, err
+	}
+	v, err := s.cfg.Redis.Get(ctx, idemKey(key)).Result()
+	if err != nil {
+		return "", false, err
+	}
+	got, gotDigest, _ := strings.Cut(v, " ")
+	return got, gotDigest == digest, nil
+}
+
+func bodyDigest(body []byte) string {
+	sum := sha256.Sum256(body)
+	return hex.EncodeToString(sum[:])
+}
+
+// newID returns a new batch ID.
+var newID = enqueuer.NewBatchID
+
+// BatchResponse answers GET /v1/batches/{id}.
+type BatchResponse struct {
+	aggregator.Summary
+	// Progress is the share of hosts done, 0 to 1.
+	Progress float64 `json:"progress"`
+}
+
+func (s *Server) getBatch(w http.ResponseWriter, r *http.Request) {
+	sum, ok := s.summary(w, r)
+	if !ok {
+		return
+	}
+	writeJSON(w, http.StatusOK, withProgress(sum))
+}
+
+func withProgress(s aggregator.Summary) BatchResponse {
+	p := 0.0
+	if s.Total > 0 {
+		p = float64(s.Done) / float64(s.Total)
+	}
+	return BatchResponse{Summary: s, Progress: p}
+}
+
+func (s *Server) summary(w http.ResponseWriter, r *http.Request) (aggregator.Summary, bool) {
+	sum, err := s.cfg.Aggregator.Summary(r.Context(), r.PathValue("id"))
+	switch {
+	case errors.Is(err, aggregator.ErrNotFound):
+		writeError(w, http.StatusNotFound, "batch "+r.PathValue("id")+" not found")
+		return sum, false
+	case err != nil:
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return sum, false
+	}
+	return sum, true
+}
+
+func (s *Server) listBatches(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit := 20
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			writeError(w, http.StatusBadRequest, "limit must be 1-1000", Detail{Field: "limit", Value: v, Reason: "not an integer from 1 to 1000"})
+			return
+		}
+		limit = n
+	}
+	var before time.Time
+	if v := q.Get("before"); v != "" {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "before must be an RFC 3339 time (the next_before of the previous page)")
+			return
+		}
+		before = t
+	}
+	var labelK, labelV string
+	if v := q.Get("label"); v != "" {
+		var ok bool
+		labelK, labelV, ok = strings.Cut(v, "=")
+		if !ok {
+			writeError(w, http.StatusBadRequest, "label must be KEY=VALUE")
+			return
+		}
+	}
+	page, next, err := s.cfg.Aggregator.Page(r.Context(), before, limit, func(sum aggregator.Summary) bool {
+		return labelK == "" || sum.Labels[labelK] == labelV
+	})
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	resp := struct {
+		Batches    []BatchResponse `json:"batches"`
+		NextBefore string          `json:"next_before,omitempty"`
+	}{Batches: []BatchResponse{}}
+	for _, sum := range page {
+		resp.Batches = append(resp.Batches, withProgress(sum))
+	}
+	if !next.IsZero() {
+		resp.NextBefore = next.Format(time.RFC3339Nano)
+	}
+	writeJSON(w, http.StatusOK, resp)
+}

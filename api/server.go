@@ -1,0 +1,132 @@
+// Package api is pingfleet's HTTP API: other systems submit batches, follow
+// them (state, results, server-sent events), cancel them and are called
+// back when they end. JSON in and out; /openapi.json describes it.
+package api
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	_ "embed"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/pingfleet/pingfleet/aggregator"
+	"github.com/pingfleet/pingfleet/enqueuer"
+	"github.com/pingfleet/pingfleet/notify"
+	"github.com/pingfleet/pingfleet/tasks"
+)
+
+// OpenAPI is the OpenAPI 3 document of this API, served at /openapi.json.
+//
+//go:embed openapi.json
+var OpenAPI []byte
+
+// Defaults of Config.
+const (
+	DefaultMaxBodyBytes = 8 << 20
+	DefaultMaxHosts     = 100000
+)
+
+// Config configures a Server.
+type Config struct {
+	Redis      redis.UniversalClient  // required: readiness, idempotency keys
+	Aggregator *aggregator.Aggregator // required
+	Enqueuer   *enqueuer.Enqueuer     // required
+	Canceller  *notify.Canceller      // required: DELETE /v1/batches/{id}
+	// Tokens are the accepted bearer tokens. Empty: no authentication.
+	Tokens []string
+	// MaxBodyBytes bounds a request body. If zero, DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// MaxHosts bounds a batch after expansion. If zero, DefaultMaxHosts.
+	MaxHosts int
+	// MaxExpand bounds one CIDR or range. If zero, enqueuer.DefaultMaxExpand.
+	MaxExpand int
+	// Policy refuses targets. The zero Policy denies tasks.DefaultDeny.
+	Policy tasks.Policy
+	// Retention is how long idempotency keys live; the batches' retention.
+	// If zero, aggregator.DefaultRetention.
+	Retention time.Duration
+	Logger    *slog.Logger // if nil, slog.Default()
+}
+
+// Server serves the API.
+type Server struct {
+	cfg    Config
+	tokens [][sha256.Size]byte
+	mux    *http.ServeMux
+}
+
+// Routes lists every route of the API (method and pattern), as registered;
+// the OpenAPI document must describe exactly these.
+var Routes = []string{
+	"POST /v1/batches",
+	"GET /v1/batches",
+	"GET /v1/batches/{id}",
+	"DELETE /v1/batches/{id}",
+	"GET /v1/batches/{id}/results",
+	"GET /v1/batches/{id}/events",
+	"GET /healthz",
+	"GET /readyz",
+	"GET /openapi.json",
+}
+
+// New returns a Server for cfg.
+func New(cfg Config) (*Server, error) {
+	if cfg.Redis == nil || cfg.Aggregator == nil || cfg.Enqueuer == nil || cfg.Canceller == nil {
+		return nil, errors.New("api: Config.Redis, Aggregator, Enqueuer and Canceller are required")
+	}
+	cfg.MaxBodyBytes = cmp.Or(cfg.MaxBodyBytes, DefaultMaxBodyBytes)
+	cfg.MaxHosts = cmp.Or(cfg.MaxHosts, DefaultMaxHosts)
+	cfg.MaxExpand = cmp.Or(cfg.MaxExpand, enqueuer.DefaultMaxExpand)
+	cfg.Retention = cmp.Or(cfg.Retention, aggregator.DefaultRetention)
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	s := &Server{cfg: cfg, mux: http.NewServeMux()}
+	for _, t := range cfg.Tokens {
+		if t == "" {
+			return nil, errors.New("api: empty token")
+		}
+		s.tokens = append(s.tokens, sha256.Sum256([]byte(t)))
+	}
+	handlers := map[string]http.HandlerFunc{
+		"POST /v1/batches":             s.auth(s.createBatch),
+		"GET /v1/batches":              s.auth(s.listBatches),
+		"GET /v1/batches/{id}":         s.auth(s.getBatch),
+		"DELETE /v1/batches/{id}":      s.auth(s.cancelBatch),
+		"GET /v1/batches/{id}/results": s.auth(s.results),
+		"GET /v1/batches/{id}/events":  s.auth(s.events),
+		"GET /healthz":                 s.healthz,
+		"GET /readyz":                  s.readyz,
+		"GET /openapi.json":            s.openapi,
+	}
+	for _, r := range Routes {
+		s.mux.HandleFunc(r, handlers[r])
+	}
+	return s, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.cfg.Redis.Ping(ctx).Err(); err != nil {
+		writeError(w, http.StatusServiceUnavailable, "redis unreachable: "+err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func (s *Server) openapi(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(OpenAPI)
+}

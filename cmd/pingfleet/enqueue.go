@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/pingfleet/pingfleet/aggregator"
+	"github.com/pingfleet/pingfleet/enqueuer"
+	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
+)
+
+func (a *app) enqueueCommand() *cobra.Command {
+	var bf batchFlags
+	var wait, quiet bool
+	cmd := &cobra.Command{
+		Use:   "enqueue [flags] [HOST|CIDR|RANGE|-]...",
+		Short: "Submit a batch to the workers and print its ID",
+		Example: `  pingfleet enqueue --redis redis://10.0.0.5:6379 -f hosts.txt --count 3
+  pingfleet enqueue --batch-id nightly-42 -f hosts.txt --wait`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			b, err := a.batch(&bf, args)
+			if err != nil {
+				return err
+			}
+			rdb, agg, err := a.connect(ctx, "")
+			if err != nil {
+				return err
+			}
+			if !wait {
+				id, err := a.submit(ctx, rdb, agg, b)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(a.stdout, id)
+				return nil
+			}
+			// Waiting anyway, the enqueue keeps about ten seconds of the
+			// fleet's work queued, not all of it: a million hosts' tasks
+			// would hold 500 MB of Redis at once. Stopped, it queues the
+			// rest at once (context.WithoutCancel): the batch goes on.
+			sub, err := a.start(context.WithoutCancel(ctx), rdb, agg, b, enqueuer.Config{Window: waitWindow, Ahead: aheadOfResults})
+			if err != nil {
+				return err
+			}
+			return a.waitAndReport(ctx, agg, sub.ID, quiet, sub)
+		},
+	}
+	bf.register(cmd.Flags())
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait for the batch to complete, then print its results")
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "with --wait, print only the summary")
+	return cmd
+}
+
+// batch builds the batch the flags and arguments describe, validating all
+// of it before anything touches Redis.
+func (a *app) batch(bf *batchFlags, args []string) (enqueuer.Batch, error) {
+	opts, err := bf.options()
+	if err != nil {
+		return enqueuer.Batch{}, err
+	}
+	labels, err := bf.labelMap()
+	if err != nil {
+		return enqueuer.Batch{}, err
+	}
+	hosts, err := a.hosts(bf, args)
+	if err != nil {
+		return enqueuer.Batch{}, err
+	}
+	return enqueuer.Batch{ID: bf.batchID, Hosts: hosts, Options: opts, Labels: labels}, nil
+}
+
+// submit writes batch b and enqueues its tasks.
+func (a *app) submit(ctx context.Context, rdb redis.UniversalClient, agg *aggregator.Aggregator, b enqueuer.Batch) (string, error) {
+	sub, err := a.start(ctx, rdb, agg, b, enqueuer.Config{})
+	if err != nil {
+		return "", err
+	}
+	if err := a.enqueued(<-sub.Done()); err != nil {
+		return "", err
+	}
+	return sub.ID, nil
+}
+
+// start writes batch b and enqueues its tasks in the background, paced as
+// pace's Window and Ahead say; the submission's Done channel gives how that
+// went (see enqueued).
+func (a *app) start(ctx context.Context, rdb redis.UniversalClient, agg *aggregator.Aggregator, b enqueuer.Batch, pace enqueuer.Config) (*enqueuer.Submission, error) {
+	enq, err := enqueuer.New(enqueuer.Config{Redis: rdb, Aggregator: agg, Shards: a.shards, Window: pace.Window, Ahead: pace.Ahead})
+	if err != nil {
+		return nil, systemErr(err)
+	}
+	sub, err := enq.Start(ctx, b)
+	switch {
+	case errors.Is(err, enqueuer.ErrInvalidBatchID), errors.Is(err, aggregator.ErrConflict):
+		return nil, usageErr("%v", err)
+	case err != nil:
+		return nil, systemErr(err)
+	}
+	return sub, nil
+}
+
+// enqueued reports how the enqueue of a batch ended, and turns its error
+// into the command's.
+func (a *app) enqueued(o enqueuer.Outcome) error {
+	if o.Err != nil {
+		return systemErr(o.Err)
+	}
+	res := o.Submitted
+	a.logger.Info("batch submitted", "batch", res.ID, "hosts", res.Total, "enqueued", res.Enqueued, "existing", res.Existing, "resumed", res.Resumed)
+	if res.Resumed {
+		fmt.Fprintf(a.stderr, "pingfleet: batch %s existed: %d tasks added, %d already queued or done\n", res.ID, res.Enqueued, res.Existing)
+	}
+	return nil
+}
+
+// How far a command that waits for its batch keeps the batch's tasks ahead
+// of its results: at least waitWindow tasks (enqueue --wait) or twice the
+// in-flight limit (run), and as many as the fleet completes in
+// aheadOfResults at its latest pace.
+const (
+	waitWindow     = 50000
+	aheadOfResults = 10 * time.Second
+)

@@ -1,0 +1,39 @@
+package main
+
+import (
+	"github.com/pingfleet/pingfleet/aggregator"
+	"github.com/pingfleet/pingfleet/report"
+	"github.com/spf13/cobra"
+)
+
+func (a *app) resultsCommand() *cobra.Command {
+	var only []string
+	cmd := &cobra.Command{
+		Use:   "results BATCH-ID",
+		Short: "Print each host's result, in submission order",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var statuses []aggregator.Status
+			for _, s := range only {
+				switch st := aggregator.Status(s); st {
+				case aggregator.StatusUp, aggregator.StatusDown, aggregator.StatusError, aggregator.StatusPending:
+					statuses = append(statuses, st)
+				default:
+					return usageErr("--status %q: use up, down, error or pending", s)
+				}
+			}
+			_, agg, err := a.connect(cmd.Context(), "")
+			if err != nil {
+				return err
+			}
+			rw := report.NewResultWriter(a.stdout, a.output)
+			err = agg.Results(cmd.Context(), args[0], rw.Write, statuses...)
+			if err != nil {
+				return lookupErr(err)
+			}
+			return rw.Close()
+		},
+	}
+	cmd.Flags().StringSliceVar(&only, "status", nil, "only hosts with this status: up, down, error or pending (repeatable, comma-separated)")
+	return cmd
+}

@@ -1,0 +1,102 @@
+package notify
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/pingfleet/pingfleet/aggregator"
+)
+
+// Janitor finishes open batches: it expires those past their deadline and
+// hands the callbacks of final ones that nobody handed over (a worker that
+// died right after counting the last host, say). Any number of processes
+// may run one; the aggregator's scripts make only one act per batch.
+type Janitor struct {
+	agg      *aggregator.Aggregator
+	notifier *Notifier
+	interval time.Duration
+	now      func() time.Time
+	logger   *slog.Logger
+}
+
+// JanitorConfig configures a Janitor.
+type JanitorConfig struct {
+	Aggregator *aggregator.Aggregator // required
+	Notifier   *Notifier              // required
+	// Interval is the time between sweeps. If zero, DefaultJanitorInterval.
+	Interval time.Duration
+	Logger   *slog.Logger // if nil, slog.Default()
+}
+
+// NewJanitor returns a Janitor. Run starts it.
+func NewJanitor(cfg JanitorConfig) (*Janitor, error) {
+	if cfg.Aggregator == nil || cfg.Notifier == nil {
+		return nil, errors.New("notify: JanitorConfig.Aggregator and Notifier are required")
+	}
+	if cfg.Interval < 0 {
+		return nil, fmt.Errorf("notify: janitor interval %s", cfg.Interval)
+	}
+	return &Janitor{agg: cfg.Aggregator, notifier: cfg.Notifier, interval: cmp.Or(cfg.Interval, DefaultJanitorInterval), now: time.Now, logger: cmp.Or(cfg.Logger, slog.Default())}, nil
+}
+
+// Run sweeps until ctx ends.
+func (j *Janitor) Run(ctx context.Context) error {
+	t := time.NewTicker(j.interval)
+	defer t.Stop()
+	for {
+		if err := j.Sweep(ctx); err != nil && ctx.Err() == nil {
+			j.logger.Warn("janitor sweep failed", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// finalGrace is how long a batch may stay final without its callback
+// handed over before the janitor does it: the worker that finished it
+// normally does so at once.
+const finalGrace = 5 * time.Second
+
+// Sweep does one pass over the open batches.
+func (j *Janitor) Sweep(ctx context.Context) error {
+	open, err := j.agg.OpenBatches(ctx, 1000)
+	if err != nil {
+		return err
+	}
+	now := j.now()
+	for _, b := range open {
+		switch {
+		case b.Gone:
+			err = j.agg.Close(ctx, b.ID)
+		case !b.State.Final() && now.After(b.Deadline):
+			var acted bool
+			acted, err = j.agg.Finalize(ctx, b.ID, aggregator.StateExpired)
+			if err == nil {
+				if acted {
+					j.logger.Warn("batch expired", "batch", b.ID, "deadline", b.Deadline)
+				}
+				err = j.notifier.Finished(ctx, b.ID, b.CallbackURL)
+			}
+		case b.State.Final():
+			var s aggregator.Summary
+			s, err = j.agg.Summary(ctx, b.ID)
+			if err == nil && now.Sub(s.Finished) > finalGrace {
+				err = j.notifier.Finished(ctx, b.ID, b.CallbackURL)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("janitor: batch %s: %w", b.ID, err)
+		}
+	}
+	return nil
+}
+
+// DefaultJanitorInterval is how often a Janitor sweeps.
+const DefaultJanitorInterval = 2 * time.Second
