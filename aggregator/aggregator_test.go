@@ -500,7 +500,7 @@ func TestFinishedBatchIsCompact(t *testing.T) {
 	sizes := map[string]int64{}
 	for _, k := range aggregator.Keys("compact") {
 		size, err := rdb.MemoryUsage(ctx, k, 0).Result()
-		if err == redis.Nil {
+		if errors.Is(err, redis.Nil) {
 			continue
 		}
 		if err != nil {

@@ -62,9 +62,9 @@ func encodeResult(r Result) []byte {
 		b = strconv.AppendInt(b, r.Finished.UnixMilli()-started, 10)
 	}
 	b = append(b, ',')
-	switch {
-	case r.IP == "":
-	case r.IP == r.Host:
+	switch r.IP {
+	case "":
+	case r.Host:
 		b = append(b, '=')
 	default:
 		b = strconv.AppendInt(b, int64(len(r.IP)), 10)

@@ -11,41 +11,6 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// createScript writes the batch record unless one exists. It returns 1 when
-// it created it, 0 when a record with the same digest exists (a re-run), and
-// -1 when a record with another digest exists. Hosts are added afterwards,
-// in chunks, by addHostsScript: a script should not carry 100,000 arguments.
-var createScript = redis.NewScript(`
-local digest = redis.call('HGET', KEYS[1], 'digest')
-if digest then
-  if digest == ARGV[1] then return 0 end
-  return -1
-end
-redis.call('HSET', KEYS[1], 'digest', ARGV[1], 'id', ARGV[2], 'state', 'enqueuing',
-  'total', ARGV[3], 'created', ARGV[4], 'opts', ARGV[5], 'labels', ARGV[6],
-  'done', 0, 'up', 0, 'down', 0, 'error', 0, 'cancelled', 0, 'expired', 0,
-  'sent', 0, 'recv', 0, 'loaded', 0, 'deadline', ARGV[8], 'callback', ARGV[9])
-redis.call('PEXPIRE', KEYS[1], ARGV[7])
-return 1
-`)
-
-// addHostsScript appends one chunk of hosts to the ordered list and the
-// pending set. ARGV[1] is the chunk's offset: a chunk already loaded (a
-// re-run after a crash) is skipped, so hosts are never listed twice.
-var addHostsScript = redis.NewScript(`
-local loaded = tonumber(redis.call('HGET', KEYS[1], 'loaded'))
-if loaded == nil then return -1 end
-local offset = tonumber(ARGV[1])
-if offset ~= loaded then return loaded end
-local ttl = redis.call('PTTL', KEYS[1])
-redis.call('RPUSH', KEYS[2], unpack(ARGV, 2))
-redis.call('SADD', KEYS[3], unpack(ARGV, 2))
-redis.call('PEXPIRE', KEYS[2], ttl)
-redis.call('PEXPIRE', KEYS[3], ttl)
-redis.call('HSET', KEYS[1], 'loaded', offset + #ARGV - 1)
-return offset + #ARGV - 1
-`)
-
 // Create writes the record of a new batch and its host list, before any of
 // its tasks exist. When a batch with the same ID, hosts and options exists,
 // Create finishes loading it if an earlier call was interrupted and returns
@@ -130,15 +95,6 @@ func digest(hosts []string, opts []byte) string {
 	h.Write(opts)
 	return hex.EncodeToString(h.Sum(nil))
 }
-
-var markEnqueuedScript = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-redis.call('HSETNX', KEYS[1], 'enqueued', ARGV[1])
-if redis.call('HGET', KEYS[1], 'state') == 'enqueuing' then
-  redis.call('HSET', KEYS[1], 'state', 'running')
-end
-return 1
-`)
 
 // MarkEnqueued records that every task of batch id is in the queue. A batch
 // that already completed stays complete.

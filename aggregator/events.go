@@ -54,7 +54,7 @@ func (a *Aggregator) Events(ctx context.Context, id, after string, block time.Du
 		args.Block = block
 	}
 	res, err := a.rdb.XRead(ctx, args).Result()
-	if err == redis.Nil {
+	if errors.Is(err, redis.Nil) {
 		// Nothing after seq yet, or ever: the final event is the stream's
 		// last entry, and it is past seq unless it was read before.
 		final, fseq, err := a.finalSeq(ctx, id)

@@ -8,30 +8,6 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// finalizeScript ends a batch that is not final yet: the batch gets ARGV[1]
-// as its state, and its hosts still pending are counted under ARGV[3] (a
-// host without a result in a cancelled or expired batch has that status).
-// The event stream gets the final event and keeps its last ARGV[4]
-// entries (0: the batch has no event stream). It returns 1 when it did, 0
-// when the batch was already final, -1 when there is no such batch.
-var finalizeScript = redis.NewScript(`
-local st = redis.call('HGET', KEYS[1], 'state')
-if not st then return -1 end
-if st == 'complete' or st == 'cancelled' or st == 'expired' then return 0 end
-local left = redis.call('SCARD', KEYS[2])
-redis.call('UNLINK', KEYS[2])
-local counted = tonumber(redis.call('HGET', KEYS[1], 'done'))
-redis.call('HINCRBY', KEYS[1], ARGV[3], left)
-redis.call('HINCRBY', KEYS[1], 'done', left)
-redis.call('HSET', KEYS[1], 'state', ARGV[1], 'finished', ARGV[2], 'fseq', counted + 1)
-if ARGV[4] ~= '0' then
-  redis.call('XADD', KEYS[3], '0-' .. (counted + 1), 't', ARGV[1])
-  redis.call('XTRIM', KEYS[3], 'MAXLEN', ARGV[4])
-  redis.call('PEXPIRE', KEYS[3], redis.call('PTTL', KEYS[1]))
-end
-return 1
-`)
-
 // Finalize ends batch id as cancelled or expired: hosts without a result
 // are counted, and reported, as cancelled or expired, and results that
 // arrive later are not counted. Exactly

@@ -2,6 +2,7 @@ package aggregator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -34,7 +35,7 @@ func (a *Aggregator) scan(ctx context.Context, id string, from int64, fn func(po
 		workers = p.HGetAll(ctx, workersKey(id))
 		return nil
 	})
-	if err == redis.Nil {
+	if errors.Is(err, redis.Nil) {
 		return fmt.Errorf("results of batch %s: %w", id, ErrNotFound)
 	}
 	if err != nil {

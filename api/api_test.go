@@ -21,9 +21,9 @@ import (
 
 	"github.com/pingfleet/pingfleet/aggregator"
 	"github.com/pingfleet/pingfleet/api"
-	"github.com/pingfleet/pingfleet/enqueuer"
 	"github.com/pingfleet/pingfleet/internal/deathsig"
 	"github.com/pingfleet/pingfleet/internal/redistest"
+	"github.com/pingfleet/pingfleet/internal/testkit"
 	"github.com/pingfleet/pingfleet/notify"
 	"github.com/pingfleet/pingfleet/ping"
 	"github.com/pingfleet/pingfleet/tasks"
@@ -47,14 +47,8 @@ func setup(t *testing.T, mod func(*api.Config)) *env {
 	t.Helper()
 	srv := redistest.Start(t)
 	rdb := srv.Client()
-	agg, err := aggregator.New(aggregator.Config{Client: rdb})
-	if err != nil {
-		t.Fatal(err)
-	}
-	enq, err := enqueuer.New(enqueuer.Config{Redis: rdb, Aggregator: agg})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := testkit.NewStore(t, rdb, aggregator.Config{})
+	agg, enq := st.Aggregator, st.Enqueuer
 	client := asynq.NewClientFromRedisClient(rdb)
 	notifier, err := notify.NewNotifier(notify.NotifierConfig{Client: client, Aggregator: agg, Retention: time.Hour})
 	if err != nil {
@@ -267,7 +261,7 @@ func TestAuthAndHealth(t *testing.T) {
 		{"/openapi.json", "", 200},
 		{"/v1/batches/nope", "Bearer " + token, 404},
 	} {
-		req, _ := http.NewRequest("GET", e.http.URL+tc.path, nil)
+		req, _ := http.NewRequest(http.MethodGet, e.http.URL+tc.path, nil)
 		if tc.auth != "" {
 			req.Header.Set("Authorization", tc.auth)
 		}
@@ -286,7 +280,7 @@ func TestAuthAndHealth(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != 503 {
+	if resp.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("readyz with Redis down: %d; want 503", resp.StatusCode)
 	}
 }
@@ -396,23 +390,25 @@ func TestCancelMidBatch(t *testing.T) {
 	if cr.Total != 5000 {
 		t.Fatalf("total %d; want 5000", cr.Total)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testkit.Eventually(t, 30*time.Second, func() bool {
 		s, _ := e.agg.Summary(context.Background(), cr.ID)
-		if s.Done >= 500 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("batch did not progress")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return s.Done >= 500
+	}, "500 hosts done")
 	code, body := e.do("DELETE", "/v1/batches/"+cr.ID, "")
 	acked := time.Now()
 	if code != 200 {
 		t.Fatalf("DELETE: %d %s", code, body)
 	}
-	time.Sleep(500 * time.Millisecond) // let in-flight pings end
+	// Once nothing is queued or running, no ping can start any more.
+	ins := asynq.NewInspectorFromRedisClient(e.rdb)
+	testkit.Eventually(t, 30*time.Second, func() bool {
+		for q := range tasks.Queues(tasks.DefaultShards) {
+			if info, err := ins.GetQueueInfo(q); err != nil || info.Pending+info.Active > 0 {
+				return false
+			}
+		}
+		return true
+	}, "queues of the cancelled batch empty and idle")
 	pl.mu.Lock()
 	late := 0
 	for _, s := range pl.starts {
@@ -495,7 +491,9 @@ func TestCallbackExactlyOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(3 * time.Second)
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		return testkit.CallbackSettled(context.Background(), e.rdb, e.agg, cr.ID)
+	}, "callback of %s settled", cr.ID)
 	rcv.mu.Lock()
 	defer rcv.mu.Unlock()
 	if rcv.successes[cr.ID] != 1 || rcv.calls != 3 {
@@ -554,7 +552,7 @@ func (e *env) readSSE(t *testing.T, id, last string, drop int) (map[string]int, 
 	t.Helper()
 	seen := map[string]int{}
 	for attempt := 0; attempt < 1000; attempt++ {
-		req, _ := http.NewRequest("GET", e.http.URL+"/v1/batches/"+id+"/events", nil)
+		req, _ := http.NewRequest(http.MethodGet, e.http.URL+"/v1/batches/"+id+"/events", nil)
 		req.Header.Set("Authorization", "Bearer "+token)
 		if last != "" {
 			req.Header.Set("Last-Event-ID", last)

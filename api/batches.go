@@ -70,7 +70,8 @@ func (s *Server) decodeCreate(body []byte) (enqueuer.Batch, *problem) {
 	hosts, errs := enqueuer.ParseHosts(entries, enqueuer.Limits{MaxExpand: s.cfg.MaxExpand, MaxHosts: s.cfg.MaxHosts})
 	tooMany := false
 	for _, e := range errs {
-		if errors.Is(e.Err, enqueuer.ErrTooLarge) && strings.Contains(e.Err.Error(), "batch would exceed") {
+		var limit *enqueuer.HostLimitError
+		if errors.As(e.Err, &limit) {
 			tooMany = true
 		}
 		details = append(details, Detail{Field: fmt.Sprintf("hosts[%d]", e.Entry.Line-1), Value: e.Entry.Text, Position: e.Entry.Line, Reason: e.Err.Error()})

@@ -26,6 +26,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/pingfleet/pingfleet/internal/testkit"
 )
 
 func main() { os.Exit(run()) }
@@ -95,7 +97,7 @@ func newBench(o options) (*bench, error) {
 	b := &bench{opts: o, dir: dir, bin: filepath.Join(dir, "pingfleet")}
 	out, err := exec.Command("go", "build", "-o", b.bin, "./cmd/pingfleet").CombinedOutput()
 	if err != nil {
-		return nil, fmt.Errorf("go build: %v\n%s", err, out)
+		return nil, fmt.Errorf("go build: %w\n%s", err, out)
 	}
 	b.fping, _ = exec.LookPath("fping")
 	if err := b.startRedis(); err != nil {
@@ -110,7 +112,7 @@ func (b *bench) startRedis() error {
 	if b.redis != nil {
 		b.redis.stop()
 	}
-	port, err := freePort()
+	port, err := testkit.FreePort()
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/pingfleet/pingfleet/internal/testkit"
 	"github.com/pingfleet/pingfleet/lab"
 )
 
@@ -227,7 +228,7 @@ func (b *bench) labLatency() error {
 	b.add(name, "pingfleet run (private redis-server)", n, m, &ref, "process start → exit")
 
 	// A Redis and a worker inside the lab, already running.
-	port, err := freePort()
+	port, err := testkit.FreePort()
 	if err != nil {
 		return err
 	}

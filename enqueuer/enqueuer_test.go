@@ -15,6 +15,7 @@ import (
 	"github.com/pingfleet/pingfleet/enqueuer"
 	"github.com/pingfleet/pingfleet/internal/deathsig"
 	"github.com/pingfleet/pingfleet/internal/redistest"
+	"github.com/pingfleet/pingfleet/internal/testkit"
 	"github.com/pingfleet/pingfleet/tasks"
 )
 
@@ -30,16 +31,8 @@ type env struct {
 func setup(t testing.TB) env {
 	t.Helper()
 	srv := redistest.Start(t)
-	rdb := srv.Client()
-	agg, err := aggregator.New(aggregator.Config{Client: rdb})
-	if err != nil {
-		t.Fatal(err)
-	}
-	enq, err := enqueuer.New(enqueuer.Config{Redis: rdb, Aggregator: agg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return env{srv: srv, agg: agg, enq: enq, ins: asynq.NewInspectorFromRedisClient(rdb)}
+	st := testkit.NewStore(t, srv.Client(), aggregator.Config{})
+	return env{srv: srv, agg: st.Aggregator, enq: st.Enqueuer, ins: st.Inspector}
 }
 
 // queued counts the tasks waiting in every ping queue.
@@ -235,17 +228,20 @@ func TestSubmitWindow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	waiting := func() int {
+		n := 0
+		for q := range tasks.Queues(tasks.DefaultShards) {
+			n += int(rdb.LLen(ctx, "asynq:{"+q+"}:pending").Val())
+		}
+		return n
+	}
 	// A consumer: takes each queued task as a worker would, counts how many
-	// wait, and records their hosts' results. It starts late, as a slow
-	// fleet would: an enqueuer without a window has queued all by then.
-	time.Sleep(200 * time.Millisecond)
+	// wait, and records their hosts' results. It starts once the enqueuer
+	// has filled its window, as a slow fleet would.
+	testkit.Eventually(t, 10*time.Second, func() bool { return waiting() >= window }, "the window filled")
 	most, taken := 0, 0
 	for taken < n {
-		waiting := 0
-		for q := range tasks.Queues(tasks.DefaultShards) {
-			waiting += int(rdb.LLen(ctx, "asynq:{"+q+"}:pending").Val())
-		}
-		most = max(most, waiting)
+		most = max(most, waiting())
 		for q := range tasks.Queues(tasks.DefaultShards) {
 			for {
 				id, err := rdb.RPop(ctx, "asynq:{"+q+"}:pending").Result()

@@ -116,6 +116,18 @@ var (
 	ErrTooLarge = errors.New("too large")
 )
 
+// HostLimitError is the error of the entry that would take a list past
+// Limits.MaxHosts (the list, not the entry, is too large). It wraps
+// ErrTooLarge.
+type HostLimitError struct{ MaxHosts int }
+
+func (e *HostLimitError) Error() string {
+	return fmt.Sprintf("%v: batch would exceed the limit of %d hosts", ErrTooLarge, e.MaxHosts)
+}
+
+// Unwrap returns ErrTooLarge.
+func (e *HostLimitError) Unwrap() error { return ErrTooLarge }
+
 // HostError says which entry is wrong and why.
 type HostError struct {
 	Entry Entry
@@ -215,7 +227,7 @@ func ParseHosts(entries []Entry, lim Limits) (hosts []string, errs ErrorList) {
 			hosts = hosts[:mark]
 			errs = append(errs, &HostError{
 				Entry: e,
-				Err:   fmt.Errorf("%w: batch would exceed the limit of %d hosts", ErrTooLarge, lim.MaxHosts),
+				Err:   &HostLimitError{MaxHosts: lim.MaxHosts},
 			})
 			break
 		}

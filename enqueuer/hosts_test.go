@@ -360,7 +360,7 @@ func TestParseHostsSentinels(t *testing.T) {
 				t.Fatalf("ParseHosts() = %d errors (%v), want 1", len(errs), errs)
 			}
 			for _, s := range sentinels {
-				if got, want := errors.Is(errs[0], s), s == tt.want; got != want {
+				if got, want := errors.Is(errs[0], s), errors.Is(s, tt.want); got != want {
 					t.Errorf("errors.Is(%q, %q) = %v, want %v", errs[0], s, got, want)
 				}
 			}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/pingfleet/pingfleet/internal/testkit"
 	"go.uber.org/goleak"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
@@ -496,7 +497,7 @@ func TestServe(t *testing.T) {
 	if diff := cmp.Diff([]string{"198.18.0.1", "198.18.1.1"}, order); diff != "" {
 		t.Errorf("reply order (-want +got):\n%s", diff)
 	}
-	waitFor(t, func() bool { return r.Stats().Ignored == 1 })
+	testkit.Eventually(t, 5*time.Second, func() bool { return r.Stats().Ignored == 1 })
 	cancel()
 	if err := <-served; err != nil {
 		t.Errorf("Serve = %v, want nil after cancel", err)
@@ -547,7 +548,7 @@ func TestSchedulerOrder(t *testing.T) {
 	for _, d := range delays {
 		s.push(d.delay, []byte{d.id})
 	}
-	waitFor(t, func() bool { return len(w.written()) == len(delays) })
+	testkit.Eventually(t, 5*time.Second, func() bool { return len(w.written()) == len(delays) })
 	if diff := cmp.Diff([]byte{1, 2, 3, 4, 5, 6}, w.written()); diff != "" {
 		t.Errorf("write order (-want +got):\n%s", diff)
 	}
@@ -569,18 +570,6 @@ func TestReplyHeap(t *testing.T) {
 	}
 	if diff := cmp.Diff([]time.Duration{0, 1, 2, 2, 3, 3, 4, 5, 6, 7, 8, 9}, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
-	}
-}
-
-// waitFor polls cond until it holds, failing t after 5 seconds.
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 

@@ -223,7 +223,7 @@ func (g *sockGroup) run(ctx context.Context, r *pingRun) error {
 	for i := range g.socks {
 		r.s = g.socks[(start+i)%len(g.socks)]
 		// A run that found no sequence number has registered nothing.
-		if err := r.run(ctx); err != errNoSequence {
+		if err := r.run(ctx); !errors.Is(err, errNoSequence) {
 			return err
 		}
 	}

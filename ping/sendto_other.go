@@ -13,6 +13,6 @@ type dest = netip.Addr
 
 func sockaddr(dst netip.Addr) (dest, error) { return dst, nil }
 
-func (s *socket) sendto([]byte, dest) error {
-	return errors.New("sendto: not on this system")
-}
+var errNoSendto = errors.New("sendto: not on this system")
+
+func (s *socket) sendto([]byte, dest) error { return errNoSendto }

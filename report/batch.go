@@ -22,7 +22,9 @@ func WriteBatch(ctx context.Context, w, errw io.Writer, format string, agg Resul
 			return err
 		}
 		if quiet {
-			io.WriteString(w, "[]\n")
+			if _, err := io.WriteString(w, "[]\n"); err != nil {
+				return err
+			}
 		} else if err := writeResults(ctx, w, format, agg, s.ID); err != nil {
 			return err
 		}
@@ -77,12 +79,12 @@ func WriteSummary(w io.Writer, format string, s aggregator.Summary) error {
 		return json.NewEncoder(w).Encode(s)
 	case "csv":
 		cw := csv.NewWriter(w)
-		cw.Write(SummaryCSVHeader)
-		cw.Write(summaryRow(s))
+		_ = cw.Write(SummaryCSVHeader) // csv.Writer keeps the first error for Error
+		_ = cw.Write(summaryRow(s))
 		cw.Flush()
 		return cw.Error()
 	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	tw := tabwriter.NewWriter(&trimWriter{w: w}, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "batch\t%s\n", s.ID)
 	fmt.Fprintf(tw, "state\t%s\n", s.State)
 	fmt.Fprintf(tw, "hosts\t%d total, %d done, %d pending: %d up, %d down, %d error\n",
@@ -134,14 +136,14 @@ func WriteBatches(w io.Writer, format string, list []aggregator.Summary) error {
 		return nil
 	case "csv":
 		cw := csv.NewWriter(w)
-		cw.Write(SummaryCSVHeader)
+		_ = cw.Write(SummaryCSVHeader) // csv.Writer keeps the first error for Error
 		for _, s := range list {
-			cw.Write(summaryRow(s))
+			_ = cw.Write(summaryRow(s))
 		}
 		cw.Flush()
 		return cw.Error()
 	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	tw := tabwriter.NewWriter(&trimWriter{w: w}, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "BATCH\tSTATE\tCREATED\tHOSTS\tDONE\tUP\tDOWN\tERROR\tLOSS\tDURATION")
 	for _, s := range list {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%.1fs\n", s.ID, s.State, FormatTime(s.Created),

@@ -34,7 +34,7 @@ func NewResultWriter(w io.Writer, format string) *ResultWriter {
 	rw := &ResultWriter{format: format, bw: bufio.NewWriter(w)}
 	switch format {
 	case "table":
-		rw.tw = tabwriter.NewWriter(rw.bw, 0, 0, 2, ' ', 0)
+		rw.tw = tabwriter.NewWriter(&trimWriter{w: rw.bw}, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(rw.tw, "HOST\tIP\tSTATUS\tSENT\tRECV\tLOSS\tMIN\tAVG\tMAX\tSTDDEV\tERROR")
 	case "csv":
 		rw.cw = csv.NewWriter(rw.bw)
@@ -73,9 +73,9 @@ func (rw *ResultWriter) Write(r aggregator.Result) error {
 			strconv.Itoa(r.Attempts), r.Worker, FormatTime(r.Started), FormatTime(r.Finished)})
 	case "json":
 		if rw.n > 0 {
-			rw.bw.WriteString(",")
+			_ = rw.bw.WriteByte(',') // bufio.Writer keeps the first error for Flush
 		}
-		rw.bw.WriteString("\n  ")
+		_, _ = rw.bw.WriteString("\n  ")
 		rw.err = json.NewEncoder(rw.bw).Encode(r)
 	default: // ndjson
 		rw.err = json.NewEncoder(rw.bw).Encode(r)

@@ -328,6 +328,10 @@ type CallbackPayload struct {
 	BatchID string `json:"batch"`
 }
 
+// CallbackTaskID is the asynq task ID of batch batchID's callback: one per
+// batch, whoever enqueues it.
+func CallbackTaskID(batchID string) string { return "callback/" + batchID }
+
 // NewCallbackTask returns the callback task of batch batchID, kept for
 // retention after it succeeds so that it can never be enqueued twice.
 func NewCallbackTask(batchID string, retention time.Duration) (*asynq.Task, error) {
@@ -340,7 +344,7 @@ func NewCallbackTask(batchID string, retention time.Duration) (*asynq.Task, erro
 		return nil, err
 	}
 	return asynq.NewTask(TypeBatchCallback, b,
-		asynq.TaskID("callback/"+batchID),
+		asynq.TaskID(CallbackTaskID(batchID)),
 		asynq.Queue(CallbackQueue),
 		asynq.MaxRetry(CallbackMaxRetry),
 		asynq.Timeout(time.Minute),

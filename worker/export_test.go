@@ -16,3 +16,17 @@ func NewFetchClient(c redis.UniversalClient, window time.Duration) interface {
 	fc.StartPipe()
 	return fc
 }
+
+// Wakes is the number of wake-up messages w's fetch client has heard.
+func (w *Worker) Wakes() uint64 {
+	w.fetch.mu.Lock()
+	defer w.fetch.mu.Unlock()
+	return w.fetch.wakes
+}
+
+// EmptyQueues is the number of queues w remembers as empty.
+func (w *Worker) EmptyQueues() int {
+	w.fetch.mu.Lock()
+	defer w.fetch.mu.Unlock()
+	return len(w.fetch.empty)
+}

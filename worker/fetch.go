@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -76,15 +77,15 @@ func (c *fetchClient) EvalSha(ctx context.Context, sha1 string, keys []string, a
 	wakes := c.wakes
 	c.mu.Unlock()
 	cmd := c.pipe.EvalSha(ctx, sha1, keys, args...)
-	switch cmd.Err() {
-	case redis.Nil: // empty or paused
+	switch err := cmd.Err(); {
+	case errors.Is(err, redis.Nil): // empty or paused
 		c.mu.Lock()
 		// An answer older than a wake-up message may miss its tasks.
 		if c.wakes == wakes {
 			c.empty[queue] = time.Now().Add(c.window)
 		}
 		c.mu.Unlock()
-	case nil:
+	case err == nil:
 		if known {
 			c.mu.Lock()
 			delete(c.empty, queue)

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -175,7 +176,7 @@ func TestAsynqPipeAnswers(t *testing.T) {
 			cmd := <-r.out
 			v, err := cmd.Text()
 			switch {
-			case err == redis.Nil:
+			case errors.Is(err, redis.Nil):
 				out = append(out, "nil")
 			case err != nil:
 				out = append(out, "error "+err.Error())
@@ -220,5 +221,49 @@ func TestAsynqPipeAnswers(t *testing.T) {
 	rdb.Set(ctx, q+":paused", 1, 0)
 	if got := fmt.Sprint(get(dequeue(), dequeue())); got != "[nil nil]" {
 		t.Errorf("dequeues of a paused queue = %s; want nothing", got)
+	}
+}
+
+// A queue found empty is answered from memory for the window, and looked
+// at again at once after a wake-up message.
+func TestFetchClientWake(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	rdb := srv.Client()
+	ctx := context.Background()
+	sha, err := rdb.ScriptLoad(ctx, "return false").Result() // answers as a dequeue of an empty queue
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc := newFetchClient(rdb, time.Hour)
+	fc.StartPipe()
+	defer fc.StopPipe()
+	q := "asynq:{pingfleet-0}"
+	dequeue := func() {
+		t.Helper()
+		err := fc.EvalSha(ctx, sha, []string{q + ":pending", q + ":paused", q + ":active", q + ":lease"}, int64(1), q+":t:").Err()
+		if !errors.Is(err, redis.Nil) {
+			t.Fatalf("dequeue: %v; want redis.Nil", err)
+		}
+	}
+	for _, step := range []struct {
+		desc  string
+		wake  bool
+		calls int // script calls Redis saw
+	}{
+		{"first look", false, 1},
+		{"within the window: from memory", false, 0},
+		{"again from memory", false, 0},
+		{"after a wake-up", true, 1},
+		{"remembered again", false, 0},
+	} {
+		if step.wake {
+			fc.wake()
+		}
+		before := evalshaCalls(t, rdb)
+		dequeue()
+		if got := evalshaCalls(t, rdb) - before; got != step.calls {
+			t.Errorf("%s: Redis saw %d script calls; want %d", step.desc, got, step.calls)
+		}
 	}
 }

@@ -9,5 +9,9 @@ func openFileLimit() uint64 {
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
 		return 0
 	}
-	return uint64(l.Cur)
+	return unsigned(l.Cur)
 }
+
+// unsigned converts a limit: Rlimit.Cur is a uint64 on Linux and macOS, an
+// int64 on FreeBSD.
+func unsigned[T int64 | uint64](v T) uint64 { return uint64(max(v, 0)) }

@@ -14,6 +14,7 @@ import (
 	"github.com/pingfleet/pingfleet/aggregator"
 	"github.com/pingfleet/pingfleet/enqueuer"
 	"github.com/pingfleet/pingfleet/internal/redistest"
+	"github.com/pingfleet/pingfleet/internal/testkit"
 	"github.com/pingfleet/pingfleet/tasks"
 	"github.com/pingfleet/pingfleet/worker"
 )
@@ -22,6 +23,11 @@ import (
 // by cfg (Redis, Handler and Logger are filled in), until the test ends;
 // the end checks that Run stopped cleanly.
 func runWorker(t *testing.T, cfg worker.Config) (*redis.Client, *aggregator.Aggregator) {
+	rdb, agg, _ := startWorker(t, cfg)
+	return rdb, agg
+}
+
+func startWorker(t *testing.T, cfg worker.Config) (*redis.Client, *aggregator.Aggregator, *worker.Worker) {
 	t.Helper()
 	srv := redistest.Start(t)
 	rdb := srv.Client()
@@ -48,7 +54,7 @@ func runWorker(t *testing.T, cfg worker.Config) (*redis.Client, *aggregator.Aggr
 			t.Errorf("Run: %v", err)
 		}
 	})
-	return rdb, agg
+	return rdb, agg, w
 }
 
 // pingBatch submits n hosts of 127.0.subnet.0/24 with opts and returns the
@@ -121,7 +127,7 @@ func TestFetchClientIdlePolls(t *testing.T) {
 		n, _ := strconv.Atoi(after[:strings.IndexByte(after+",", ',')])
 		return n
 	}
-	time.Sleep(300 * time.Millisecond) // past the servers' first polls
+	testkit.Eventually(t, 10*time.Second, func() bool { return pops() >= tasks.DefaultShards }, "the servers' first looks at the queues")
 	start, before := time.Now(), pops()
 	time.Sleep(time.Second)
 	got, elapsed := pops()-before, time.Since(start)
@@ -155,26 +161,23 @@ func TestMemoryLimit(t *testing.T) {
 	}
 }
 
-// An enqueuer's wake-up message makes idle servers look at the queues when
-// they next wake, instead of after the TaskCheckInterval for which they
-// remember the queues as empty.
+// An enqueuer's wake-up message reaches the worker, which then forgets the
+// queues it found empty (TestFetchClientWake shows what that changes), and
+// the batch is picked up.
 func TestWakeUp(t *testing.T) {
 	t.Parallel()
 	const interval = 5 * time.Second
-	rdb, agg := runWorker(t, worker.Config{Concurrency: 64, Servers: 32, TaskCheckInterval: interval})
-	// Every server finds the queues empty at once, and sleeps 2.5-7.5 s.
-	// The queues are remembered as empty for 5 s.
-	time.Sleep(500 * time.Millisecond)
+	rdb, agg, w := startWorker(t, worker.Config{Concurrency: 64, Servers: 32, TaskCheckInterval: interval})
+	// Every server finds the queues empty, and they are remembered so.
+	testkit.Eventually(t, 10*time.Second, func() bool { return w.EmptyQueues() == tasks.DefaultShards }, "every queue found empty")
+	before := w.Wakes()
 	start := time.Now()
 	s := pingBatch(t, rdb, agg, 79, 10, tasks.PingOptions{Count: 1, Timeout: tasks.Duration(5 * time.Second)})
-	took := time.Since(start)
+	t.Logf("batch of 10 took %v", time.Since(start).Round(time.Millisecond))
 	if !s.Completed() || s.Up != 10 {
 		t.Fatalf("summary = %+v; want complete, 10 up", s)
 	}
-	// Woken, the first server to wake (2.5 s after the start) takes the
-	// tasks; otherwise the first to wake after 5 s would.
-	if took > 3500*time.Millisecond {
-		t.Errorf("batch took %v; want about 2 s (the first server's sleep), not 4.5 s or more (the queues remembered empty)", took)
+	if w.Wakes() == before {
+		t.Error("the worker heard no wake-up message from the enqueuer")
 	}
-	t.Logf("batch of 10 took %v", took.Round(time.Millisecond))
 }

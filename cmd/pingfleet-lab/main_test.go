@@ -7,12 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
+	"github.com/pingfleet/pingfleet/internal/testkit"
 	"github.com/pingfleet/pingfleet/lab/labtest"
 )
 
@@ -47,24 +47,6 @@ func TestUsage(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe to read while Main writes it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestUp runs the lab as the command does, pings into it, stops it as a
 // signal would, and checks that the namespace is gone.
 func TestUp(t *testing.T) {
@@ -73,7 +55,7 @@ func TestUp(t *testing.T) {
 	name := fmt.Sprintf("pflab-cmd-%d", os.Getpid())
 	ctx, stop := context.WithCancel(t.Context())
 	defer stop()
-	var stdout, stderr syncBuffer
+	var stdout, stderr testkit.SyncBuffer
 	done := make(chan int, 1)
 	args := []string{"up", "--name", name, "--seed", "7"}
 	_, noNft := exec.LookPath("nft")

@@ -5,6 +5,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/pingfleet/pingfleet/aggregator"
 	"github.com/pingfleet/pingfleet/internal/redistest"
+	"github.com/pingfleet/pingfleet/internal/testkit"
 	"github.com/pingfleet/pingfleet/notify"
 )
 
@@ -33,13 +35,13 @@ func startServe(t *testing.T, redisURL string, args ...string) string {
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	startProc(t, append([]string{"serve", "--redis", redisURL, "--addr", addr}, args...)...)
 	url := "http://" + addr
-	eventually(t, 10*time.Second, func() bool {
+	testkit.Eventually(t, 10*time.Second, func() bool {
 		resp, err := http.Get(url + "/readyz")
 		if err != nil {
 			return false
 		}
 		resp.Body.Close()
-		return resp.StatusCode == 200
+		return resp.StatusCode == http.StatusOK
 	})
 	return url
 }
@@ -130,9 +132,15 @@ func TestE2ECallbackOncePerFleet(t *testing.T) {
 	startWorker(t, srv.URL(), "--callback-secret", secret)
 
 	id := postBatch(t, a, fmt.Sprintf(`{"hosts": ["127.0.6.0/24"], "options": {"count": 1}, "callback_url": %q}`, hs.URL))
-	eventually(t, time.Minute, func() bool { return getSummary(t, b, id).State == aggregator.StateComplete })
-	eventually(t, time.Minute, func() bool { ok, _, _ := rcv.count(id); return ok > 0 })
-	time.Sleep(8 * time.Second) // several janitor sweeps past their grace time
+	testkit.Eventually(t, time.Minute, func() bool { return getSummary(t, b, id).State == aggregator.StateComplete })
+	testkit.Eventually(t, time.Minute, func() bool { ok, _, _ := rcv.count(id); return ok > 0 })
+	agg, err := aggregator.New(aggregator.Config{Client: srv.Client()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, time.Minute, func() bool {
+		return testkit.CallbackSettled(context.Background(), srv.Client(), agg, id)
+	}, "callback of %s settled", id)
 	ok, calls, badSig := rcv.count(id)
 	if ok != 1 || calls != 3 || badSig != 0 {
 		t.Errorf("%d successful deliveries in %d calls (%d badly signed); want 1 in 3, all signed", ok, calls, badSig)
@@ -151,16 +159,16 @@ func TestE2EDeadlineWithoutWorkers(t *testing.T) {
 	w := startWorker(t, srv.URL(), "--concurrency", "10", "--shutdown-timeout", "5s")
 
 	id := postBatch(t, api, fmt.Sprintf(`{"hosts": ["127.0.7.1-127.0.7.200"], "options": {"count": 3, "interval": "1s"}, "deadline": "8s", "callback_url": %q}`, hs.URL))
-	eventually(t, 30*time.Second, func() bool { return getSummary(t, api, id).Done >= 10 })
+	testkit.Eventually(t, 30*time.Second, func() bool { return getSummary(t, api, id).Done >= 10 })
 	_ = w.cmd.Process.Signal(syscall.SIGTERM)
 	<-w.done
 
-	eventually(t, 30*time.Second, func() bool { return getSummary(t, api, id).State == aggregator.StateExpired })
+	testkit.Eventually(t, 30*time.Second, func() bool { return getSummary(t, api, id).State == aggregator.StateExpired })
 	s := getSummary(t, api, id)
 	if s.Expired == 0 || s.Up+s.Down+s.Error+s.Expired != s.Total || s.Pending != 0 {
 		t.Errorf("expired summary does not add up: %+v", s)
 	}
-	eventually(t, 30*time.Second, func() bool { ok, _, _ := rcv.count(id); return ok == 1 })
+	testkit.Eventually(t, 30*time.Second, func() bool { ok, _, _ := rcv.count(id); return ok == 1 })
 }
 
 // Two workers with a fleet-wide limit of 200 pings/s stay within 10 % of it.
@@ -197,7 +205,7 @@ func TestE2EFleetRateLimit(t *testing.T) {
 func scrape(t *testing.T, addr string) string {
 	t.Helper()
 	var body string
-	eventually(t, 10*time.Second, func() bool {
+	testkit.Eventually(t, 10*time.Second, func() bool {
 		resp, err := http.Get("http://" + addr + "/metrics")
 		if err != nil {
 			return false
@@ -205,7 +213,7 @@ func scrape(t *testing.T, addr string) string {
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
 		body = string(b)
-		return resp.StatusCode == 200
+		return resp.StatusCode == http.StatusOK
 	})
 	return body
 }
@@ -232,14 +240,14 @@ func TestE2EMetrics(t *testing.T) {
 	api := startServe(t, srv.URL(), "--metrics-addr", sAddr)
 
 	id := postBatch(t, api, `{"hosts": ["127.0.8.1-20", "gone.invalid"], "options": {"count": 2, "interval": "20ms"}}`)
-	eventually(t, 30*time.Second, func() bool { return getSummary(t, api, id).State == aggregator.StateComplete })
+	testkit.Eventually(t, 30*time.Second, func() bool { return getSummary(t, api, id).State == aggregator.StateComplete })
 	if resp, err := http.Get(api + "/v1/batches/no-such-batch"); err == nil {
 		resp.Body.Close()
 	}
 
 	for _, probe := range []string{"/healthz", "/readyz"} {
 		resp, err := http.Get("http://" + wAddr + probe)
-		if err != nil || resp.StatusCode != 200 {
+		if err != nil || resp.StatusCode != http.StatusOK {
 			t.Errorf("worker %s: %v %v", probe, resp, err)
 		}
 		if resp != nil {
@@ -315,7 +323,7 @@ func TestE2ESecretsNotLogged(t *testing.T) {
 	if bad.code != ExitSystem {
 		t.Errorf("wrong password: exit %d; want 4", bad.code)
 	}
-	eventually(t, 10*time.Second, func() bool { return strings.Contains(w.stderr.String(), `"msg":"host pinged"`) })
+	testkit.Eventually(t, 10*time.Second, func() bool { return strings.Contains(w.stderr.String(), `"msg":"host pinged"`) })
 	logs := w.stderr.String() + api.stderr.String() + r.stderr + bad.stderr
 	for _, secret := range []string{"redis-pw-123", "api-token-789", "cb-secret-456", "wrong-pw-000"} {
 		if strings.Contains(logs, secret) {

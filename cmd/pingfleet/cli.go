@@ -110,7 +110,7 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	}
 	code := exitCode(err)
 	var ee *exitError
-	if !errors.As(err, &ee) || ee.err != errSilent {
+	if !errors.As(err, &ee) || !errors.Is(ee.err, errSilent) {
 		if !strings.Contains(err.Error(), "\n") && code == ExitUsage && isFlagError(err) {
 			fmt.Fprintf(stderr, "pingfleet: %v\nRun 'pingfleet --help' for usage.\n", err)
 		} else {

@@ -24,6 +24,7 @@ import (
 	"github.com/pingfleet/pingfleet/aggregator"
 	"github.com/pingfleet/pingfleet/internal/deathsig"
 	"github.com/pingfleet/pingfleet/internal/redistest"
+	"github.com/pingfleet/pingfleet/internal/testkit"
 	"github.com/pingfleet/pingfleet/tasks"
 	"github.com/pingfleet/pingfleet/worker"
 )
@@ -49,7 +50,7 @@ func binary(t *testing.T) string {
 		binPath = filepath.Join(binDir, "pingfleet")
 		out, err := exec.Command("go", "build", "-race", "-o", binPath, ".").CombinedOutput()
 		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
 		}
 	})
 	if buildErr != nil {
@@ -67,25 +68,8 @@ func cleanupBinary() {
 // proc is a running pingfleet process.
 type proc struct {
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *testkit.SyncBuffer
 	done   chan struct{}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // startWorker starts `pingfleet worker` against redisURL; it is stopped
@@ -115,7 +99,7 @@ func startExec(t *testing.T, path string, env []string, args ...string) *proc {
 	if env != nil {
 		cmd.Env = append(os.Environ(), env...)
 	}
-	p := &proc{cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{cmd: cmd, stderr: &testkit.SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	if err := deathsig.Start(cmd); err != nil {
 		t.Fatal(err)
@@ -331,7 +315,7 @@ func TestE2EWorkerKilled(t *testing.T) {
 		t.Fatalf("enqueue: exit %d\n%s", r.code, r.stderr)
 	}
 	rdb := srv.Client()
-	eventually(t, time.Minute, func() bool {
+	testkit.Eventually(t, time.Minute, func() bool {
 		done, _ := rdb.HGet(context.Background(), aggregator.Keys("killed")[0], "done").Int()
 		return done >= 60
 	})
@@ -423,17 +407,6 @@ func newNetns(t *testing.T) string {
 	return name
 }
 
-func eventually(t *testing.T, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s", timeout)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // A worker bounds its memory by its --concurrency and collects garbage
 // near that bound, unless GOMEMLIMIT or GOGC say otherwise.
 func TestE2EWorkerMemoryLimit(t *testing.T) {
@@ -450,7 +423,7 @@ func TestE2EWorkerMemoryLimit(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := startProcEnv(t, tc.env, "worker", "--redis", srv.URL(), "--log-level", "info", "--concurrency", "10000")
-			eventually(t, 30*time.Second, func() bool { return strings.Contains(w.stderr.String(), "worker started") })
+			testkit.Eventually(t, 30*time.Second, func() bool { return strings.Contains(w.stderr.String(), "worker started") })
 			if log := w.stderr.String(); !strings.Contains(log, "memory limit") || !strings.Contains(log, tc.want) {
 				t.Errorf("log lacks %q:\n%s", tc.want, log)
 			}
@@ -486,7 +459,7 @@ func TestE2EWorkerSizesItself(t *testing.T) {
 			} else {
 				w = startProcEnv(t, tc.env, args...)
 			}
-			eventually(t, 30*time.Second, func() bool { return strings.Contains(w.stderr.String(), "worker started") })
+			testkit.Eventually(t, 30*time.Second, func() bool { return strings.Contains(w.stderr.String(), "worker started") })
 			log := w.stderr.String()
 			var line string
 			for _, l := range strings.Split(log, "\n") {
@@ -570,7 +543,7 @@ func TestE2EEnqueueWaitPaces(t *testing.T) {
 	// No worker: nothing completes, so the window stays at its least.
 	// Tasks go in chunks of a thousand or so, each only if it fits.
 	p := startProc(t, "enqueue", "--redis", srv.URL(), "-f", file, "--wait", "-o", "json")
-	eventually(t, 30*time.Second, func() bool { return queued() >= waitWindow-2048 })
+	testkit.Eventually(t, 30*time.Second, func() bool { return queued() >= waitWindow-2048 })
 	time.Sleep(300 * time.Millisecond)
 	if got := queued(); got < waitWindow-2048 || got > waitWindow {
 		t.Fatalf("%d tasks queued while waiting; want the window, %d, less a chunk at most", got, waitWindow)

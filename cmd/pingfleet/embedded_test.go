@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pingfleet/pingfleet/internal/testkit"
 )
 
 // redisServersIn returns the PIDs of redis-server processes whose command
@@ -101,7 +103,7 @@ func TestE2EPrivateRedisServer(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
 			p := startProcEnv(t, []string{"TMPDIR=" + dir}, "run", "127.0.5.1-8", "-c", "60", "-p", "1s", "-o", "json", "--log-level", "info")
-			eventually(t, 30*time.Second, func() bool {
+			testkit.Eventually(t, 30*time.Second, func() bool {
 				return strings.Contains(p.stderr.String(), "worker started") && len(redisServersIn(t, dir)) == 1
 			})
 			_ = p.cmd.Process.Signal(sig)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pingfleet/pingfleet/aggregator"
+	"github.com/pingfleet/pingfleet/internal/testkit"
 	"github.com/pingfleet/pingfleet/lab"
 	"github.com/pingfleet/pingfleet/lab/labtest"
 )
@@ -19,7 +20,7 @@ func runInLab(t *testing.T, l *lab.Lab, args ...string) cliResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	out, errOut := &syncBuffer{}, &syncBuffer{}
+	out, errOut := &testkit.SyncBuffer{}, &testkit.SyncBuffer{}
 	cmd := l.Exec(ctx, binary(t), args...)
 	cmd.Stdout, cmd.Stderr = out, errOut
 	err := cmd.Run()

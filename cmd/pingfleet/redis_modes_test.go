@@ -10,6 +10,7 @@ import (
 
 	"github.com/pingfleet/pingfleet/aggregator"
 	"github.com/pingfleet/pingfleet/internal/redistest"
+	"github.com/pingfleet/pingfleet/internal/testkit"
 )
 
 // A 3-master Redis Cluster: a batch's keys share one slot ({batchID}),
@@ -51,7 +52,7 @@ func TestE2ESentinelFailover(t *testing.T) {
 	// replication is asynchronous, and a batch record younger than the
 	// replication lag would be lost with the old master, by design of Redis.
 	replica := s.Replica.Client()
-	eventually(t, time.Minute, func() bool {
+	testkit.Eventually(t, time.Minute, func() bool {
 		done, err := replica.HGet(context.Background(), aggregator.Keys("failover")[0], "done").Int()
 		return err == nil && done >= 20
 	})
@@ -82,7 +83,7 @@ func TestE2ERollingRestart(t *testing.T) {
 		return n
 	}
 	for i, old := range []*proc{a, b} {
-		eventually(t, time.Minute, func() bool { return done() >= 50*(i+1) })
+		testkit.Eventually(t, time.Minute, func() bool { return done() >= 50*(i+1) })
 		_ = old.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-old.done:

@@ -27,6 +27,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/pingfleet/pingfleet/internal/deathsig"
+	"github.com/pingfleet/pingfleet/internal/testkit"
 )
 
 // Server is a running redis-server owned by one test.
@@ -66,7 +67,7 @@ func startServer(t testing.TB, tls bool, extraArgs ...string) *Server {
 	dir := t.TempDir()
 	var lastErr error
 	for range 5 {
-		port, err := freePort()
+		port, err := testkit.FreePort()
 		if err != nil {
 			t.Fatalf("free port: %v", err)
 		}
@@ -104,7 +105,7 @@ func start(t testing.TB, bin, dir string, port int, tls bool, extraArgs ...strin
 	go func() { exited <- cmd.Wait() }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
-		<-exited
+		<-exited //nolint:errcheck // killed: its exit error says only that
 	})
 
 	deadline := time.Now().Add(10 * time.Second)
@@ -112,7 +113,7 @@ func start(t testing.TB, bin, dir string, port int, tls bool, extraArgs ...strin
 		select {
 		case err := <-exited:
 			exited <- err
-			return nil, fmt.Errorf("redis-server exited: %v; log: %s", err, tail(logFile))
+			return nil, fmt.Errorf("redis-server exited: %w; log: %s", err, tail(logFile))
 		default:
 		}
 		if err := s.ping(); err == nil || strings.Contains(err.Error(), "NOAUTH") {
@@ -157,15 +158,6 @@ func (s *Server) ping() error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	return c.Ping(ctx).Err()
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func tail(path string) string {
@@ -250,7 +242,7 @@ func StartSentinel(t testing.TB) *Sentinel {
 	replica := Start(t, "--replicaof", "127.0.0.1", mport)
 	bin, _ := exec.LookPath("redis-server")
 	dir := t.TempDir()
-	port, err := freePort()
+	port, err := testkit.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}

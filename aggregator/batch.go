@@ -1,0 +1,144 @@
+package aggregator
+
+import (
+	"time"
+
+	"github.com/pingfleet/pingfleet/tasks"
+)
+
+// State is the lifecycle stage of a batch.
+type State string
+
+// Batch states.
+const (
+	// StateEnqueuing: the record exists, tasks are being enqueued.
+	StateEnqueuing State = "enqueuing"
+	// StateRunning: every task is enqueued; results are arriving.
+	StateRunning State = "running"
+	// StateComplete: every host has a result.
+	StateComplete State = "complete"
+	// StateCancelled: cancelled; hosts not pinged by then are "cancelled".
+	StateCancelled State = "cancelled"
+	// StateExpired: its deadline passed; hosts still pending are "expired".
+	StateExpired State = "expired"
+)
+
+// Final reports whether s is a state a batch never leaves.
+func (s State) Final() bool {
+	return s == StateComplete || s == StateCancelled || s == StateExpired
+}
+
+// Status is the outcome of pinging one host.
+type Status string
+
+// Host statuses. Pending is never recorded; it is what Results reports for a
+// host without a result yet.
+const (
+	StatusUp        Status = "up"        // at least one reply
+	StatusDown      Status = "down"      // no reply
+	StatusError     Status = "error"     // could not be pinged: name not resolved, socket refused...
+	StatusPending   Status = "pending"   // no result yet
+	StatusCancelled Status = "cancelled" // not pinged: the batch was cancelled
+	StatusExpired   Status = "expired"   // not pinged before the batch's deadline
+)
+
+// Batch describes a batch: what the enqueuer submits and Create records.
+type Batch struct {
+	// ID names the batch. If empty, the enqueuer gives it a new ULID
+	// (sorts by creation time). Giving the ID of an existing batch with
+	// the same hosts and options resumes its enqueue.
+	ID      string
+	Hosts   []string
+	Options tasks.PingOptions
+	Labels  map[string]string
+	// CallbackURL is POSTed the summary once the batch is final.
+	CallbackURL string
+	// Deadline is when hosts still pending expire. If zero, DefaultDeadline.
+	Deadline time.Time
+}
+
+// DefaultDeadline is the deadline of a batch that has none: generous for
+// its size (five minutes, plus one ping time per 1,000 hosts), so only a
+// batch whose workers are gone reaches it.
+func DefaultDeadline(created time.Time, hosts int, opts tasks.PingOptions) time.Time {
+	per := opts.Normalize().RunTime()
+	return created.Add(5*time.Minute + per*time.Duration(hosts/1000+1))
+}
+
+// Result is what one ping of one host found.
+type Result struct {
+	Host     string  `json:"host"`
+	IP       string  `json:"ip,omitempty"`
+	Status   Status  `json:"status"`
+	Sent     int     `json:"sent"`
+	Received int     `json:"received"`
+	LossPct  float64 `json:"loss_pct"`
+	RTTMin   float64 `json:"rtt_min_ms"`
+	RTTAvg   float64 `json:"rtt_avg_ms"`
+	RTTMax   float64 `json:"rtt_max_ms"`
+	RTTStdev float64 `json:"rtt_stddev_ms"`
+	// ReplyTTL is the IP TTL (hop limit) of the last reply, 0 if none.
+	ReplyTTL int       `json:"reply_ttl,omitempty"`
+	Error    string    `json:"error,omitempty"`
+	Attempts int       `json:"attempts,omitempty"`
+	Worker   string    `json:"worker,omitempty"`
+	Started  time.Time `json:"started,omitzero"`
+	Finished time.Time `json:"finished,omitzero"`
+}
+
+// Summary is the state of a batch and its figures across hosts.
+type Summary struct {
+	ID      string `json:"id"`
+	State   State  `json:"state"`
+	Total   int    `json:"total"`
+	Done    int    `json:"done"`
+	Pending int    `json:"pending"`
+	Up      int    `json:"up"`
+	Down    int    `json:"down"`
+	Error   int    `json:"error"`
+	// Cancelled and Expired count hosts never pinged because the batch was
+	// cancelled or hit its deadline. Up+Down+Error+Cancelled+Expired = Done.
+	Cancelled int `json:"cancelled,omitempty"`
+	Expired   int `json:"expired,omitempty"`
+	Sent      int `json:"sent"`
+	Received  int `json:"received"`
+	// LossPct is the share of all requests sent in the batch that got no reply.
+	LossPct float64 `json:"loss_pct"`
+	// RTT percentiles are over the average RTT of each host that is up
+	// (nearest-rank method), in milliseconds, read from a histogram whose
+	// buckets are 1 % wide: a percentile is within 0.5 % of the exact
+	// value. RTTMax is exact.
+	RTTP50 float64 `json:"rtt_p50_ms"`
+	RTTP90 float64 `json:"rtt_p90_ms"`
+	RTTP99 float64 `json:"rtt_p99_ms"`
+	RTTMax float64 `json:"rtt_max_ms"`
+	// Created is when the batch record was written, Started when its first
+	// result landed, Finished when its last did.
+	Created  time.Time `json:"created"`
+	Started  time.Time `json:"started,omitzero"`
+	Finished time.Time `json:"finished,omitzero"`
+	// DurationSec is Finished-Created, or the time since Created so far.
+	DurationSec float64           `json:"duration_s"`
+	Deadline    time.Time         `json:"deadline,omitzero"`
+	Options     tasks.PingOptions `json:"options"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	CallbackURL string            `json:"callback_url,omitempty"`
+}
+
+// Completed reports whether the batch has reached a final state.
+func (s Summary) Completed() bool { return s.State.Final() }
+
+// Outcome is what Record did with a result.
+type Outcome int
+
+// Record outcomes.
+const (
+	// Duplicate: the host already had a result, or is not in the batch,
+	// or the batch is final; nothing changed.
+	Duplicate Outcome = iota
+	// Counted: the result was stored and counted.
+	Counted
+	// Completed: the result was counted and was the batch's last. Exactly
+	// one Record call per batch returns Completed.
+	Completed
+)

@@ -1,0 +1,76 @@
+package report_test
+
+import (
+	"os"
+	"time"
+
+	"github.com/pingfleet/pingfleet/aggregator"
+	"github.com/pingfleet/pingfleet/report"
+)
+
+var results = []aggregator.Result{
+	{Host: "10.0.0.1", IP: "10.0.0.1", Status: aggregator.StatusUp, Sent: 3, Received: 3, RTTMin: 0.412, RTTAvg: 0.530, RTTMax: 0.701, RTTStdev: 0.12, ReplyTTL: 64, Attempts: 1, Worker: "w1"},
+	{Host: "db.internal", IP: "10.0.0.9", Status: aggregator.StatusDown, Sent: 3, LossPct: 100, Attempts: 1, Worker: "w1"},
+	{Host: "nope.invalid", Status: aggregator.StatusError, Error: "lookup nope.invalid: no such host", Attempts: 1, Worker: "w2"},
+}
+
+func write(format string) {
+	rw := report.NewResultWriter(os.Stdout, format)
+	for _, r := range results {
+		if err := rw.Write(r); err != nil {
+			panic(err)
+		}
+	}
+	if err := rw.Close(); err != nil {
+		panic(err)
+	}
+}
+
+// The table aligns its columns; RTTs are in milliseconds.
+func ExampleResultWriter_table() {
+	write("table")
+	// Output:
+	// HOST          IP        STATUS  SENT  RECV  LOSS    MIN    AVG    MAX    STDDEV  ERROR
+	// 10.0.0.1      10.0.0.1  up      3     3     0.0%    0.412  0.530  0.701  0.120
+	// db.internal   10.0.0.9  down    3     0     100.0%  -      -      -      -
+	// nope.invalid  -         error   0     0     0.0%    -      -      -      -       lookup nope.invalid: no such host
+}
+
+func ExampleResultWriter_csv() {
+	write("csv")
+	// Output:
+	// host,ip,status,sent,received,loss_pct,rtt_min_ms,rtt_avg_ms,rtt_max_ms,rtt_stddev_ms,reply_ttl,error,attempts,worker,started,finished
+	// 10.0.0.1,10.0.0.1,up,3,3,0,0.412,0.53,0.701,0.12,64,,1,w1,,
+	// db.internal,10.0.0.9,down,3,0,100,0,0,0,0,0,,1,w1,,
+	// nope.invalid,,error,0,0,0,0,0,0,0,0,lookup nope.invalid: no such host,1,w2,,
+}
+
+// ndjson is one JSON object per line, for jq and log pipelines.
+func ExampleResultWriter_ndjson() {
+	write("ndjson")
+	// Output:
+	// {"host":"10.0.0.1","ip":"10.0.0.1","status":"up","sent":3,"received":3,"loss_pct":0,"rtt_min_ms":0.412,"rtt_avg_ms":0.53,"rtt_max_ms":0.701,"rtt_stddev_ms":0.12,"reply_ttl":64,"attempts":1,"worker":"w1"}
+	// {"host":"db.internal","ip":"10.0.0.9","status":"down","sent":3,"received":0,"loss_pct":100,"rtt_min_ms":0,"rtt_avg_ms":0,"rtt_max_ms":0,"rtt_stddev_ms":0,"attempts":1,"worker":"w1"}
+	// {"host":"nope.invalid","status":"error","sent":0,"received":0,"loss_pct":0,"rtt_min_ms":0,"rtt_avg_ms":0,"rtt_max_ms":0,"rtt_stddev_ms":0,"error":"lookup nope.invalid: no such host","attempts":1,"worker":"w2"}
+}
+
+func ExampleWriteSummary() {
+	created := time.Date(2026, 12, 1, 20, 0, 0, 0, time.UTC)
+	s := aggregator.Summary{
+		ID: "01JEXAMPLE", State: aggregator.StateComplete, Total: 3, Done: 3, Up: 1, Down: 1, Error: 1,
+		Sent: 6, Received: 3, LossPct: 50, RTTP50: 0.53, RTTP90: 0.53, RTTP99: 0.53, RTTMax: 0.53,
+		Created: created, Started: created.Add(5 * time.Millisecond), Finished: created.Add(1500 * time.Millisecond), DurationSec: 1.5,
+	}
+	if err := report.WriteSummary(os.Stdout, "table", s); err != nil {
+		panic(err)
+	}
+	// Output:
+	// batch               01JEXAMPLE
+	// state               complete
+	// hosts               3 total, 3 done, 0 pending: 1 up, 1 down, 1 error
+	// packets             6 sent, 3 received, 50.0% loss
+	// rtt (per-host avg)  p50 0.530 ms, p90 0.530 ms, p99 0.530 ms, max 0.530 ms
+	// created             2026-12-01T20:00:00Z
+	// finished            2026-12-01T20:00:01.5Z
+	// duration            1.500s
+}
