@@ -1,6 +1,7 @@
 // Package tasks is the contract between the enqueuer and the workers: the
-// task type names, the queues they travel on, and the versioned JSON payload
-// of one ping task. Nothing else is shared between the two sides.
+// task type names, the queues they travel on, the versioned payloads of
+// ping and callback tasks (with their validation, encoder and decoder), and
+// the target policy both sides enforce.
 package tasks
 
 import (

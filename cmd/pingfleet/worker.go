@@ -123,28 +123,9 @@ func (a *app) startWorker(ctx context.Context, g *errgroup.Group, w *workerFlags
 	if err != nil {
 		return err
 	}
-	mode := ping.SocketAuto
-	switch {
-	case w.privileged:
-		mode = ping.SocketPrivileged
-	case w.unprivileged:
-		mode = ping.SocketUnprivileged
-	}
-	var pinger worker.Pinger
-	var engine *ping.Engine
-	switch w.engine {
-	case ping.EngineShared:
-		if engine, err = ping.NewEngine(ping.EngineConfig{Mode: mode, Logger: a.logger}); err != nil {
-			return err
-		}
-		a.closers = append(a.closers, func() { _ = engine.Close() })
-		pinger = engine
-	case ping.EngineProBing:
-		if pinger, err = ping.NewProBing(ping.ProBingConfig{Mode: mode, Logger: a.logger}); err != nil {
-			return err
-		}
-	default:
-		return usageErr("--engine %q: use shared or probing", w.engine)
+	pinger, engine, err := a.pinger(w)
+	if err != nil {
+		return err
 	}
 	var resolver worker.Resolver = net.DefaultResolver
 	if w.dnsCacheMaxAge > 0 {
@@ -171,20 +152,9 @@ func (a *app) startWorker(ctx context.Context, g *errgroup.Group, w *workerFlags
 	if err != nil {
 		return usageErr("--fleet-rate: %v", err)
 	}
-	var metrics *worker.Metrics
-	if w.metricsAddr != "" {
-		reg := exporter.NewRegistry()
-		if metrics, err = worker.NewMetrics(reg); err != nil {
-			return systemErr(err)
-		}
-		if engine != nil {
-			if err := worker.RegisterEngine(reg, engine); err != nil {
-				return systemErr(err)
-			}
-		}
-		if err := a.serveMetrics(ctx, g, w.metricsAddr, reg, rdb); err != nil {
-			return err
-		}
+	metrics, err := a.workerMetrics(ctx, g, w, rdb, engine)
+	if err != nil {
+		return err
 	}
 	h, err := worker.NewHandler(worker.HandlerConfig{
 		Metrics:    metrics,
@@ -234,6 +204,55 @@ func (a *app) startWorker(ctx context.Context, g *errgroup.Group, w *workerFlags
 	a.logger.Info("worker started", "worker", id, "concurrency", w.concurrency, "shards", a.shards)
 	g.Go(func() error { return wk.Run(ctx) })
 	return nil
+}
+
+// pinger returns the ping engine w asks for, and the shared engine (for
+// its metrics) when it is that one.
+func (a *app) pinger(w *workerFlags) (worker.Pinger, *ping.Engine, error) {
+	mode := ping.SocketAuto
+	switch {
+	case w.privileged:
+		mode = ping.SocketPrivileged
+	case w.unprivileged:
+		mode = ping.SocketUnprivileged
+	}
+	switch w.engine {
+	case ping.EngineShared:
+		engine, err := ping.NewEngine(ping.EngineConfig{Mode: mode, Logger: a.logger})
+		if err != nil {
+			return nil, nil, systemErr(err)
+		}
+		a.closers = append(a.closers, func() { _ = engine.Close() })
+		return engine, engine, nil
+	case ping.EngineProBing:
+		p, err := ping.NewProBing(ping.ProBingConfig{Mode: mode, Logger: a.logger})
+		if err != nil {
+			return nil, nil, systemErr(err)
+		}
+		return p, nil, nil
+	}
+	return nil, nil, usageErr("--engine %q: use %s or %s", w.engine, ping.EngineShared, ping.EngineProBing)
+}
+
+// workerMetrics serves the worker's metrics on --metrics-addr, if given.
+func (a *app) workerMetrics(ctx context.Context, g *errgroup.Group, w *workerFlags, rdb redis.UniversalClient, engine *ping.Engine) (*worker.Metrics, error) {
+	if w.metricsAddr == "" {
+		return nil, nil
+	}
+	reg := exporter.NewRegistry()
+	metrics, err := worker.NewMetrics(reg)
+	if err != nil {
+		return nil, systemErr(err)
+	}
+	if engine != nil {
+		if err := worker.RegisterEngine(reg, engine); err != nil {
+			return nil, systemErr(err)
+		}
+	}
+	if err := a.serveMetrics(ctx, g, w.metricsAddr, reg, rdb); err != nil {
+		return nil, err
+	}
+	return metrics, nil
 }
 
 func (a *app) workerCommand() *cobra.Command {
