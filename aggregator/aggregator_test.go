@@ -231,7 +231,7 @@ func TestSummaryMath(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("max, sent, received (-want +got):\n%s", diff)
 	}
-	if wantLoss := float64(92-72) / 92 * 100; s.LossPct != wantLoss {
+	if wantLoss := 21.739; s.LossPct != wantLoss { // 20 of 92, to a thousandth of a percent
 		t.Errorf("LossPct = %v; want %v", s.LossPct, wantLoss)
 	}
 	if s.Up != 20 || s.Down != 3 || s.Error != 2 || s.Done != 25 || s.Pending != 0 || s.State != aggregator.StateComplete {

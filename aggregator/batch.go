@@ -1,6 +1,8 @@
 package aggregator
 
 import (
+	"encoding/json"
+	"math"
 	"time"
 
 	"github.com/pingfleet/pingfleet/tasks"
@@ -53,11 +55,21 @@ type Batch struct {
 	Labels  map[string]string
 	// CallbackURL is POSTed the summary once the batch is final.
 	CallbackURL string
-	// Deadline is when hosts still pending expire. If zero, DefaultDeadline.
+	// Deadline is when hosts still pending expire. If zero, the batch gets
+	// DefaultDeadline, which follows its progress: each result moves it to
+	// IdleTimeout after that result, so only a batch whose results stopped
+	// coming (its workers are gone) expires.
 	Deadline time.Time
 }
 
-// DefaultDeadline is the deadline of a batch that has none: generous for
+// IdleTimeout is how long a batch without a deadline of its own may go
+// without a result before it expires: five minutes and one host's ping
+// time.
+func IdleTimeout(opts tasks.PingOptions) time.Duration {
+	return 5*time.Minute + opts.Normalize().RunTime()
+}
+
+// DefaultDeadline is the first deadline of a batch that has none: generous for
 // its size (five minutes, plus one ping time per 1,000 hosts), so only a
 // batch whose workers are gone reaches it.
 func DefaultDeadline(created time.Time, hosts int, opts tasks.PingOptions) time.Time {
@@ -98,8 +110,8 @@ type Summary struct {
 	Error   int    `json:"error"`
 	// Cancelled and Expired count hosts never pinged because the batch was
 	// cancelled or hit its deadline. Up+Down+Error+Cancelled+Expired = Done.
-	Cancelled int `json:"cancelled,omitempty"`
-	Expired   int `json:"expired,omitempty"`
+	Cancelled int `json:"cancelled"`
+	Expired   int `json:"expired"`
 	Sent      int `json:"sent"`
 	Received  int `json:"received"`
 	// LossPct is the share of all requests sent in the batch that got no reply.
@@ -142,3 +154,46 @@ const (
 	// one Record call per batch returns Completed.
 	Completed
 )
+
+// LossPct is the share of sent requests that got no reply, in percent,
+// rounded to a thousandth of a percent (33.333, not 33.33333333333333); 0
+// when none was sent.
+func LossPct(sent, received int) float64 {
+	if sent <= 0 {
+		return 0
+	}
+	return math.Round(float64(sent-received)/float64(sent)*100_000) / 1000
+}
+
+// MarshalJSON writes r with null RTTs when no reply came back, and a null
+// loss when no request was sent: a 0 there would read as a figure (and
+// skew an average taken over the column).
+func (r Result) MarshalJSON() ([]byte, error) {
+	var loss *float64
+	if r.Sent > 0 {
+		loss = &r.LossPct
+	}
+	var rtts [4]*float64
+	if r.Received > 0 {
+		rtts = [4]*float64{&r.RTTMin, &r.RTTAvg, &r.RTTMax, &r.RTTStdev}
+	}
+	return json.Marshal(struct {
+		Host     string    `json:"host"`
+		IP       string    `json:"ip,omitempty"`
+		Status   Status    `json:"status"`
+		Sent     int       `json:"sent"`
+		Received int       `json:"received"`
+		LossPct  *float64  `json:"loss_pct"`
+		RTTMin   *float64  `json:"rtt_min_ms"`
+		RTTAvg   *float64  `json:"rtt_avg_ms"`
+		RTTMax   *float64  `json:"rtt_max_ms"`
+		RTTStdev *float64  `json:"rtt_stddev_ms"`
+		ReplyTTL int       `json:"reply_ttl,omitempty"`
+		Error    string    `json:"error,omitempty"`
+		Attempts int       `json:"attempts,omitempty"`
+		Worker   string    `json:"worker,omitempty"`
+		Started  time.Time `json:"started,omitzero"`
+		Finished time.Time `json:"finished,omitzero"`
+	}{r.Host, r.IP, r.Status, r.Sent, r.Received, loss, rtts[0], rtts[1], rtts[2], rtts[3],
+		r.ReplyTTL, r.Error, r.Attempts, r.Worker, r.Started, r.Finished})
+}

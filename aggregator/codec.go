@@ -132,9 +132,7 @@ func decodeResult(host, v string, workers map[string]string) (Result, int64, err
 		return Result{}, 0, fmt.Errorf("%w %q: status %q", errBadRecord, v, f[2])
 	}
 	r.Sent, r.Received = int(nums[3]), int(nums[4])
-	if r.Sent > 0 {
-		r.LossPct = float64(r.Sent-r.Received) / float64(r.Sent) * 100
-	}
+	r.LossPct = LossPct(r.Sent, r.Received)
 	r.RTTMin, r.RTTAvg, r.RTTMax, r.RTTStdev = nsToMs(nums[5]), nsToMs(nums[6]), nsToMs(nums[7]), nsToMs(nums[8])
 	r.ReplyTTL, r.Attempts = int(nums[9]), int(nums[10])
 	if nums[11] != 0 {

@@ -22,7 +22,7 @@ func TestCodecRoundTrip(t *testing.T) {
 		desc string
 		r    Result
 	}{
-		{"up, IP literal", Result{Host: "127.0.0.1", IP: "127.0.0.1", Status: StatusUp, Sent: 3, Received: 2, LossPct: float64(1) / 3 * 100,
+		{"up, IP literal", Result{Host: "127.0.0.1", IP: "127.0.0.1", Status: StatusUp, Sent: 3, Received: 2, LossPct: 33.333,
 			RTTMin: rtt(4123), RTTAvg: rtt(24_000_017), RTTMax: rtt(44_002_999), RTTStdev: rtt(20_000_001), ReplyTTL: 64, Attempts: 1,
 			Started: start, Finished: start.Add(2503 * time.Millisecond)}},
 		{"up, name", Result{Host: "db1.example.com", IP: "2001:db8::1", Status: StatusUp, Sent: 1, Received: 1,
@@ -85,9 +85,7 @@ func FuzzCodec(f *testing.F) {
 		r := Result{Host: host, IP: ip, Status: []Status{StatusUp, StatusDown, StatusError}[status%3], Sent: sent, Received: recv,
 			RTTMin: nsToMs(rtt1), RTTAvg: nsToMs(rtt2), RTTMax: nsToMs(rtt1 + rtt2), RTTStdev: nsToMs(rtt2 / 3),
 			ReplyTTL: ttl, Attempts: attempts, Error: errText, Worker: "w"}
-		if sent > 0 {
-			r.LossPct = float64(sent-recv) / float64(sent) * 100
-		}
+		r.LossPct = LossPct(sent, recv)
 		if startMs > 0 {
 			r.Started = time.UnixMilli(startMs).UTC()
 			r.Finished = time.UnixMilli(startMs + tookMs).UTC()
@@ -100,4 +98,17 @@ func FuzzCodec(f *testing.F) {
 			t.Errorf("round trip of %q (-want +got):\n%s", stored(1, r), diff)
 		}
 	})
+}
+
+func TestLossPct(t *testing.T) {
+	for _, tc := range []struct {
+		sent, received int
+		want           float64
+	}{
+		{0, 0, 0}, {3, 3, 0}, {3, 2, 33.333}, {3, 0, 100}, {200, 47, 76.5}, {92, 72, 21.739},
+	} {
+		if got := LossPct(tc.sent, tc.received); got != tc.want {
+			t.Errorf("LossPct(%d, %d) = %v; want %v", tc.sent, tc.received, got, tc.want)
+		}
+	}
 }

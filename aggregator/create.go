@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -28,13 +29,13 @@ func (a *Aggregator) Create(ctx context.Context, b Batch) (existed bool, err err
 		return false, fmt.Errorf("create batch: %w", err)
 	}
 	now := a.now()
-	deadline := b.Deadline
+	deadline, idle := b.Deadline, time.Duration(0)
 	if deadline.IsZero() {
-		deadline = DefaultDeadline(now, len(b.Hosts), b.Options)
+		deadline, idle = DefaultDeadline(now, len(b.Hosts), b.Options), IdleTimeout(b.Options)
 	}
 	res, err := createScript.Run(ctx, a.rdb, []string{metaKey(b.ID)},
 		digest(b.Hosts, opts), b.ID, len(b.Hosts), now.UnixMilli(), opts, labels, a.retention.Milliseconds(),
-		deadline.UnixMilli(), b.CallbackURL).Int()
+		deadline.UnixMilli(), b.CallbackURL, idle.Milliseconds()).Int()
 	if err != nil {
 		return false, fmt.Errorf("create batch %s: %w", b.ID, err)
 	}

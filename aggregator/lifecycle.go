@@ -3,6 +3,7 @@ package aggregator
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -47,9 +48,14 @@ const CancelChannel = "pingfleet:cancelled"
 // OpenBatch is a batch whose lifecycle is not closed: not final yet, or
 // final without its callback handed over.
 type OpenBatch struct {
-	ID          string
-	State       State
-	Deadline    time.Time
+	ID       string
+	State    State
+	Deadline time.Time
+	// Idle, when not zero, is the batch's IdleTimeout: its deadline follows
+	// its progress, from Progress, the time of its last result (or its
+	// creation), on.
+	Idle        time.Duration
+	Progress    time.Time
 	CallbackURL string
 	// Gone means the batch's keys expired: drop it from the index.
 	Gone bool
@@ -64,7 +70,7 @@ func (a *Aggregator) OpenBatches(ctx context.Context, limit int) ([]OpenBatch, e
 	cmds := make([]*redis.SliceCmd, len(zs))
 	_, err = a.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, z := range zs {
-			cmds[i] = p.HMGet(ctx, metaKey(z.Member.(string)), "state", "callback")
+			cmds[i] = p.HMGet(ctx, metaKey(z.Member.(string)), "state", "callback", "idle", "progress", "created")
 		}
 		return nil
 	})
@@ -76,7 +82,17 @@ func (a *Aggregator) OpenBatches(ctx context.Context, limit int) ([]OpenBatch, e
 		v := cmds[i].Val()
 		st, _ := v[0].(string)
 		cb, _ := v[1].(string)
-		out[i] = OpenBatch{ID: z.Member.(string), State: State(st), Deadline: time.UnixMilli(int64(z.Score)).UTC(), CallbackURL: cb, Gone: v[0] == nil}
+		num := func(v any) int64 {
+			s, _ := v.(string)
+			n, _ := strconv.ParseInt(s, 10, 64)
+			return n
+		}
+		progress := num(v[3])
+		if progress == 0 {
+			progress = num(v[4])
+		}
+		out[i] = OpenBatch{ID: z.Member.(string), State: State(st), Deadline: time.UnixMilli(int64(z.Score)).UTC(), CallbackURL: cb, Gone: v[0] == nil,
+			Idle: time.Duration(num(v[2])) * time.Millisecond, Progress: time.UnixMilli(progress).UTC()}
 	}
 	return out, nil
 }
@@ -86,6 +102,20 @@ func (a *Aggregator) OpenBatches(ctx context.Context, limit int) ([]OpenBatch, e
 func (a *Aggregator) Close(ctx context.Context, id string) error {
 	if err := a.rdb.ZRem(ctx, openKey, id).Err(); err != nil {
 		return fmt.Errorf("close batch %s: %w", id, err)
+	}
+	return nil
+}
+
+// ExtendDeadline moves the deadline of open batch id to deadline. A batch
+// no longer open stays closed.
+func (a *Aggregator) ExtendDeadline(ctx context.Context, id string, deadline time.Time) error {
+	_, err := a.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZAddXX(ctx, openKey, redis.Z{Score: float64(deadline.UnixMilli()), Member: id})
+		extendScript.Eval(ctx, p, []string{metaKey(id)}, deadline.UnixMilli()) // no NOSCRIPT retry in a pipeline
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("extend the deadline of batch %s: %w", id, err)
 	}
 	return nil
 }

@@ -20,6 +20,9 @@ import "github.com/redis/go-redis/v9"
 // ARGV[7] -> retention, ms
 // ARGV[8] -> deadline, Unix ms
 // ARGV[9] -> callback URL, or ""
+// ARGV[10] -> idle timeout, ms: the deadline follows progress (0: it is
+//
+//	fixed)
 //
 // Returns 1 when it created the record, 0 when a record with the same
 // digest exists (a re-run), -1 when one with another digest exists.
@@ -32,7 +35,7 @@ end
 redis.call('HSET', KEYS[1], 'digest', ARGV[1], 'id', ARGV[2], 'state', 'enqueuing',
   'total', ARGV[3], 'created', ARGV[4], 'opts', ARGV[5], 'labels', ARGV[6],
   'done', 0, 'up', 0, 'down', 0, 'error', 0, 'cancelled', 0, 'expired', 0,
-  'sent', 0, 'recv', 0, 'loaded', 0, 'deadline', ARGV[8], 'callback', ARGV[9])
+  'sent', 0, 'recv', 0, 'loaded', 0, 'deadline', ARGV[8], 'callback', ARGV[9], 'idle', ARGV[10])
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
 return 1
 `)
@@ -171,6 +174,7 @@ for b, n in pairs(hist) do redis.call('HINCRBY', KEYS[4], b, n) end
 if maxrtt > tonumber(redis.call('HGET', KEYS[1], 'rttmax') or '0') then
   redis.call('HSET', KEYS[1], 'rttmax', maxrtt)
 end
+redis.call('HSET', KEYS[1], 'progress', ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'sent', sent)
 redis.call('HINCRBY', KEYS[1], 'recv', recv)
 done = redis.call('HINCRBY', KEYS[1], 'done', #counted)
@@ -226,5 +230,18 @@ if ARGV[4] ~= '0' then
   redis.call('XTRIM', KEYS[3], 'MAXLEN', ARGV[4])
   redis.call('PEXPIRE', KEYS[3], redis.call('PTTL', KEYS[1]))
 end
+return 1
+`)
+
+// extendScript moves a batch's deadline, unless its keys are gone.
+//
+// KEYS[1] -> pingfleet:{<id>}:meta
+// --
+// ARGV[1] -> the new deadline, Unix ms
+//
+// Returns 1, or 0 when there is no such batch.
+var extendScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'deadline', ARGV[1])
 return 1
 `)

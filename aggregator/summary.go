@@ -100,9 +100,7 @@ func parseMeta(m map[string]string) (Summary, error) {
 		return Summary{}, err
 	}
 	s.Pending = s.Total - s.Done
-	if s.Sent > 0 {
-		s.LossPct = float64(s.Sent-s.Received) / float64(s.Sent) * 100
-	}
+	s.LossPct = LossPct(s.Sent, s.Received)
 	if err := json.Unmarshal([]byte(m["opts"]), &s.Options); err != nil {
 		return Summary{}, fmt.Errorf("field opts: %w", err)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/pingfleet/pingfleet/aggregator"
 	"github.com/pingfleet/pingfleet/enqueuer"
+	"github.com/pingfleet/pingfleet/notify"
 	"github.com/pingfleet/pingfleet/tasks"
 )
 
@@ -82,8 +83,8 @@ func (s *Server) decodeCreate(body []byte) (enqueuer.Batch, *problem) {
 		}
 	}
 	if req.CallbackURL != "" {
-		if !strings.HasPrefix(req.CallbackURL, "http://") && !strings.HasPrefix(req.CallbackURL, "https://") {
-			details = append(details, Detail{Field: "callback_url", Value: req.CallbackURL, Reason: "must be an http:// or https:// URL"})
+		if err := notify.CheckCallbackURL(req.CallbackURL); err != nil {
+			details = append(details, Detail{Field: "callback_url", Value: req.CallbackURL, Reason: err.Error()})
 		}
 	}
 	var deadline time.Time

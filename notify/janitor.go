@@ -75,6 +75,9 @@ func (j *Janitor) Sweep(ctx context.Context) error {
 		switch {
 		case b.Gone:
 			err = j.agg.Close(ctx, b.ID)
+		case !b.State.Final() && now.After(b.Deadline) && b.Idle > 0 && now.Sub(b.Progress) < b.Idle:
+			// Still draining: its deadline follows its last result.
+			err = j.agg.ExtendDeadline(ctx, b.ID, b.Progress.Add(b.Idle))
 		case !b.State.Final() && now.After(b.Deadline):
 			var acted bool
 			acted, err = j.agg.Finalize(ctx, b.ID, aggregator.StateExpired)

@@ -87,8 +87,8 @@ func WriteSummary(w io.Writer, format string, s aggregator.Summary) error {
 	tw := tabwriter.NewWriter(&trimWriter{w: w}, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "batch\t%s\n", s.ID)
 	fmt.Fprintf(tw, "state\t%s\n", s.State)
-	fmt.Fprintf(tw, "hosts\t%d total, %d done, %d pending: %d up, %d down, %d error\n",
-		s.Total, s.Done, s.Pending, s.Up, s.Down, s.Error)
+	fmt.Fprintf(tw, "hosts\t%d total, %d done, %d pending: %d up, %d down, %d error, %d cancelled, %d expired\n",
+		s.Total, s.Done, s.Pending, s.Up, s.Down, s.Error, s.Cancelled, s.Expired)
 	fmt.Fprintf(tw, "packets\t%d sent, %d received, %s loss\n", s.Sent, s.Received, FormatPct(s.LossPct))
 	if s.Up > 0 {
 		fmt.Fprintf(tw, "rtt (per-host avg)\tp50 %s ms, p90 %s ms, p99 %s ms, max %s ms\n",
@@ -104,13 +104,13 @@ func WriteSummary(w io.Writer, format string, s aggregator.Summary) error {
 
 // SummaryCSVHeader names the columns of a summary in CSV.
 var SummaryCSVHeader = []string{"id", "state", "total", "done", "pending", "up", "down", "error",
-	"sent", "received", "loss_pct", "rtt_p50_ms", "rtt_p90_ms", "rtt_p99_ms", "rtt_max_ms",
+	"cancelled", "expired", "sent", "received", "loss_pct", "rtt_p50_ms", "rtt_p90_ms", "rtt_p99_ms", "rtt_max_ms",
 	"created", "started", "finished", "duration_s"}
 
 func summaryRow(s aggregator.Summary) []string {
 	return []string{s.ID, string(s.State), strconv.Itoa(s.Total), strconv.Itoa(s.Done),
 		strconv.Itoa(s.Pending), strconv.Itoa(s.Up), strconv.Itoa(s.Down), strconv.Itoa(s.Error),
-		strconv.Itoa(s.Sent), strconv.Itoa(s.Received), FormatFloat(s.LossPct), FormatFloat(s.RTTP50),
+		strconv.Itoa(s.Cancelled), strconv.Itoa(s.Expired), strconv.Itoa(s.Sent), strconv.Itoa(s.Received), FormatFloat(s.LossPct), FormatFloat(s.RTTP50),
 		FormatFloat(s.RTTP90), FormatFloat(s.RTTP99), FormatFloat(s.RTTMax), FormatTime(s.Created),
 		FormatTime(s.Started), FormatTime(s.Finished), FormatFloat(s.DurationSec)}
 }
@@ -144,10 +144,10 @@ func WriteBatches(w io.Writer, format string, list []aggregator.Summary) error {
 		return cw.Error()
 	}
 	tw := tabwriter.NewWriter(&trimWriter{w: w}, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "BATCH\tSTATE\tCREATED\tHOSTS\tDONE\tUP\tDOWN\tERROR\tLOSS\tDURATION")
+	fmt.Fprintln(tw, "BATCH\tSTATE\tCREATED\tHOSTS\tDONE\tUP\tDOWN\tERROR\tCANCELLED\tEXPIRED\tLOSS\tDURATION")
 	for _, s := range list {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%.1fs\n", s.ID, s.State, FormatTime(s.Created),
-			s.Total, s.Done, s.Up, s.Down, s.Error, FormatPct(s.LossPct), s.DurationSec)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%.1fs\n", s.ID, s.State, FormatTime(s.Created),
+			s.Total, s.Done, s.Up, s.Down, s.Error, s.Cancelled, s.Expired, FormatPct(s.LossPct), s.DurationSec)
 	}
 	return tw.Flush()
 }

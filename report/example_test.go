@@ -26,14 +26,15 @@ func write(format string) {
 	}
 }
 
-// The table aligns its columns; RTTs are in milliseconds.
+// The table has fixed columns, so that rows go out as they come; RTTs are
+// in milliseconds, "-" where no reply came.
 func ExampleResultWriter_table() {
 	write("table")
 	// Output:
-	// HOST          IP        STATUS  SENT  RECV  LOSS    MIN    AVG    MAX    STDDEV  ERROR
-	// 10.0.0.1      10.0.0.1  up      3     3     0.0%    0.412  0.530  0.701  0.120
-	// db.internal   10.0.0.9  down    3     0     100.0%  -      -      -      -
-	// nope.invalid  -         error   0     0     0.0%    -      -      -      -       lookup nope.invalid: no such host
+	// HOST                    IP               STATUS     SENT  RECV    LOSS   MIN ms   AVG ms   MAX ms    SD ms  TTL  ERROR
+	// 10.0.0.1                10.0.0.1         up            3     3    0.0%    0.412    0.530    0.701    0.120   64
+	// db.internal             10.0.0.9         down          3     0  100.0%        -        -        -        -    -
+	// nope.invalid            -                error         0     0       -        -        -        -        -    -  lookup nope.invalid: no such host
 }
 
 func ExampleResultWriter_csv() {
@@ -41,8 +42,8 @@ func ExampleResultWriter_csv() {
 	// Output:
 	// host,ip,status,sent,received,loss_pct,rtt_min_ms,rtt_avg_ms,rtt_max_ms,rtt_stddev_ms,reply_ttl,error,attempts,worker,started,finished
 	// 10.0.0.1,10.0.0.1,up,3,3,0,0.412,0.53,0.701,0.12,64,,1,w1,,
-	// db.internal,10.0.0.9,down,3,0,100,0,0,0,0,0,,1,w1,,
-	// nope.invalid,,error,0,0,0,0,0,0,0,0,lookup nope.invalid: no such host,1,w2,,
+	// db.internal,10.0.0.9,down,3,0,100,,,,,,,1,w1,,
+	// nope.invalid,,error,0,0,,,,,,,lookup nope.invalid: no such host,1,w2,,
 }
 
 // ndjson is one JSON object per line, for jq and log pipelines.
@@ -50,8 +51,8 @@ func ExampleResultWriter_ndjson() {
 	write("ndjson")
 	// Output:
 	// {"host":"10.0.0.1","ip":"10.0.0.1","status":"up","sent":3,"received":3,"loss_pct":0,"rtt_min_ms":0.412,"rtt_avg_ms":0.53,"rtt_max_ms":0.701,"rtt_stddev_ms":0.12,"reply_ttl":64,"attempts":1,"worker":"w1"}
-	// {"host":"db.internal","ip":"10.0.0.9","status":"down","sent":3,"received":0,"loss_pct":100,"rtt_min_ms":0,"rtt_avg_ms":0,"rtt_max_ms":0,"rtt_stddev_ms":0,"attempts":1,"worker":"w1"}
-	// {"host":"nope.invalid","status":"error","sent":0,"received":0,"loss_pct":0,"rtt_min_ms":0,"rtt_avg_ms":0,"rtt_max_ms":0,"rtt_stddev_ms":0,"error":"lookup nope.invalid: no such host","attempts":1,"worker":"w2"}
+	// {"host":"db.internal","ip":"10.0.0.9","status":"down","sent":3,"received":0,"loss_pct":100,"rtt_min_ms":null,"rtt_avg_ms":null,"rtt_max_ms":null,"rtt_stddev_ms":null,"attempts":1,"worker":"w1"}
+	// {"host":"nope.invalid","status":"error","sent":0,"received":0,"loss_pct":null,"rtt_min_ms":null,"rtt_avg_ms":null,"rtt_max_ms":null,"rtt_stddev_ms":null,"error":"lookup nope.invalid: no such host","attempts":1,"worker":"w2"}
 }
 
 func ExampleWriteSummary() {
@@ -67,7 +68,7 @@ func ExampleWriteSummary() {
 	// Output:
 	// batch               01JEXAMPLE
 	// state               complete
-	// hosts               3 total, 3 done, 0 pending: 1 up, 1 down, 1 error
+	// hosts               3 total, 3 done, 0 pending: 1 up, 1 down, 1 error, 0 cancelled, 0 expired
 	// packets             6 sent, 3 received, 50.0% loss
 	// rtt (per-host avg)  p50 0.530 ms, p90 0.530 ms, p99 0.530 ms, max 0.530 ms
 	// created             2026-12-01T20:00:00Z

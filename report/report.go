@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"text/tabwriter"
 	"time"
 
 	"github.com/pingfleet/pingfleet/aggregator"
@@ -22,7 +21,7 @@ import (
 type ResultWriter struct {
 	format string
 	bw     *bufio.Writer
-	tw     *tabwriter.Writer
+	tw     io.Writer // the table's rows
 	cw     *csv.Writer
 	n      int
 	err    error
@@ -34,8 +33,8 @@ func NewResultWriter(w io.Writer, format string) *ResultWriter {
 	rw := &ResultWriter{format: format, bw: bufio.NewWriter(w)}
 	switch format {
 	case "table":
-		rw.tw = tabwriter.NewWriter(&trimWriter{w: rw.bw}, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(rw.tw, "HOST\tIP\tSTATUS\tSENT\tRECV\tLOSS\tMIN\tAVG\tMAX\tSTDDEV\tERROR")
+		rw.tw = &trimWriter{w: rw.bw}
+		_, rw.err = fmt.Fprintf(rw.tw, tableRow, "HOST", "IP", "STATUS", "SENT", "RECV", "LOSS", "MIN ms", "AVG ms", "MAX ms", "SD ms", "TTL", "ERROR")
 	case "csv":
 		rw.cw = csv.NewWriter(rw.bw)
 		rw.err = rw.cw.Write(CSVHeader)
@@ -61,22 +60,40 @@ func (rw *ResultWriter) Write(r aggregator.Result) error {
 			if r.Received == 0 {
 				return "-"
 			}
-			return FormatMs(v)
+			return HumanMs(v)
 		}
-		_, rw.err = fmt.Fprintf(rw.tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n",
-			r.Host, dash(r.IP), r.Status, r.Sent, r.Received, FormatPct(r.LossPct),
-			rtt(r.RTTMin), rtt(r.RTTAvg), rtt(r.RTTMax), rtt(r.RTTStdev), r.Error)
+		loss, ttl := "-", "-"
+		if r.Sent > 0 {
+			loss = FormatPct(r.LossPct)
+		}
+		if r.Received > 0 {
+			ttl = strconv.Itoa(r.ReplyTTL)
+		}
+		_, rw.err = fmt.Fprintf(rw.tw, tableRow, r.Host, dash(r.IP), r.Status, strconv.Itoa(r.Sent), strconv.Itoa(r.Received), loss,
+			rtt(r.RTTMin), rtt(r.RTTAvg), rtt(r.RTTMax), rtt(r.RTTStdev), ttl, r.Error)
 	case "csv":
+		// Empty, not 0, where there is no figure: no request sent, no reply.
+		loss, ttl := "", ""
+		rtt := [4]string{}
+		if r.Sent > 0 {
+			loss = FormatFloat(r.LossPct)
+		}
+		if r.Received > 0 {
+			rtt = [4]string{FormatFloat(r.RTTMin), FormatFloat(r.RTTAvg), FormatFloat(r.RTTMax), FormatFloat(r.RTTStdev)}
+			ttl = strconv.Itoa(r.ReplyTTL)
+		}
 		rw.err = rw.cw.Write([]string{r.Host, r.IP, string(r.Status), strconv.Itoa(r.Sent),
-			strconv.Itoa(r.Received), FormatFloat(r.LossPct), FormatFloat(r.RTTMin), FormatFloat(r.RTTAvg),
-			FormatFloat(r.RTTMax), FormatFloat(r.RTTStdev), strconv.Itoa(r.ReplyTTL), r.Error,
+			strconv.Itoa(r.Received), loss, rtt[0], rtt[1], rtt[2], rtt[3], ttl, r.Error,
 			strconv.Itoa(r.Attempts), r.Worker, FormatTime(r.Started), FormatTime(r.Finished)})
 	case "json":
-		if rw.n > 0 {
-			_ = rw.bw.WriteByte(',') // bufio.Writer keeps the first error for Flush
+		var b []byte
+		if b, rw.err = json.Marshal(r); rw.err == nil {
+			if rw.n > 0 {
+				_ = rw.bw.WriteByte(',') // bufio.Writer keeps the first error for Flush
+			}
+			_, _ = rw.bw.WriteString("\n  ")
+			_, rw.err = rw.bw.Write(b)
 		}
-		_, _ = rw.bw.WriteString("\n  ")
-		rw.err = json.NewEncoder(rw.bw).Encode(r)
 	default: // ndjson
 		rw.err = json.NewEncoder(rw.bw).Encode(r)
 	}
@@ -90,18 +107,39 @@ func (rw *ResultWriter) Close() error {
 		return rw.err
 	}
 	switch rw.format {
-	case "table":
-		rw.err = rw.tw.Flush()
 	case "csv":
 		rw.cw.Flush()
 		rw.err = rw.cw.Error()
 	case "json":
-		_, rw.err = rw.bw.WriteString("]\n")
+		end := "\n]\n"
+		if rw.n == 0 {
+			end = "]\n"
+		}
+		_, rw.err = rw.bw.WriteString(end)
 	}
 	if rw.err != nil {
 		return rw.err
 	}
 	return rw.bw.Flush()
+}
+
+// tableRow lays out a row of the results table in fixed columns, so that
+// rows go out as they come, whatever the batch's size: a host name or
+// address longer than its column pushes the rest of its row along.
+const tableRow = "%-22s  %-15s  %-9s  %4s  %4s  %6s  %7s  %7s  %7s  %7s  %3s  %s\n"
+
+// HumanMs formats milliseconds to about four significant digits, for
+// people: 0.412, 51.23, 152.1, 1523.
+func HumanMs(v float64) string {
+	switch {
+	case v < 10:
+		return strconv.FormatFloat(v, 'f', 3, 64)
+	case v < 100:
+		return strconv.FormatFloat(v, 'f', 2, 64)
+	case v < 1000:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 0, 64)
 }
 
 // FormatMs formats milliseconds with 3 decimals.

@@ -261,9 +261,7 @@ func fill(r *aggregator.Result, st *ping.Stats, err error) pingNotes {
 		// Lost, not failed, but the user should know why.
 		r.Error = fmt.Sprintf("%d of %d requests not sent: %v", st.Refused, st.Sent, st.RefusedErr)
 	}
-	if st.Sent > 0 {
-		r.LossPct = float64(st.Sent-st.Received) / float64(st.Sent) * 100
-	}
+	r.LossPct = aggregator.LossPct(st.Sent, st.Received)
 	r.Status = aggregator.StatusDown
 	if st.Received > 0 {
 		r.Status = aggregator.StatusUp

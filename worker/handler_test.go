@@ -157,7 +157,7 @@ func TestHandlerResults(t *testing.T) {
 			desc: "up",
 			host: "127.0.0.10",
 			want: aggregator.Result{Host: "127.0.0.10", IP: "127.0.0.10", Status: aggregator.StatusUp, Sent: 3, Received: 2,
-				LossPct: 100.0 / 3, RTTMin: 1, RTTAvg: 2, RTTMax: 3, RTTStdev: 1, ReplyTTL: 64},
+				LossPct: 33.333, RTTMin: 1, RTTAvg: 2, RTTMax: 3, RTTStdev: 1, ReplyTTL: 64},
 		},
 		{
 			desc: "down is a result, not an error",
@@ -174,7 +174,7 @@ func TestHandlerResults(t *testing.T) {
 			desc: "name resolved, IPv4 preferred",
 			host: "db.test",
 			want: aggregator.Result{Host: "db.test", IP: "127.0.0.10", Status: aggregator.StatusUp, Sent: 3, Received: 2,
-				LossPct: 100.0 / 3, RTTMin: 1, RTTAvg: 2, RTTMax: 3, RTTStdev: 1, ReplyTTL: 64},
+				LossPct: 33.333, RTTMin: 1, RTTAvg: 2, RTTMax: 3, RTTStdev: 1, ReplyTTL: 64},
 		},
 		{
 			desc: "IPv6 only name",

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"sort"
@@ -28,7 +27,7 @@ import (
 // startServe starts `pingfleet serve` on a free port and returns its URL.
 func startServe(t *testing.T, redisURL string, args ...string) string {
 	t.Helper()
-	port, err := freeTCPPort()
+	port, err := testkit.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,15 +43,6 @@ func startServe(t *testing.T, redisURL string, args ...string) string {
 		return resp.StatusCode == http.StatusOK
 	})
 	return url
-}
-
-func freeTCPPort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func postBatch(t *testing.T, url, body string) string {
@@ -233,8 +223,8 @@ func metricValue(body, series string) string {
 func TestE2EMetrics(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
-	wPort, _ := freeTCPPort()
-	sPort, _ := freeTCPPort()
+	wPort, _ := testkit.FreePort()
+	sPort, _ := testkit.FreePort()
 	wAddr, sAddr := fmt.Sprintf("127.0.0.1:%d", wPort), fmt.Sprintf("127.0.0.1:%d", sPort)
 	startWorker(t, srv.URL(), "--metrics-addr", wAddr, "--pprof")
 	api := startServe(t, srv.URL(), "--metrics-addr", sAddr)

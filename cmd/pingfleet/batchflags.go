@@ -20,6 +20,8 @@ type batchFlags struct {
 	maxHosts    int
 	batchID     string
 	labels      []string
+	deadline    time.Duration
+	callbackURL string
 
 	count    int
 	interval time.Duration
@@ -44,6 +46,7 @@ func (b *batchFlags) register(fs *pflag.FlagSet) {
 	fs.IntVar(&b.maxHosts, "max-hosts", enqueuer.DefaultMaxHosts, "most hosts in one batch")
 	fs.StringVar(&b.batchID, "batch-id", "", "batch ID (default: a new ULID); the ID of an interrupted batch resumes it")
 	fs.StringArrayVar(&b.labels, "label", nil, "label the batch with `KEY=VALUE`; repeatable")
+	fs.DurationVar(&b.deadline, "deadline", 0, "expire the hosts not pinged this long after submission (default: once no result came for 5 minutes)")
 
 	fs.IntVarP(&b.count, "count", "c", tasks.DefaultCount, "echo requests per host")
 	fs.DurationVarP(&b.interval, "interval", "p", tasks.DefaultInterval, "time between requests to one host (fping -p)")

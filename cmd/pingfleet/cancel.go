@@ -28,6 +28,9 @@ Exit code 3 if a batch is unknown or had already ended otherwise.`,
 			if err != nil {
 				return err
 			}
+			if err := a.fleetShards(cmd, rdb); err != nil {
+				return err
+			}
 			_, canceller, err := a.lifecycle(rdb, agg)
 			if err != nil {
 				return err

@@ -26,7 +26,7 @@ import (
 const (
 	ExitOK         = 0 // every host answered
 	ExitDown       = 1 // some host did not answer
-	ExitUnresolved = 2 // some host could not be resolved (or pinged at all)
+	ExitUnresolved = 2 // some host was not pinged: unresolved, cancelled or expired
 	ExitUsage      = 3 // bad usage or invalid input
 	ExitSystem     = 4 // system error: Redis unreachable...
 )
@@ -59,10 +59,12 @@ func exitCode(err error) int {
 	}
 }
 
-// resultCode is the exit code of a finished batch, as fping's.
+// resultCode is the exit code of a finished batch, as fping's: a host that
+// was never pinged (its name did not resolve, or the batch was cancelled or
+// expired first) is worse than one that did not answer.
 func resultCode(s aggregator.Summary) int {
 	switch {
-	case s.Error > 0:
+	case s.Error > 0 || s.Cancelled > 0 || s.Expired > 0:
 		return ExitUnresolved
 	case s.Down > 0 || s.Pending > 0:
 		return ExitDown
@@ -176,7 +178,7 @@ resolved, 3 invalid usage or input, 4 system error.`,
 	pf.DurationVar(&a.retention, "retention", aggregator.DefaultRetention, "how long a batch's results are kept in Redis")
 	pf.StringVar(&a.cpuProf, "cpuprofile", "", "write a CPU profile of this command to `FILE` (for go tool pprof)")
 	pf.BoolVar(&a.pprof, "pprof", false, "with --metrics-addr, also serve Go's runtime profiles (heap, goroutines, CPU) at http://ADDR/debug/pprof/")
-	pf.IntVar(&a.shards, "shards", tasks.DefaultShards, "number of queues tasks are spread over (enqueuers and workers must agree)")
+	pf.IntVar(&a.shards, "shards", tasks.DefaultShards, "number of queues tasks are spread over, for a fleet whose Redis records none yet (the first enqueuer or worker records it, the others take it)")
 
 	root.AddCommand(a.runCommand(), a.enqueueCommand(), a.workerCommand(), a.waitCommand(),
 		a.statusCommand(), a.resultsCommand(), a.batchesCommand(), a.cancelCommand(), a.serveCommand())
@@ -211,8 +213,8 @@ func (a *app) setup() error {
 	default:
 		return usageErr("--log-format %q: use text or json", a.logFormat)
 	}
-	if a.shards < 1 || a.shards > 1024 {
-		return usageErr("--shards %d: must be between 1 and 1024", a.shards)
+	if a.shards < 1 || a.shards > tasks.MaxShards {
+		return usageErr("--shards %d: must be between 1 and %d", a.shards, tasks.MaxShards)
 	}
 	if a.retention < time.Minute {
 		return usageErr("--retention %s: must be at least 1m", a.retention)
@@ -296,4 +298,23 @@ func exactArgs(n int) cobra.PositionalArgs {
 		}
 		return nil
 	}
+}
+
+// fleetShards makes this process use the fleet's number of ping queues
+// (tasks.FleetShards): an enqueuer and workers started with different
+// --shards would leave hosts on queues nobody serves. A private Redis has
+// no fleet.
+func (a *app) fleetShards(cmd *cobra.Command, rdb redis.UniversalClient) error {
+	if a.local != nil {
+		return nil
+	}
+	n, err := tasks.FleetShards(cmd.Context(), rdb, a.shards)
+	if err != nil {
+		return systemErr(err)
+	}
+	if n != a.shards && cmd.Flags().Changed("shards") {
+		fmt.Fprintf(a.stderr, "pingfleet: --shards %d ignored: the fleet on this Redis uses %d queues (%s); to change that, stop the fleet, let its queues drain and delete the key\n", a.shards, n, tasks.ShardsKey)
+	}
+	a.shards = n
+	return nil
 }

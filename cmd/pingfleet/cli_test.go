@@ -318,3 +318,37 @@ func TestCancelCommand(t *testing.T) {
 		t.Errorf("cancel of an unknown and a complete batch: exit %d, stderr %q; want 3 and both named", r.code, r.stderr)
 	}
 }
+
+// enqueue takes what the API takes: a deadline and a callback URL, checked
+// before anything is submitted.
+func TestEnqueueDeadlineAndCallback(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	redisURL := "--redis=" + srv.URL()
+	before := time.Now()
+	r := cli(t, "", "enqueue", redisURL, "127.0.8.1-3", "--batch-id", "with-deadline", "--deadline", "90s", "--callback-url", "http://127.0.0.1:9/hook")
+	if r.code != ExitOK {
+		t.Fatalf("enqueue: exit %d\n%s", r.code, r.stderr)
+	}
+	st := cli(t, "", "status", redisURL, "with-deadline", "-o", "json")
+	var s aggregator.Summary
+	if err := json.Unmarshal([]byte(st.stdout), &s); err != nil {
+		t.Fatalf("status: %v\n%s", err, st.stdout)
+	}
+	if s.CallbackURL != "http://127.0.0.1:9/hook" || s.Deadline.Before(before.Add(89*time.Second)) || s.Deadline.After(time.Now().Add(91*time.Second)) {
+		t.Errorf("batch deadline %s, callback %q; want 90 s after submission and the URL given", s.Deadline, s.CallbackURL)
+	}
+	for _, tc := range []struct{ flag, want string }{
+		{"--callback-url=ftp://x", `--callback-url "ftp://x": must be an http:// or https:// URL`},
+		{"--callback-url=http://", `--callback-url "http://": has no host`},
+		{"--deadline=-5s", "--deadline -5s: must be positive"},
+	} {
+		r := cli(t, "", "enqueue", redisURL, "127.0.8.9", "--batch-id", "refused", tc.flag)
+		if r.code != ExitUsage || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("enqueue %s: exit %d, stderr %q; want 3 and %q", tc.flag, r.code, r.stderr, tc.want)
+		}
+	}
+	if n := srv.Client().Exists(context.Background(), aggregator.Keys("refused")...).Val(); n != 0 {
+		t.Errorf("a refused enqueue left %d keys", n)
+	}
+}

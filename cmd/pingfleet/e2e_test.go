@@ -564,3 +564,30 @@ func TestE2EEnqueueWaitPaces(t *testing.T) {
 		t.Errorf("exit %d; want %d", code, ExitSystem)
 	}
 }
+
+// Workers and an enqueuer started with different --shards agree on the
+// fleet's queues by themselves: the first to come records its number in
+// Redis, the others take it, and no host is stranded on a queue nobody
+// serves.
+func TestE2EShardsAgree(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	w := startWorker(t, srv.URL(), "--shards", "8")
+	testkit.Eventually(t, 30*time.Second, func() bool { return strings.Contains(w.stderr.String(), "worker started") }, "worker started")
+	r := runBinary(t, "", "enqueue", "--redis", srv.URL(), "--shards", "16", "127.0.7.1-40", "-c", "1", "--wait", "-o", "ndjson")
+	if r.code != ExitOK {
+		t.Fatalf("enqueue --shards 16 against workers on 8: exit %d\nstderr: %s", r.code, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "--shards 16 ignored: the fleet on this Redis uses 8 queues") {
+		t.Errorf("stderr does not say the fleet's shards were taken:\n%s", r.stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	var sum struct{ Summary aggregator.Summary }
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &sum); err != nil || sum.Summary.Up != 40 || !sum.Summary.Completed() {
+		t.Errorf("summary %+v (%v); want all 40 hosts up", sum.Summary, err)
+	}
+	// The number stays recorded for the processes to come.
+	if n, err := srv.Client().Get(context.Background(), tasks.ShardsKey).Int(); err != nil || n != 8 {
+		t.Errorf("%s = %d (%v); want 8", tasks.ShardsKey, n, err)
+	}
+}

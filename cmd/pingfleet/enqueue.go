@@ -8,6 +8,7 @@ import (
 
 	"github.com/pingfleet/pingfleet/aggregator"
 	"github.com/pingfleet/pingfleet/enqueuer"
+	"github.com/pingfleet/pingfleet/notify"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 )
@@ -19,7 +20,8 @@ func (a *app) enqueueCommand() *cobra.Command {
 		Use:   "enqueue [flags] [HOST|CIDR|RANGE|-]...",
 		Short: "Submit a batch to the workers and print its ID",
 		Example: `  pingfleet enqueue --redis redis://10.0.0.5:6379 -f hosts.txt --count 3
-  pingfleet enqueue --batch-id nightly-42 -f hosts.txt --wait`,
+  pingfleet enqueue -f hosts.txt --label job=nightly --deadline 30m --callback-url https://ci.example/hooks/ping
+  pingfleet enqueue -f hosts.txt --wait -o csv > results.csv`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			b, err := a.batch(&bf, args)
@@ -28,6 +30,9 @@ func (a *app) enqueueCommand() *cobra.Command {
 			}
 			rdb, agg, err := a.connect(ctx, "")
 			if err != nil {
+				return err
+			}
+			if err := a.fleetShards(cmd, rdb); err != nil {
 				return err
 			}
 			if !wait {
@@ -50,6 +55,7 @@ func (a *app) enqueueCommand() *cobra.Command {
 		},
 	}
 	bf.register(cmd.Flags())
+	cmd.Flags().StringVar(&bf.callbackURL, "callback-url", "", "POST the batch's summary to `URL` when it ends (workers or serve deliver it, signed with their --callback-secret)")
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait for the batch to complete, then print its results")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "with --wait, print only the summary")
 	return cmd
@@ -70,7 +76,19 @@ func (a *app) batch(bf *batchFlags, args []string) (enqueuer.Batch, error) {
 	if err != nil {
 		return enqueuer.Batch{}, err
 	}
-	return enqueuer.Batch{ID: bf.batchID, Hosts: hosts, Options: opts, Labels: labels}, nil
+	if bf.deadline < 0 {
+		return enqueuer.Batch{}, usageErr("--deadline %s: must be positive", bf.deadline)
+	}
+	if bf.callbackURL != "" {
+		if err := notify.CheckCallbackURL(bf.callbackURL); err != nil {
+			return enqueuer.Batch{}, usageErr("--callback-url %q: %v", bf.callbackURL, err)
+		}
+	}
+	b := enqueuer.Batch{ID: bf.batchID, Hosts: hosts, Options: opts, Labels: labels, CallbackURL: bf.callbackURL}
+	if bf.deadline > 0 {
+		b.Deadline = time.Now().Add(bf.deadline)
+	}
+	return b, nil
 }
 
 // submit writes batch b and enqueues its tasks.

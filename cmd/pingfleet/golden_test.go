@@ -5,6 +5,8 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -39,19 +41,29 @@ func goldenResults() []aggregator.Result {
 }
 
 // TestGoldenResults prints a batch's results in every format, with a host
-// still pending, and a cancelled batch's, and compares them with
-// testdata/results.*; go test -run TestGoldenResults -update rewrites them.
+// still pending, and a cancelled and an expired batch's results and
+// summaries, and compares them with testdata/*; go test -run
+// TestGoldenResults -update rewrites them.
 func TestGoldenResults(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
-	agg, err := aggregator.New(aggregator.Config{Client: srv.Client()})
+	clock := time.Date(2026, 12, 1, 17, 24, 11, 0, time.UTC)
+	var mu sync.Mutex
+	now := func() time.Time { // every read a millisecond later
+		mu.Lock()
+		defer mu.Unlock()
+		clock = clock.Add(time.Millisecond)
+		return clock
+	}
+	agg, err := aggregator.New(aggregator.Config{Client: srv.Client(), Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
 	rs := goldenResults()
 	hosts := []string{"127.0.0.1", "db1.example.com", "10.0.0.9", "nope.invalid", "127.0.0.2"}
-	for _, id := range []string{"golden", "golden-cancelled"} {
+	ids := []string{"golden", "golden-cancelled", "golden-expired"}
+	for _, id := range ids {
 		if _, err := agg.Create(ctx, aggregator.Batch{ID: id, Hosts: hosts, Options: tasks.PingOptions{Count: 3}}); err != nil {
 			t.Fatal(err)
 		}
@@ -64,26 +76,43 @@ func TestGoldenResults(t *testing.T) {
 	if _, err := agg.Finalize(ctx, "golden-cancelled", aggregator.StateCancelled); err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range []string{"golden", "golden-cancelled"} {
+	if _, err := agg.Finalize(ctx, "golden-expired", aggregator.StateExpired); err != nil {
+		t.Fatal(err)
+	}
+	type output struct {
+		args []string
+		file string
+		code int
+	}
+	var outputs []output
+	for _, id := range ids {
 		for _, format := range []string{"table", "csv", "json", "ndjson"} {
-			r := cli(t, "", "results", id, "--redis", srv.URL(), "-o", format)
-			if r.code != ExitOK {
-				t.Fatalf("results -o %s: exit %d\n%s", format, r.code, r.stderr)
+			outputs = append(outputs, output{[]string{"results", id, "-o", format}, id + "." + format, ExitOK})
+			if id != "golden" { // a batch still running has no fixed duration
+				// A host never pinged makes the exit code 2, as fping's.
+				outputs = append(outputs, output{[]string{"status", id, "-o", format}, id + ".summary." + format, ExitUnresolved})
 			}
-			file := filepath.Join("testdata", id+"."+format)
-			if *update {
-				if err := os.WriteFile(file, []byte(r.stdout), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				continue
-			}
-			want, err := os.ReadFile(file)
-			if err != nil {
+		}
+	}
+	for _, o := range outputs {
+		r := cli(t, "", append(o.args, "--redis", srv.URL())...)
+		if r.code != o.code {
+			t.Fatalf("%s: exit %d, want %d\n%s", strings.Join(o.args, " "), r.code, o.code, r.stderr)
+		}
+		file := filepath.Join("testdata", o.file)
+		format, id := o.args[3], o.args[1]
+		if *update {
+			if err := os.WriteFile(file, []byte(r.stdout), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			if diff := cmp.Diff(string(want), r.stdout); diff != "" {
-				t.Errorf("results %s -o %s (-%s +got):\n%s", id, format, file, diff)
-			}
+			continue
+		}
+		want, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(string(want), r.stdout); diff != "" {
+			t.Errorf("%s %s -o %s (-%s +got):\n%s", o.args[0], id, format, file, diff)
 		}
 	}
 }

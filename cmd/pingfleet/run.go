@@ -40,6 +40,9 @@ in-process miniredis (slower for large batches). --embedded chooses.`,
 			if err != nil {
 				return err
 			}
+			if err := a.fleetShards(cmd, rdb); err != nil {
+				return err
+			}
 			if a.local != nil && a.local.Kind == localredis.Miniredis {
 				if !cmd.Flags().Changed("shards") {
 					// One queue on miniredis: it runs every script under

@@ -60,6 +60,9 @@ func (a *app) serveCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := a.fleetShards(cmd, rdb); err != nil {
+				return err
+			}
 			enq, err := enqueuer.New(enqueuer.Config{Redis: rdb, Aggregator: agg, Shards: a.shards})
 			if err != nil {
 				return systemErr(err)

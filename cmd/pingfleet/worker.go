@@ -266,6 +266,9 @@ func (a *app) workerCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := a.fleetShards(cmd, rdb); err != nil {
+				return err
+			}
 			if err := a.sizeConcurrency(&wf); err != nil {
 				return err
 			}
