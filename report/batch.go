@@ -6,17 +6,22 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/pingfleet/pingfleet/aggregator"
+	"github.com/pingfleet/pingfleet/tasks"
 )
 
-// WriteBatch prints a finished batch, as run, enqueue --wait and wait do: each result (unless quiet), then the
+// WriteBatch prints a finished batch, as run, enqueue --wait and wait do
+// (only the results of the statuses in only, if any are given): each result (unless quiet), then the
 // summary. In json it is one object {"results": [...], "summary": {...}};
 // in ndjson the summary is a last line {"summary": {...}}; csv holds the
 // results only, and the summary goes to errw as text.
-func WriteBatch(ctx context.Context, w, errw io.Writer, format string, agg ResultSource, s aggregator.Summary, quiet bool) error {
+func WriteBatch(ctx context.Context, w, errw io.Writer, format string, agg ResultSource, s aggregator.Summary, quiet bool, only ...aggregator.Status) error {
 	if format == "json" {
 		if _, err := io.WriteString(w, `{"results": `); err != nil {
 			return err
@@ -25,7 +30,7 @@ func WriteBatch(ctx context.Context, w, errw io.Writer, format string, agg Resul
 			if _, err := io.WriteString(w, "[]\n"); err != nil {
 				return err
 			}
-		} else if err := writeResults(ctx, w, format, agg, s.ID); err != nil {
+		} else if err := writeResults(ctx, w, format, agg, s.ID, only); err != nil {
 			return err
 		}
 		b, err := json.Marshal(s)
@@ -36,7 +41,7 @@ func WriteBatch(ctx context.Context, w, errw io.Writer, format string, agg Resul
 		return err
 	}
 	if !quiet {
-		if err := writeResults(ctx, w, format, agg, s.ID); err != nil {
+		if err := writeResults(ctx, w, format, agg, s.ID, only); err != nil {
 			return err
 		}
 	}
@@ -59,9 +64,9 @@ type ResultSource interface {
 	Results(ctx context.Context, id string, fn func(aggregator.Result) error, only ...aggregator.Status) error
 }
 
-func writeResults(ctx context.Context, w io.Writer, format string, agg ResultSource, id string) error {
+func writeResults(ctx context.Context, w io.Writer, format string, agg ResultSource, id string, only []aggregator.Status) error {
 	rw := NewResultWriter(w, format)
-	if err := agg.Results(ctx, id, rw.Write); err != nil {
+	if err := agg.Results(ctx, id, rw.Write, only...); err != nil {
 		return err
 	}
 	return rw.Close()
@@ -94,9 +99,19 @@ func WriteSummary(w io.Writer, format string, s aggregator.Summary) error {
 		fmt.Fprintf(tw, "rtt (per-host avg)\tp50 %s ms, p90 %s ms, p99 %s ms, max %s ms\n",
 			FormatMs(s.RTTP50), FormatMs(s.RTTP90), FormatMs(s.RTTP99), FormatMs(s.RTTMax))
 	}
+	fmt.Fprintf(tw, "options\t%s\n", optionsText(s.Options))
+	if len(s.Labels) > 0 {
+		fmt.Fprintf(tw, "labels\t%s\n", labelsText(s.Labels))
+	}
+	if s.CallbackURL != "" {
+		fmt.Fprintf(tw, "callback\t%s\n", s.CallbackURL)
+	}
 	fmt.Fprintf(tw, "created\t%s\n", FormatTime(s.Created))
 	if !s.Finished.IsZero() {
 		fmt.Fprintf(tw, "finished\t%s\n", FormatTime(s.Finished))
+	}
+	if !s.State.Final() && !s.Deadline.IsZero() {
+		fmt.Fprintf(tw, "deadline\t%s\n", FormatTime(s.Deadline))
 	}
 	fmt.Fprintf(tw, "duration\t%.3fs\n", s.DurationSec)
 	return tw.Flush()
@@ -150,4 +165,42 @@ func WriteBatches(w io.Writer, format string, list []aggregator.Summary) error {
 			s.Total, s.Done, s.Up, s.Down, s.Error, s.Cancelled, s.Expired, FormatPct(s.LossPct), s.DurationSec)
 	}
 	return tw.Flush()
+}
+
+// optionsText says how a batch pings, as its flags would: "count 3,
+// interval 1s, timeout 500ms, size 56, ttl 64", then any option set.
+func optionsText(o tasks.PingOptions) string {
+	o = o.Normalize()
+	parts := []string{fmt.Sprintf("count %d, interval %s, timeout %s, size %d, ttl %d", o.Count, o.Interval.D(), o.Timeout.D(), o.Size, o.TTL)}
+	if o.Network != tasks.NetworkIP {
+		parts = append(parts, "network "+o.Network)
+	}
+	if o.TOS != 0 {
+		parts = append(parts, fmt.Sprintf("tos %#x", o.TOS))
+	}
+	if o.DontFragment {
+		parts = append(parts, "don't fragment")
+	}
+	if o.Source != "" {
+		parts = append(parts, "source "+o.Source)
+	}
+	if o.Interface != "" {
+		parts = append(parts, "interface "+o.Interface)
+	}
+	if o.Mark != 0 {
+		parts = append(parts, fmt.Sprintf("mark %d", o.Mark))
+	}
+	if o.BatchRate != 0 {
+		parts = append(parts, fmt.Sprintf("batch rate %d/s", o.BatchRate))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// labelsText lists labels as key=value, sorted by key.
+func labelsText(labels map[string]string) string {
+	parts := make([]string, 0, len(labels))
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		parts = append(parts, k+"="+labels[k])
+	}
+	return strings.Join(parts, ", ")
 }

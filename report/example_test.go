@@ -6,6 +6,7 @@ import (
 
 	"github.com/pingfleet/pingfleet/aggregator"
 	"github.com/pingfleet/pingfleet/report"
+	"github.com/pingfleet/pingfleet/tasks"
 )
 
 var results = []aggregator.Result{
@@ -58,7 +59,8 @@ func ExampleResultWriter_ndjson() {
 func ExampleWriteSummary() {
 	created := time.Date(2026, 12, 1, 20, 0, 0, 0, time.UTC)
 	s := aggregator.Summary{
-		ID: "01JEXAMPLE", State: aggregator.StateComplete, Total: 3, Done: 3, Up: 1, Down: 1, Error: 1,
+		ID: "01JEXAMPLE", State: aggregator.StateComplete, Labels: map[string]string{"job": "deploy", "env": "prod"},
+		Options: tasks.PingOptions{Count: 2, Interval: tasks.Duration(200 * time.Millisecond)}, Total: 3, Done: 3, Up: 1, Down: 1, Error: 1,
 		Sent: 6, Received: 3, LossPct: 50, RTTP50: 0.53, RTTP90: 0.53, RTTP99: 0.53, RTTMax: 0.53,
 		Created: created, Started: created.Add(5 * time.Millisecond), Finished: created.Add(1500 * time.Millisecond), DurationSec: 1.5,
 	}
@@ -71,6 +73,8 @@ func ExampleWriteSummary() {
 	// hosts               3 total, 3 done, 0 pending: 1 up, 1 down, 1 error, 0 cancelled, 0 expired
 	// packets             6 sent, 3 received, 50.0% loss
 	// rtt (per-host avg)  p50 0.530 ms, p90 0.530 ms, p99 0.530 ms, max 0.530 ms
+	// options             count 2, interval 200ms, timeout 500ms, size 56, ttl 64
+	// labels              env=prod, job=deploy
 	// created             2026-12-01T20:00:00Z
 	// finished            2026-12-01T20:00:01.5Z
 	// duration            1.500s

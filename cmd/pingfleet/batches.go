@@ -1,22 +1,45 @@
 package main
 
 import (
-	"github.com/pingfleet/pingfleet/report"
+	"strings"
+	"time"
+
 	"github.com/spf13/cobra"
+
+	"github.com/pingfleet/pingfleet/aggregator"
+	"github.com/pingfleet/pingfleet/report"
 )
 
 func (a *app) batchesCommand() *cobra.Command {
 	var limit int
+	var labels []string
 	cmd := &cobra.Command{
 		Use:   "batches",
 		Short: "List recent batches, newest first",
-		Args:  cobra.NoArgs,
+		Example: `  pingfleet batches -n 5
+  pingfleet batches --label job=nightly -o csv`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if limit < 1 {
+				return usageErr("--limit %d: must be at least 1", limit)
+			}
+			want := make(map[string]string, len(labels))
+			for _, l := range labels {
+				k, v, ok := strings.Cut(l, "=")
+				if !ok || k == "" {
+					return usageErr("--label %q: use KEY=VALUE", l)
+				}
+				want[k] = v
+			}
 			_, agg, err := a.connect(cmd.Context(), "")
 			if err != nil {
 				return err
 			}
-			list, err := agg.Recent(cmd.Context(), limit)
+			var keep func(aggregator.Summary) bool
+			if len(want) > 0 {
+				keep = func(s aggregator.Summary) bool { return hasLabels(s.Labels, want) }
+			}
+			list, _, err := agg.Page(cmd.Context(), time.Time{}, limit, keep)
 			if err != nil {
 				return systemErr(err)
 			}
@@ -27,5 +50,17 @@ func (a *app) batchesCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().IntVarP(&limit, "limit", "n", 20, "most batches to list")
+	cmd.Flags().StringArrayVar(&labels, "label", nil, "only batches labelled `KEY=VALUE` (repeatable: all must match)")
+	a.outputFlag(cmd)
 	return cmd
+}
+
+// hasLabels reports whether labels hold every key and value of want.
+func hasLabels(labels, want map[string]string) bool {
+	for k, v := range want {
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -49,8 +50,9 @@ func (b *batchFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&b.deadline, "deadline", 0, "expire the hosts not pinged this long after submission (default: once no result came for 5 minutes)")
 
 	fs.IntVarP(&b.count, "count", "c", tasks.DefaultCount, "echo requests per host")
-	fs.DurationVarP(&b.interval, "interval", "p", tasks.DefaultInterval, "time between requests to one host (fping -p)")
-	fs.DurationVarP(&b.timeout, "timeout", "t", tasks.DefaultTimeout, "how long to wait for a reply (fping -t)")
+	b.interval, b.timeout = tasks.DefaultInterval, tasks.DefaultTimeout
+	fs.VarP(msDuration{&b.interval}, "interval", "p", "time between requests to one host; a bare number is milliseconds, as fping -p's")
+	fs.VarP(msDuration{&b.timeout}, "timeout", "t", "how long to wait for a reply; a bare number is milliseconds, as fping -t's")
 	fs.IntVarP(&b.size, "size", "b", tasks.DefaultSize, "ICMP data bytes per request")
 	fs.IntVar(&b.ttl, "ttl", 64, "IP time to live of requests")
 	fs.BoolVarP(&b.ipv4, "ipv4", "4", false, "resolve and ping IPv4 only")
@@ -170,3 +172,30 @@ func (a *app) hosts(b *batchFlags, args []string) ([]string, error) {
 	}
 	return hosts, nil
 }
+
+// msDuration is a duration flag that, like fping's -p and -t, reads a bare
+// number as milliseconds ("500" is 500ms); "1.5s" and other Go durations
+// work too.
+type msDuration struct{ d *time.Duration }
+
+func (m msDuration) String() string {
+	if m.d == nil {
+		return ""
+	}
+	return m.d.String()
+}
+
+func (m msDuration) Set(s string) error {
+	if n, err := strconv.ParseFloat(s, 64); err == nil {
+		*m.d = time.Duration(n * float64(time.Millisecond))
+		return nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("%q: use milliseconds (500) or a duration (1.5s)", s)
+	}
+	*m.d = d
+	return nil
+}
+
+func (msDuration) Type() string { return "ms|duration" }

@@ -14,7 +14,7 @@ import (
 )
 
 func (a *app) cancelCommand() *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "cancel BATCH-ID...",
 		Short: "Cancel open batches: their hosts not yet pinged are dropped from the queues and count as cancelled",
 		Long: `Cancel open batches, as DELETE /v1/batches/{id} does. Each batch becomes final
@@ -57,6 +57,9 @@ Exit code 3 if a batch is unknown or had already ended otherwise.`,
 			return nil
 		},
 	}
+	a.outputFlag(cmd)
+	a.shardsFlag(cmd)
+	return cmd
 }
 
 // lifecycle returns what ends batches: the notifier of final batches and

@@ -99,7 +99,8 @@ type app struct {
 // name) and returns the exit code. Tests call it directly.
 func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	quietRedis.Do(func() { redis.SetLogger(discard{}) })
-	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv}
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, getenv: os.Getenv,
+		retention: aggregator.DefaultRetention, shards: tasks.DefaultShards}
 	defer a.close()
 	root := a.rootCommand()
 	root.SetArgs(args)
@@ -148,6 +149,24 @@ func isFlagError(err error) bool {
 	return errors.As(err, &fe)
 }
 
+// Flags that only some commands take.
+
+func (a *app) outputFlag(cmd *cobra.Command) {
+	cmd.Flags().StringVarP(&a.output, "output", "o", "", "output format: table, json, ndjson or csv (default table on a terminal, json otherwise)")
+}
+
+func (a *app) retentionFlag(cmd *cobra.Command) {
+	cmd.Flags().DurationVar(&a.retention, "retention", aggregator.DefaultRetention, "how long a batch's results are kept in Redis")
+}
+
+func (a *app) shardsFlag(cmd *cobra.Command) {
+	cmd.Flags().IntVar(&a.shards, "shards", tasks.DefaultShards, "number of queues tasks are spread over, for a fleet whose Redis records none yet (the first enqueuer or worker records it, the others take it; run on miniredis uses 1)")
+}
+
+func (a *app) pprofFlag(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&a.pprof, "pprof", false, "with --metrics-addr, also serve Go's runtime profiles (heap, goroutines, CPU) at http://ADDR/debug/pprof/")
+}
+
 func (a *app) rootCommand() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "pingfleet",
@@ -159,29 +178,35 @@ per host in Redis; any number of workers ping them; the results are
 aggregated per batch. 'pingfleet run' does all of it in one process, with an
 embedded Redis unless --redis is given.
 
-Exit codes (as fping): 0 all hosts up, 1 some down, 2 some could not be
-resolved, 3 invalid usage or input, 4 system error.`,
+Exit codes (as fping): 0 all hosts up, 1 some down, 2 some not pinged
+(unresolved, cancelled, expired), 3 invalid usage or input, 4 system error.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version(),
+		// Without a command, help; an unknown one is a usage error (3).
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageErr("unknown command %q; see 'pingfleet --help'", args[0])
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			return a.setup()
 		},
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return &exitError{ExitUsage, flagError{err}}
 	})
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.redisURL, "redis", "", "Redis URL: redis://[user:password@]host:port/db, rediss:// for TLS, redis-cluster://host:port?addr=host2:port2, redis-sentinel://host:26379/db?master_name=NAME (env PINGFLEET_REDIS)")
-	pf.StringVarP(&a.output, "output", "o", "", "output format: table, json, ndjson or csv (default table on a terminal, json otherwise)")
 	pf.StringVar(&a.logLevel, "log-level", "warn", "log level: debug, info, warn or error")
 	pf.StringVar(&a.logFormat, "log-format", "text", "log format: text or json")
-	pf.DurationVar(&a.retention, "retention", aggregator.DefaultRetention, "how long a batch's results are kept in Redis")
 	pf.StringVar(&a.cpuProf, "cpuprofile", "", "write a CPU profile of this command to `FILE` (for go tool pprof)")
-	pf.BoolVar(&a.pprof, "pprof", false, "with --metrics-addr, also serve Go's runtime profiles (heap, goroutines, CPU) at http://ADDR/debug/pprof/")
-	pf.IntVar(&a.shards, "shards", tasks.DefaultShards, "number of queues tasks are spread over, for a fleet whose Redis records none yet (the first enqueuer or worker records it, the others take it)")
 
 	root.AddCommand(a.runCommand(), a.enqueueCommand(), a.workerCommand(), a.waitCommand(),
-		a.statusCommand(), a.resultsCommand(), a.batchesCommand(), a.cancelCommand(), a.serveCommand())
+		a.statusCommand(), a.resultsCommand(), a.batchesCommand(), a.cancelCommand(), a.serveCommand(), a.versionCommand())
 	return root
 }
 

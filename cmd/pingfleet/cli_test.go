@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -350,5 +351,113 @@ func TestEnqueueDeadlineAndCallback(t *testing.T) {
 	}
 	if n := srv.Client().Exists(context.Background(), aggregator.Keys("refused")...).Val(); n != 0 {
 		t.Errorf("a refused enqueue left %d keys", n)
+	}
+}
+
+// Usage mistakes exit 3, as fping's: an unknown command, a list of no
+// batches; --version and version say what the binary is.
+func TestUsageAndVersion(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		code int
+		out  string // in stdout or stderr
+	}{
+		{[]string{"nosuch"}, ExitUsage, `unknown command "nosuch"`},
+		{[]string{"batches", "-n", "0", "--redis", "redis://127.0.0.1:1"}, ExitUsage, "--limit 0: must be at least 1"},
+		{[]string{"batches", "--label", "nolabel", "--redis", "redis://127.0.0.1:1"}, ExitUsage, `--label "nolabel": use KEY=VALUE`},
+		{[]string{"--version"}, ExitOK, "pingfleet "},
+		{[]string{"version"}, ExitOK, runtime.Version()},
+		{[]string{"status", "x", "--shards", "4"}, ExitUsage, "unknown flag: --shards"},
+		{[]string{"run", "--janitor", "127.0.0.1"}, ExitUsage, "unknown flag: --janitor"},
+	} {
+		r := cli(t, "", tc.args...)
+		if r.code != tc.code || !strings.Contains(r.stdout+r.stderr, tc.out) {
+			t.Errorf("pingfleet %s: exit %d, output %q; want %d and %q", strings.Join(tc.args, " "), r.code, r.stdout+r.stderr, tc.code, tc.out)
+		}
+	}
+}
+
+// batches --label lists only the batches that carry every label given.
+func TestBatchesByLabel(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	redisURL := "--redis=" + srv.URL()
+	for _, b := range []struct{ id, label string }{{"l-nightly", "job=nightly"}, {"l-deploy", "job=deploy"}} {
+		if r := cli(t, "", "enqueue", redisURL, "127.0.9.1", "--batch-id", b.id, "--label", b.label, "--label", "team=net"); r.code != ExitOK {
+			t.Fatalf("enqueue: exit %d\n%s", r.code, r.stderr)
+		}
+	}
+	r := cli(t, "", "batches", redisURL, "--label", "job=nightly", "--label", "team=net", "-o", "json")
+	var list []aggregator.Summary
+	if err := json.Unmarshal([]byte(r.stdout), &list); err != nil || r.code != ExitOK {
+		t.Fatalf("batches: exit %d, %v\n%s", r.code, err, r.stdout)
+	}
+	if len(list) != 1 || list[0].ID != "l-nightly" {
+		t.Errorf("batches --label job=nightly: %+v; want l-nightly alone", list)
+	}
+}
+
+// -p and -t read a bare number as milliseconds, as fping's do.
+func TestDurationsInMilliseconds(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	redisURL := "--redis=" + srv.URL()
+	if r := cli(t, "", "enqueue", redisURL, "127.0.9.9", "--batch-id", "ms", "-c", "2", "-p", "20", "-t", "1.5s"); r.code != ExitOK {
+		t.Fatalf("enqueue: exit %d\n%s", r.code, r.stderr)
+	}
+	st := cli(t, "", "status", redisURL, "ms", "-o", "json")
+	var s aggregator.Summary
+	if err := json.Unmarshal([]byte(st.stdout), &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.Options.Interval.D() != 20*time.Millisecond || s.Options.Timeout.D() != 1500*time.Millisecond {
+		t.Errorf("-p 20 -t 1.5s gave interval %s, timeout %s", s.Options.Interval.D(), s.Options.Timeout.D())
+	}
+	if r := cli(t, "", "enqueue", redisURL, "127.0.9.9", "-p", "5x"); r.code != ExitUsage || !strings.Contains(r.stderr, "use milliseconds (500) or a duration (1.5s)") {
+		t.Errorf("-p 5x: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+// -a and -u print only the hosts that answered, or only the others, as
+// fping's do; the summary and the exit code still cover every host.
+func TestAliveUnreachable(t *testing.T) {
+	t.Parallel()
+	hosts := func(r cliResult) []string {
+		t.Helper()
+		var out []string
+		for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+			var v struct {
+				Host    string              `json:"host"`
+				Summary *aggregator.Summary `json:"summary"`
+			}
+			if err := json.Unmarshal([]byte(line), &v); err != nil {
+				t.Fatalf("%v: %q", err, line)
+			}
+			if v.Summary == nil {
+				out = append(out, v.Host)
+			} else if v.Summary.Total != 3 {
+				t.Errorf("summary covers %d hosts; want 3", v.Summary.Total)
+			}
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		flag string
+		want []string
+	}{
+		{"-a", []string{"127.0.10.1", "127.0.10.2"}},
+		{"-u", []string{"nope.invalid"}},
+	} {
+		r := cli(t, "", "run", "127.0.10.1-2", "nope.invalid", "-c", "1", tc.flag, "-o", "ndjson")
+		if r.code != ExitUnresolved {
+			t.Errorf("run %s: exit %d; want 2\n%s", tc.flag, r.code, r.stderr)
+		}
+		if diff := cmp.Diff(tc.want, hosts(r)); diff != "" {
+			t.Errorf("run %s (-want +got):\n%s", tc.flag, diff)
+		}
+	}
+	if r := cli(t, "", "run", "127.0.10.1", "-a", "-u"); r.code != ExitUsage {
+		t.Errorf("run -a -u: exit %d; want 3", r.code)
 	}
 }

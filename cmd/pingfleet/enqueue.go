@@ -15,7 +15,8 @@ import (
 
 func (a *app) enqueueCommand() *cobra.Command {
 	var bf batchFlags
-	var wait, quiet bool
+	var wait bool
+	var rf reportFlags
 	cmd := &cobra.Command{
 		Use:   "enqueue [flags] [HOST|CIDR|RANGE|-]...",
 		Short: "Submit a batch to the workers and print its ID",
@@ -23,6 +24,9 @@ func (a *app) enqueueCommand() *cobra.Command {
   pingfleet enqueue -f hosts.txt --label job=nightly --deadline 30m --callback-url https://ci.example/hooks/ping
   pingfleet enqueue -f hosts.txt --wait -o csv > results.csv`,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := rf.statuses(); err != nil {
+				return err
+			}
 			ctx := cmd.Context()
 			b, err := a.batch(&bf, args)
 			if err != nil {
@@ -51,13 +55,16 @@ func (a *app) enqueueCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.waitAndReport(ctx, agg, sub.ID, quiet, sub)
+			return a.waitAndReport(ctx, agg, sub.ID, &rf, sub)
 		},
 	}
 	bf.register(cmd.Flags())
+	a.outputFlag(cmd)
+	a.retentionFlag(cmd)
+	a.shardsFlag(cmd)
 	cmd.Flags().StringVar(&bf.callbackURL, "callback-url", "", "POST the batch's summary to `URL` when it ends (workers or serve deliver it, signed with their --callback-secret)")
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait for the batch to complete, then print its results")
-	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "with --wait, print only the summary")
+	rf.register(cmd, "with --wait, ")
 	return cmd
 }
 

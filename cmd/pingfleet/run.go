@@ -14,7 +14,7 @@ import (
 func (a *app) runCommand() *cobra.Command {
 	var bf batchFlags
 	var wf workerFlags
-	var quiet bool
+	var rf reportFlags
 	var embedded string
 	cmd := &cobra.Command{
 		Use:   "run [flags] [HOST|CIDR|RANGE|-]...",
@@ -27,6 +27,9 @@ in-process miniredis (slower for large batches). --embedded chooses.`,
 		Example: `  pingfleet run 127.0.0.1/28 localhost -f hosts.txt --count 2
   seq 1 50 | sed 's/^/127.0.1./' | pingfleet run - -o csv`,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := rf.statuses(); err != nil {
+				return err
+			}
 			ctx := cmd.Context()
 			kind, err := localredis.ParseKind(embedded)
 			if err != nil {
@@ -81,14 +84,17 @@ in-process miniredis (slower for large batches). --embedded chooses.`,
 			if err != nil {
 				return err
 			}
-			return a.waitAndReport(ctx, agg, sub.ID, quiet, sub)
+			return a.waitAndReport(ctx, agg, sub.ID, &rf, sub)
 		},
 	}
 	bf.register(cmd.Flags())
 	// One short-lived process: polling its private Redis often costs
 	// little and starts and stops the batch sooner.
-	wf.register(cmd, 10*time.Millisecond)
-	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only the summary, not each host")
+	wf.register(cmd, 10*time.Millisecond, false)
+	a.outputFlag(cmd)
+	a.retentionFlag(cmd)
+	a.shardsFlag(cmd)
+	rf.register(cmd, "")
 	cmd.Flags().StringVar(&embedded, "embedded", string(localredis.Auto), "private Redis without --redis: auto (redis-server if installed, else miniredis), redis-server or miniredis")
 	return cmd
 }

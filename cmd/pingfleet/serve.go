@@ -152,5 +152,8 @@ func (a *app) serveCommand() *cobra.Command {
 	fs.BoolVar(&janitor, "janitor", true, "expire batches past their deadline and hand over missed callbacks")
 	fs.StringVar(&metrics, "metrics-addr", "", "serve Prometheus metrics (queues, batches, API requests) at http://ADDR/metrics")
 	fs.StringVar(&secret, "callback-secret", "", "sign callback bodies with HMAC-SHA256 under this secret (env PINGFLEET_CALLBACK_SECRET)")
+	a.retentionFlag(cmd)
+	a.shardsFlag(cmd)
+	a.pprofFlag(cmd)
 	return cmd
 }

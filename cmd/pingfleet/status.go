@@ -9,7 +9,7 @@ import (
 )
 
 func (a *app) statusCommand() *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "status BATCH-ID",
 		Short: "Print a batch's state and summary; exit code as for a finished batch",
 		Args:  exactArgs(1),
@@ -28,6 +28,8 @@ func (a *app) statusCommand() *cobra.Command {
 			return exitWith(resultCode(s))
 		},
 	}
+	a.outputFlag(cmd)
+	return cmd
 }
 
 func lookupErr(err error) error {

@@ -26,12 +26,16 @@ const (
 // when stderr is a terminal, then prints its report and returns the exit
 // error its results call for. sub, if not nil, is the batch's enqueue,
 // still running (see app.start).
-func (a *app) waitAndReport(ctx context.Context, agg *aggregator.Aggregator, id string, quiet bool, sub *enqueuer.Submission) error {
+func (a *app) waitAndReport(ctx context.Context, agg *aggregator.Aggregator, id string, rf *reportFlags, sub *enqueuer.Submission) error {
+	only, err := rf.statuses()
+	if err != nil {
+		return err
+	}
 	s, err := a.wait(ctx, agg, id, sub)
 	if err != nil {
 		return err
 	}
-	if err := report.WriteBatch(ctx, a.stdout, a.stderr, a.output, agg, s, quiet); err != nil {
+	if err := report.WriteBatch(ctx, a.stdout, a.stderr, a.output, agg, s, rf.quiet, only...); err != nil {
 		return systemErr(fmt.Errorf("print results: %w", err))
 	}
 	return exitWith(resultCode(s))
@@ -110,19 +114,52 @@ func (a *app) wait(ctx context.Context, agg *aggregator.Aggregator, id string, s
 }
 
 func (a *app) waitCommand() *cobra.Command {
-	var quiet bool
+	var rf reportFlags
 	cmd := &cobra.Command{
 		Use:   "wait BATCH-ID",
 		Short: "Wait for a batch to complete (progress bar on a terminal), then print its results",
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := rf.statuses(); err != nil {
+				return err
+			}
 			_, agg, err := a.connect(cmd.Context(), "")
 			if err != nil {
 				return err
 			}
-			return a.waitAndReport(cmd.Context(), agg, args[0], quiet, nil)
+			return a.waitAndReport(cmd.Context(), agg, args[0], &rf, nil)
 		},
 	}
-	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only the summary")
+	rf.register(cmd, "")
+	a.outputFlag(cmd)
 	return cmd
 }
+
+// reportFlags choose what a command that prints a batch's results prints.
+type reportFlags struct {
+	quiet, alive, unreachable bool
+}
+
+// register adds -q, -a and -u to cmd; when says when they apply.
+func (r *reportFlags) register(cmd *cobra.Command, when string) {
+	fs := cmd.Flags()
+	fs.BoolVarP(&r.quiet, "quiet", "q", false, when+"print only the summary, not each host")
+	fs.BoolVarP(&r.alive, "alive", "a", false, when+"print only the hosts that answered (fping -a)")
+	fs.BoolVarP(&r.unreachable, "unreachable", "u", false, when+"print only the hosts that did not answer or were not pinged (fping -u)")
+}
+
+// statuses are the statuses of the results to print: all when nil.
+func (r *reportFlags) statuses() ([]aggregator.Status, error) {
+	switch {
+	case r.alive && r.unreachable:
+		return nil, usageErr("--alive and --unreachable exclude each other")
+	case r.alive:
+		return []aggregator.Status{aggregator.StatusUp}, nil
+	case r.unreachable:
+		return notUp, nil
+	}
+	return nil, nil
+}
+
+// notUp is every status but up.
+var notUp = []aggregator.Status{aggregator.StatusDown, aggregator.StatusError, aggregator.StatusCancelled, aggregator.StatusExpired, aggregator.StatusPending}

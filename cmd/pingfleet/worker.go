@@ -42,8 +42,9 @@ type workerFlags struct {
 }
 
 // register adds the worker flags to cmd; checkInterval is the default of
-// --task-check-interval (how fast an idle worker notices new tasks).
-func (w *workerFlags) register(cmd *cobra.Command, checkInterval time.Duration) {
+// --task-check-interval (how fast an idle worker notices new tasks). The
+// flags of a fleet's worker (callbacks, the janitor) come only with fleet.
+func (w *workerFlags) register(cmd *cobra.Command, checkInterval time.Duration, fleet bool) {
 	fs := cmd.Flags()
 	fs.DurationVar(&w.checkInterval, "task-check-interval", checkInterval, "how long an idle worker waits before looking for tasks again")
 	fs.StringVar(&w.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. :9110)")
@@ -54,12 +55,14 @@ func (w *workerFlags) register(cmd *cobra.Command, checkInterval time.Duration) 
 	fs.BoolVar(&w.unprivileged, "unprivileged", false, "use unprivileged ICMP (\"ping\") sockets only, never fall back to raw ones")
 	fs.DurationVar(&w.shutdownTimeout, "shutdown-timeout", worker.DefaultShutdownTimeout, "on stop, how long in-flight pings may finish before their tasks go back to the queue")
 	fs.DurationVar(&w.dnsTimeout, "dns-timeout", worker.DefaultDNSTimeout, "bound on resolving one host name")
-	fs.StringVar(&w.callbackSecret, "callback-secret", "", "sign callback bodies with HMAC-SHA256 under this secret (env PINGFLEET_CALLBACK_SECRET)")
 	fs.IntVar(&w.fleetRate, "fleet-rate", 0, "most pings per second of the whole fleet, shared through Redis (0: no limit; give every worker the same value)")
 	fs.IntVar(&w.fleetBurst, "fleet-burst", 0, "pings the fleet may send at once above --fleet-rate (default a tenth of it)")
-	fs.BoolVar(&w.janitor, "janitor", true, "also expire batches past their deadline and hand over missed callbacks")
 	fs.DurationVar(&w.dnsCacheMaxAge, "dns-cache-max-age", worker.DefaultDNSCacheMaxAge, "how long this worker reuses a name's addresses (0: no cache)")
 	w.targets.register(fs)
+	if fleet {
+		fs.StringVar(&w.callbackSecret, "callback-secret", "", "sign callback bodies with HMAC-SHA256 under this secret (env PINGFLEET_CALLBACK_SECRET); give serve and every worker the same")
+		fs.BoolVar(&w.janitor, "janitor", true, "also expire batches past their deadline and hand over missed callbacks")
+	}
 }
 
 // sizeConcurrency sets the in-flight limit, unless --concurrency gave one,
@@ -283,6 +286,9 @@ func (a *app) workerCommand() *cobra.Command {
 			return nil
 		},
 	}
-	wf.register(cmd, worker.DefaultTaskCheckInterval)
+	wf.register(cmd, worker.DefaultTaskCheckInterval, true)
+	a.retentionFlag(cmd)
+	a.shardsFlag(cmd)
+	a.pprofFlag(cmd)
 	return cmd
 }
