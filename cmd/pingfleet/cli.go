@@ -29,6 +29,10 @@ const (
 	ExitUnresolved = 2 // some host was not pinged: unresolved, cancelled or expired
 	ExitUsage      = 3 // bad usage or invalid input
 	ExitSystem     = 4 // system error: Redis unreachable...
+
+	// ExitInterrupted is a run, enqueue --wait or wait stopped by SIGINT
+	// or SIGTERM, as a shell reports a command killed by SIGINT.
+	ExitInterrupted = 130
 )
 
 // exitError carries the exit code an error should end the process with.
@@ -86,8 +90,10 @@ type app struct {
 	logFormat string
 	retention time.Duration
 	shards    int
-	cpuProf   string
-	pprof     bool
+	// runsWorker: this command runs a worker in-process (run).
+	runsWorker bool
+	cpuProf    string
+	pprof      bool
 
 	logger  *slog.Logger
 	closers []func()
@@ -112,6 +118,16 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		return ExitOK
 	}
 	code := exitCode(err)
+	if ctx.Err() != nil && code == ExitSystem {
+		// A signal cut the command short (while it created the batch, say):
+		// 130, as a shell reports SIGINT, and say what is left.
+		code = ExitInterrupted
+		if a.local != nil {
+			err = fmt.Errorf("interrupted (%w): the batch ended with this command (its private Redis is gone)", err)
+		} else {
+			err = fmt.Errorf("interrupted: %w", err)
+		}
+	}
 	var ee *exitError
 	if !errors.As(err, &ee) || !errors.Is(ee.err, errSilent) {
 		if !strings.Contains(err.Error(), "\n") && code == ExitUsage && isFlagError(err) {

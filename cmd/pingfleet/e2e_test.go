@@ -560,8 +560,8 @@ func TestE2EEnqueueWaitPaces(t *testing.T) {
 	if log := p.stderr.String(); !strings.Contains(log, "queueing the rest") || !strings.Contains(log, "goes on") {
 		t.Errorf("stderr does not say the batch goes on:\n%s", log)
 	}
-	if code := p.cmd.ProcessState.ExitCode(); code != ExitSystem {
-		t.Errorf("exit %d; want %d", code, ExitSystem)
+	if code := p.cmd.ProcessState.ExitCode(); code != ExitInterrupted {
+		t.Errorf("exit %d; want %d", code, ExitInterrupted)
 	}
 }
 
@@ -589,5 +589,29 @@ func TestE2EShardsAgree(t *testing.T) {
 	// The number stays recorded for the processes to come.
 	if n, err := srv.Client().Get(context.Background(), tasks.ShardsKey).Int(); err != nil || n != 8 {
 		t.Errorf("%s = %d (%v); want 8", tasks.ShardsKey, n, err)
+	}
+}
+
+// wait, interrupted, exits 130 and says the batch goes on; without a
+// terminal, it prints a progress line every --progress-interval.
+func TestE2EWaitInterruptedAndProgress(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	// No worker: the batch stays where it is.
+	if r := runBinary(t, "", "enqueue", "--redis", srv.URL(), "127.0.11.1-20", "--batch-id", "followed"); r.code != ExitOK {
+		t.Fatalf("enqueue: exit %d\n%s", r.code, r.stderr)
+	}
+	p := startProc(t, "wait", "--redis", srv.URL(), "followed", "--progress-interval", "100ms")
+	testkit.Eventually(t, 30*time.Second, func() bool {
+		return strings.Count(p.stderr.String(), "pingfleet: batch followed: 0 of 20 done (0 up, 0 down, 0 error)") >= 2
+	}, "two progress lines")
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("wait still running 30 s after SIGINT")
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code != ExitInterrupted || !strings.Contains(p.stderr.String(), "batch followed goes on (the fleet's workers go on with it): follow it with 'pingfleet wait followed'") {
+		t.Errorf("wait after SIGINT: exit %d, stderr:\n%s", code, p.stderr.String())
 	}
 }

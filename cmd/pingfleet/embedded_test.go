@@ -112,6 +112,12 @@ func TestE2EPrivateRedisServer(t *testing.T) {
 			case <-time.After(30 * time.Second):
 				t.Fatalf("run still running 30s after %s", sig)
 			}
+			if sig == syscall.SIGINT {
+				// As a shell reports SIGINT, and saying what became of the batch.
+				if code := p.cmd.ProcessState.ExitCode(); code != ExitInterrupted || !strings.Contains(p.stderr.String(), "ended with this command (its private Redis is gone)") {
+					t.Errorf("run after SIGINT: exit %d, stderr:\n%s\nwant 130 and what became of the batch", code, p.stderr.String())
+				}
+			}
 			checkCleanedUp(t, dir)
 		})
 	}

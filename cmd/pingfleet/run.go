@@ -69,6 +69,7 @@ in-process miniredis (slower for large batches). --embedded chooses.`,
 				stopWorker()
 				_ = g.Wait()
 			}()
+			a.runsWorker = true
 			if err := a.startWorker(wctx, &g, &wf, rdb, agg, false); err != nil {
 				return err
 			}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
 	"github.com/pingfleet/pingfleet/aggregator"
@@ -31,7 +30,7 @@ func (a *app) waitAndReport(ctx context.Context, agg *aggregator.Aggregator, id 
 	if err != nil {
 		return err
 	}
-	s, err := a.wait(ctx, agg, id, sub)
+	s, err := a.wait(ctx, agg, id, sub, rf)
 	if err != nil {
 		return err
 	}
@@ -41,16 +40,16 @@ func (a *app) waitAndReport(ctx context.Context, agg *aggregator.Aggregator, id 
 	return exitWith(resultCode(s))
 }
 
-func (a *app) wait(ctx context.Context, agg *aggregator.Aggregator, id string, sub *enqueuer.Submission) (aggregator.Summary, error) {
+func (a *app) wait(ctx context.Context, agg *aggregator.Aggregator, id string, sub *enqueuer.Submission, rf *reportFlags) (aggregator.Summary, error) {
 	var enqueued <-chan enqueuer.Outcome
 	if sub != nil {
 		enqueued = sub.Done()
 	}
-	var bar *progressbar.ProgressBar
+	var prog *progress
+	finished := false
 	defer func() {
-		if bar != nil {
-			_ = bar.Finish()
-			fmt.Fprintln(a.stderr)
+		if prog != nil {
+			prog.end(finished)
 		}
 	}()
 	poll := pollInterval
@@ -62,35 +61,20 @@ func (a *app) wait(ctx context.Context, agg *aggregator.Aggregator, id string, s
 	for {
 		s, err := agg.Progress(ctx, id)
 		switch {
-		case ctx.Err() != nil && a.local != nil:
-			return s, systemErr(fmt.Errorf("stopped; batch %s ended with this command, whose private Redis held it", id))
 		case ctx.Err() != nil:
-			if enqueued != nil {
-				// The batch goes on: queue what is left of it first.
-				fmt.Fprintf(a.stderr, "pingfleet: stopping; queueing the rest of batch %s first\n", id)
-				sub.Hurry()
-				if err := a.enqueued(<-enqueued); err != nil {
-					return s, err
-				}
-			}
-			return s, systemErr(fmt.Errorf("stopped waiting; batch %s goes on: follow it with 'pingfleet wait %s'", id, id))
+			return s, a.interrupted(id, sub, enqueued)
 		case err != nil:
 			return s, lookupErr(err)
 		}
-		if bar == nil && isTerminal(a.stderr) {
-			bar = progressbar.NewOptions(s.Total,
-				progressbar.OptionSetWriter(a.stderr),
-				progressbar.OptionSetDescription("pinging"),
-				progressbar.OptionShowCount(),
-				progressbar.OptionSetItsString("hosts"),
-				progressbar.OptionShowIts(),
-				progressbar.OptionThrottle(100*time.Millisecond),
-			)
+		if prog == nil && !rf.quiet {
+			interval := rf.progressEvery
+			prog = newProgress(a.stderr, isTerminal(a.stderr), s.Total, interval)
 		}
-		if bar != nil {
-			_ = bar.Set(s.Done)
+		if prog != nil {
+			prog.update(s)
 		}
 		if s.Completed() {
+			finished = true
 			if enqueued != nil {
 				if err := a.enqueued(<-enqueued); err != nil {
 					return s, err
@@ -111,6 +95,28 @@ func (a *app) wait(ctx context.Context, agg *aggregator.Aggregator, id string, s
 			}
 		}
 	}
+}
+
+// interrupted says, truthfully for each mode, what becomes of batch id
+// when the command following it is interrupted, and exits 130 as a shell
+// does for SIGINT.
+func (a *app) interrupted(id string, sub *enqueuer.Submission, enqueued <-chan enqueuer.Outcome) error {
+	switch {
+	case a.local != nil:
+		return &exitError{ExitInterrupted, fmt.Errorf("interrupted: batch %s ended with this command (its private Redis is gone); results so far were not kept", id)}
+	case enqueued != nil:
+		// The batch goes on: queue what is left of it first.
+		fmt.Fprintf(a.stderr, "pingfleet: interrupted; queueing the rest of batch %s first\n", id)
+		sub.Hurry()
+		if err := a.enqueued(<-enqueued); err != nil {
+			return err
+		}
+	}
+	how := "the fleet's workers go on with it"
+	if a.runsWorker {
+		how = "this command's worker stopped; other workers on this Redis go on with it"
+	}
+	return &exitError{ExitInterrupted, fmt.Errorf("interrupted; batch %s goes on (%s): follow it with 'pingfleet wait %s'", id, how, id)}
 }
 
 func (a *app) waitCommand() *cobra.Command {
@@ -138,6 +144,7 @@ func (a *app) waitCommand() *cobra.Command {
 // reportFlags choose what a command that prints a batch's results prints.
 type reportFlags struct {
 	quiet, alive, unreachable bool
+	progressEvery             time.Duration
 }
 
 // register adds -q, -a and -u to cmd; when says when they apply.
@@ -146,6 +153,7 @@ func (r *reportFlags) register(cmd *cobra.Command, when string) {
 	fs.BoolVarP(&r.quiet, "quiet", "q", false, when+"print only the summary, not each host")
 	fs.BoolVarP(&r.alive, "alive", "a", false, when+"print only the hosts that answered (fping -a)")
 	fs.BoolVarP(&r.unreachable, "unreachable", "u", false, when+"print only the hosts that did not answer or were not pinged (fping -u)")
+	fs.DurationVar(&r.progressEvery, "progress-interval", DefaultProgressInterval, when+"without a terminal, print a progress line on stderr this often (0: never; -q: never)")
 }
 
 // statuses are the statuses of the results to print: all when nil.
