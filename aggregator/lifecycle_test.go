@@ -213,7 +213,7 @@ func TestOpenBatches(t *testing.T) {
 	if err != nil || !s.Deadline.Equal(base.Add(2*time.Minute)) {
 		t.Errorf("deadline = %v, %v; want %v", s.Deadline, err, base.Add(2*time.Minute))
 	}
-	if d := aggregator.DefaultDeadline(base, 2500, tasks.PingOptions{}); !d.Equal(base.Add(5*time.Minute + 3*500*time.Millisecond)) {
+	if d := aggregator.DefaultDeadline(base, 2500, tasks.PingOptions{Count: 1}); !d.Equal(base.Add(5*time.Minute + 3*500*time.Millisecond)) {
 		t.Errorf("DefaultDeadline = %v", d.Sub(base))
 	}
 }

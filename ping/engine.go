@@ -123,7 +123,7 @@ func (e *Engine) Ping(ctx context.Context, ip netip.Addr, opts tasks.PingOptions
 	if err != nil {
 		return Stats{}, fmt.Errorf("ping %s: %w", ip, err)
 	}
-	r := &pingRun{dst: ip, sa: sa, opts: pr, replies: make(chan reply, pr.count)}
+	r := &pingRun{dst: ip, sa: sa, opts: pr, replies: make(chan reply, pr.count+pr.retries)}
 	defer r.release()
 	if err := g.run(ctx, r); err != nil {
 		return Stats{}, err
@@ -151,7 +151,7 @@ func (e *Engine) prepare(ip netip.Addr, o *tasks.PingOptions) (*sockGroup, probe
 	if err != nil {
 		return nil, probe{}, fmt.Errorf("ping %s: %w", ip, err)
 	}
-	return g, probe{count: opts.Count, size: opts.Size, interval: opts.Interval.D(), timeout: opts.Timeout.D()}, nil
+	return g, probe{count: opts.Count, size: opts.Size, retries: opts.Retries, backoff: opts.Backoff, interval: opts.Interval.D(), timeout: opts.Timeout.D()}, nil
 }
 
 // group returns the sockets for key, opening them on first use.

@@ -220,3 +220,57 @@ func TestConfigErrors(t *testing.T) {
 		t.Error("NewProBing with mode -1: no error")
 	}
 }
+
+// Without a count, a ping is fping's reachability check: the first reply
+// ends it, a host that does not answer gets its retries, each waiting
+// longer, and a lossy host is reported up with its loss counted.
+func TestEngineRetries(t *testing.T) {
+	t.Parallel()
+	p := netip.MustParsePrefix
+	l := labtest.Start(t, lab.Config{Seed: 7, Ranges: []lab.Range{
+		{Name: "dead", Prefix: p("198.18.20.0/24"), Dead: true},
+		{Name: "lossy", Prefix: p("198.18.21.0/24"), Loss: 0.5},
+	}})
+	e := newEngine(t, ping.SocketAuto)
+	opts := tasks.PingOptions{Timeout: tasks.Duration(20 * time.Millisecond)}.Normalize() // retries 3, backoff 1.5
+	if opts.Retries != 3 || opts.Backoff != 1.5 {
+		t.Fatalf("options without a count: %+v; want 3 retries, backoff 1.5", opts)
+	}
+	err := l.Do(func() error {
+		st, err := e.Ping(context.Background(), netip.MustParseAddr("127.0.0.1"), opts)
+		if err != nil || st.Sent != 1 || st.Received != 1 {
+			t.Errorf("a host that answers: %+v, %v; want 1 sent, 1 received", st, err)
+		}
+		st, err = e.Ping(context.Background(), netip.MustParseAddr("198.18.20.1"), opts)
+		if err != nil || st.Sent != 4 || st.Received != 0 {
+			t.Errorf("a dead host: %+v, %v; want 4 sent (the request and 3 retries), none received", st, err)
+		}
+		const n = 200
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		up, sent := 0, 0
+		for i := range n {
+			ip := netip.AddrFrom4([4]byte{198, 18, 21, byte(i + 1)})
+			wg.Go(func() {
+				st, err := e.Ping(context.Background(), ip, opts)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil || st.Received > 1 || st.Sent < 1 || st.Sent > 4 || (st.Received == 1) != (st.Min > 0) {
+					t.Errorf("%s: %+v, %v", ip, st, err)
+				}
+				up += st.Received
+				sent += st.Sent
+			})
+		}
+		wg.Wait()
+		// Up unless all 4 tries are lost (p = 1/16): 187.5 expected, 170
+		// to 200 but once in 10^6 runs; about 1.9 tries per host.
+		if up < 170 || sent < n+120 || sent > n+240 {
+			t.Errorf("50 %% loss: %d of %d up after %d requests; want about 188 up after about 375", up, n, sent)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

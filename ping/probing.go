@@ -63,6 +63,9 @@ func (p *ProBing) Privileged() bool { return p.raw.Load() }
 
 func (p *ProBing) run(ctx context.Context, ip netip.Addr, opts tasks.PingOptions, privileged bool) (Stats, error) {
 	opts = opts.Normalize()
+	if opts.Retries > 0 {
+		return p.retry(ctx, ip, opts, privileged)
+	}
 	pg := probing.New(ip.String())
 	pg.SetIPAddr(&net.IPAddr{IP: ip.AsSlice(), Zone: ip.Zone()})
 	pg.SetPrivileged(privileged)
@@ -98,6 +101,32 @@ func (p *ProBing) run(ctx context.Context, ip netip.Addr, opts tasks.PingOptions
 		Stdev:    s.StdDevRtt,
 		TTL:      ttl,
 	}, nil
+}
+
+// retry is fping's reachability mode with pro-bing: one run of one
+// request per try, each waiting opts.Backoff times longer than the one
+// before, until a reply comes.
+func (p *ProBing) retry(ctx context.Context, ip netip.Addr, opts tasks.PingOptions, privileged bool) (Stats, error) {
+	one := opts
+	one.Count, one.Retries = 1, 0
+	var total Stats
+	for i := 0; i <= opts.Retries; i++ {
+		st, err := p.run(ctx, ip, one, privileged)
+		if err != nil {
+			if i == 0 {
+				return Stats{}, err
+			}
+			break
+		}
+		sent := total.Sent + st.Sent
+		total = st
+		total.Sent = sent
+		if st.Received > 0 {
+			break
+		}
+		one.Timeout = tasks.Duration(float64(one.Timeout) * opts.Backoff)
+	}
+	return total, nil
 }
 
 // runLog keeps the first error pro-bing logs during one run (a send that

@@ -25,6 +25,7 @@ func TestProBingLoopback(t *testing.T) {
 		{"IPv4", "127.0.0.1", tasks.PingOptions{Count: 3, Interval: tasks.Duration(10 * time.Millisecond)}},
 		{"other loopback address, big packets, low TTL", "127.42.1.7", tasks.PingOptions{Count: 2, Interval: tasks.Duration(5 * time.Millisecond), Size: 1400, TTL: 3}},
 		{"IPv6", "::1", tasks.PingOptions{Count: 2, Interval: tasks.Duration(5 * time.Millisecond)}},
+		{"no count: retries, stopped by the first reply", "127.0.0.2", tasks.PingOptions{}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
@@ -38,7 +39,7 @@ func TestProBingLoopback(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Ping: %v", err)
 			}
-			n := tc.opts.Count
+			n := max(tc.opts.Count, 1)
 			if st.Sent != n || st.Received != n {
 				t.Errorf("sent %d, received %d; want %d, %d", st.Sent, st.Received, n, n)
 			}

@@ -9,8 +9,9 @@ import (
 )
 
 type probe struct {
-	count, size       int
-	interval, timeout time.Duration
+	count, size, retries int
+	interval, timeout    time.Duration
+	backoff              float64
 }
 
 // pingRun is one host's ping: opts.count requests to dst, opts.interval
@@ -29,6 +30,7 @@ type pingRun struct {
 	st       Stats
 	lastSent time.Time
 	firstErr error
+	longest  time.Duration // with retries: the longest wait, which bounds a reply's RTT
 }
 
 func (r *pingRun) release() {
@@ -41,10 +43,13 @@ func (r *pingRun) release() {
 }
 
 func (r *pingRun) run(ctx context.Context) error {
+	if r.opts.retries > 0 {
+		return r.retry(ctx)
+	}
 	start := time.Now()
 	for i := 0; i < r.opts.count; i++ {
 		if i > 0 {
-			if err := r.wait(ctx, start.Add(time.Duration(i)*r.opts.interval), false); err != nil {
+			if err := r.wait(ctx, start.Add(time.Duration(i)*r.opts.interval), 0); err != nil {
 				return err
 			}
 		}
@@ -60,7 +65,31 @@ func (r *pingRun) run(ctx context.Context) error {
 	}
 	// Wait for the replies still due, each up to Timeout after its request
 	// (the last one sets the bound).
-	return r.wait(ctx, r.lastSent.Add(r.opts.timeout), true)
+	return r.wait(ctx, r.lastSent.Add(r.opts.timeout), r.st.Sent-r.st.Refused)
+}
+
+// retry is fping's reachability mode: a request, and while none has been
+// answered, up to opts.retries more, each after a wait opts.backoff times
+// the one before; the first reply, to any of them, ends it.
+func (r *pingRun) retry(ctx context.Context) error {
+	wait := r.opts.timeout
+	for i := 0; i <= r.opts.retries; i++ {
+		if err := r.send(); err != nil {
+			if i == 0 {
+				return err
+			}
+			break
+		}
+		if r.st.Sent == 0 {
+			return fmt.Errorf("send to %s: %w", r.dst, r.firstErr)
+		}
+		r.longest = wait
+		if err := r.wait(ctx, time.Now().Add(wait), 1); err != nil || len(r.rtts) > 0 {
+			return err
+		}
+		wait = time.Duration(float64(wait) * r.opts.backoff)
+	}
+	return nil
 }
 
 // send sends the next request. Only a failure to register one is an
@@ -89,10 +118,10 @@ func (r *pingRun) send() error {
 	return nil
 }
 
-// wait collects replies until deadline, or, if all is set, until every
-// request sent has its reply.
-func (r *pingRun) wait(ctx context.Context, deadline time.Time, all bool) error {
-	if all && len(r.rtts) >= r.st.Sent-r.st.Refused {
+// wait collects replies until deadline, or, if need is above 0, until it
+// has need replies.
+func (r *pingRun) wait(ctx context.Context, deadline time.Time, need int) error {
+	if need > 0 && len(r.rtts) >= need {
 		return nil
 	}
 	if r.timer == nil {
@@ -107,7 +136,7 @@ func (r *pingRun) wait(ctx context.Context, deadline time.Time, all bool) error 
 		case rep := <-r.replies:
 			r.rtts = append(r.rtts, rep.rtt)
 			r.st.TTL = rep.ttl
-			if all && len(r.rtts) >= r.st.Sent-r.st.Refused {
+			if need > 0 && len(r.rtts) >= need {
 				return nil
 			}
 		case <-r.timer.C:
@@ -117,12 +146,14 @@ func (r *pingRun) wait(ctx context.Context, deadline time.Time, all bool) error 
 }
 
 // stats returns the figures of a finished run. Replies that came later than
-// Timeout after their own request are lost.
+// Timeout after their own request (with retries: the longest wait) are
+// lost.
 func (r *pingRun) stats() Stats {
 	st := r.st
+	bound := max(r.opts.timeout, r.longest)
 	kept := r.rtts[:0]
 	for _, d := range r.rtts {
-		if d <= r.opts.timeout {
+		if d <= bound {
 			kept = append(kept, d)
 		}
 	}

@@ -172,6 +172,9 @@ func WriteBatches(w io.Writer, format string, list []aggregator.Summary) error {
 func optionsText(o tasks.PingOptions) string {
 	o = o.Normalize()
 	parts := []string{fmt.Sprintf("count %d, interval %s, timeout %s, size %d, ttl %d", o.Count, o.Interval.D(), o.Timeout.D(), o.Size, o.TTL)}
+	if o.Retries > 0 {
+		parts[0] = fmt.Sprintf("%d retries (backoff %g) until the first reply, timeout %s, size %d, ttl %d", o.Retries, o.Backoff, o.Timeout.D(), o.Size, o.TTL)
+	}
 	if o.Network != tasks.NetworkIP {
 		parts = append(parts, "network "+o.Network)
 	}

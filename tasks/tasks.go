@@ -69,13 +69,21 @@ func TaskID(batchID, host string) string {
 }
 
 // Defaults and bounds of PingOptions. They follow fping where it has an
-// equivalent: 1 ping, 500 ms timeout per packet, 1 s between packets to one
-// host (fping's -p default), 56 data bytes.
+// equivalent: without a count, fping's reachability mode (one request,
+// retried 3 times, each wait 1.5 times the one before, from 500 ms, until
+// the first reply); 1 s between packets to one host (fping's -p default),
+// 56 data bytes.
 const (
 	DefaultCount    = 1
+	DefaultRetries  = 3
+	DefaultBackoff  = 1.5
 	DefaultInterval = time.Second
 	DefaultTimeout  = 500 * time.Millisecond
 	DefaultSize     = 56
+
+	MaxRetries = 20
+	MinBackoff = 1.0
+	MaxBackoff = 5.0
 
 	MaxCount    = 10000
 	MinInterval = time.Millisecond
@@ -96,8 +104,17 @@ const (
 // PingOptions say how one host is pinged. The zero value of a field means
 // its default; Normalize fills them in.
 type PingOptions struct {
-	// Count is the number of echo requests sent. Default 1.
+	// Count is the number of echo requests sent, as fping -c. Without one
+	// (0), fping's reachability mode: one request, and up to Retries more
+	// until the first reply.
 	Count int `json:"count,omitempty"`
+	// Retries is how many more requests a host that has not answered gets,
+	// each after waiting Backoff times longer than the one before (fping
+	// -r, -B); only with a Count of 1. Default 3 when no Count is given, 0
+	// with one.
+	Retries int `json:"retries,omitempty"`
+	// Backoff multiplies the wait before each retry (fping -B). Default 1.5.
+	Backoff float64 `json:"backoff,omitempty"`
 	// Interval is the time between two requests to the same host. Default 1s.
 	Interval Duration `json:"interval,omitempty"`
 	// Timeout is how long to wait for the reply to the last request (and
@@ -128,6 +145,12 @@ type PingOptions struct {
 func (o PingOptions) Normalize() PingOptions {
 	if o.Count == 0 {
 		o.Count = DefaultCount
+		if o.Retries == 0 {
+			o.Retries = DefaultRetries
+		}
+	}
+	if o.Retries > 0 && o.Backoff == 0 {
+		o.Backoff = DefaultBackoff
 	}
 	if o.Interval == 0 {
 		o.Interval = Duration(DefaultInterval)
@@ -154,6 +177,12 @@ func (o PingOptions) Validate() error {
 	switch {
 	case o.Count < 1 || o.Count > MaxCount:
 		return &FieldError{"count", strconv.Itoa(o.Count), fmt.Sprintf("must be between 1 and %d", MaxCount)}
+	case o.Retries < 0 || o.Retries > MaxRetries:
+		return &FieldError{"retries", strconv.Itoa(o.Retries), fmt.Sprintf("must be between 0 and %d", MaxRetries)}
+	case o.Retries > 0 && o.Count > 1:
+		return &FieldError{"retries", strconv.Itoa(o.Retries), "only without a count (or a count of 1): a count of N sends N requests, as fping -c"}
+	case o.Retries > 0 && (o.Backoff < MinBackoff || o.Backoff > MaxBackoff):
+		return &FieldError{"backoff", strconv.FormatFloat(o.Backoff, 'f', -1, 64), fmt.Sprintf("must be between %g and %g", MinBackoff, MaxBackoff)}
 	case o.Interval.D() < MinInterval:
 		return &FieldError{"interval", o.Interval.String(), "must be at least 1ms"}
 	case o.Timeout.D() <= 0 || o.Timeout.D() > MaxTimeout:
@@ -189,10 +218,24 @@ func (o PingOptions) Validate() error {
 
 // RunTime is the longest one ping of a host with these options may take:
 // the requests spread over (Count-1) intervals, then the wait for the last
-// reply.
+// reply; with retries, the waits of every try.
 func (o PingOptions) RunTime() time.Duration {
 	o = o.Normalize()
+	if o.Retries > 0 {
+		return o.retryTime()
+	}
 	return time.Duration(o.Count-1)*o.Interval.D() + o.Timeout.D()
+}
+
+// retryTime is the sum of the waits of a request and its retries.
+func (o PingOptions) retryTime() time.Duration {
+	var sum time.Duration
+	wait := float64(o.Timeout.D())
+	for range o.Retries + 1 {
+		sum += time.Duration(wait)
+		wait *= o.Backoff
+	}
+	return sum
 }
 
 // PingPayload is the payload of a TypePingHost task.

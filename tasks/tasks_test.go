@@ -143,3 +143,38 @@ func TestDurationUnmarshalJSON(t *testing.T) {
 		})
 	}
 }
+
+// Without a count, options are fping's reachability mode; a count turns
+// retries off; retries and a count above 1 exclude each other.
+func TestRetryOptions(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		desc    string
+		in      tasks.PingOptions
+		retries int
+		runTime time.Duration
+		err     string
+	}{
+		{"no count", tasks.PingOptions{}, 3, 500*time.Millisecond + 750*time.Millisecond + 1125*time.Millisecond + 1687500*time.Microsecond, ""},
+		{"a count of 1", tasks.PingOptions{Count: 1}, 0, 500 * time.Millisecond, ""},
+		{"retries of its own", tasks.PingOptions{Retries: 1, Backoff: 2, Timeout: tasks.Duration(time.Second)}, 1, 3 * time.Second, ""},
+		{"count 3", tasks.PingOptions{Count: 3}, 0, 2*time.Second + 500*time.Millisecond, ""},
+		{"count 3 and retries", tasks.PingOptions{Count: 3, Retries: 2}, 2, 0, `retries "2": only without a count (or a count of 1)`},
+		{"backoff too small", tasks.PingOptions{Backoff: 0.5}, 3, 0, `backoff "0.5": must be between 1 and 5`},
+		{"too many retries", tasks.PingOptions{Retries: 21}, 21, 0, `retries "21": must be between 0 and 20`},
+	} {
+		o := tc.in.Normalize()
+		if o.Retries != tc.retries {
+			t.Errorf("%s: %d retries; want %d", tc.desc, o.Retries, tc.retries)
+		}
+		err := o.Validate()
+		switch {
+		case tc.err == "" && err != nil:
+			t.Errorf("%s: %v", tc.desc, err)
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%s: error %v; want %q", tc.desc, err, tc.err)
+		case tc.err == "" && o.RunTime() != tc.runTime:
+			t.Errorf("%s: RunTime %v; want %v", tc.desc, o.RunTime(), tc.runTime)
+		}
+	}
+}

@@ -25,6 +25,9 @@ type batchFlags struct {
 	callbackURL string
 
 	count    int
+	retries  int
+	backoff  float64
+	fs       *pflag.FlagSet // to tell a flag given from its default
 	interval time.Duration
 	timeout  time.Duration
 	size     int
@@ -49,7 +52,10 @@ func (b *batchFlags) register(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&b.labels, "label", nil, "label the batch with `KEY=VALUE`; repeatable")
 	fs.DurationVar(&b.deadline, "deadline", 0, "expire the hosts not pinged this long after submission (default: once no result came for 5 minutes)")
 
-	fs.IntVarP(&b.count, "count", "c", tasks.DefaultCount, "echo requests per host")
+	b.fs = fs
+	fs.IntVarP(&b.count, "count", "c", 0, "echo requests per host, as fping -c (default: fping's reachability check: one request, retried until the first reply, see --retries)")
+	fs.IntVarP(&b.retries, "retries", "r", tasks.DefaultRetries, "without --count: more requests to a host that has not answered, as fping -r")
+	fs.Float64VarP(&b.backoff, "backoff", "B", tasks.DefaultBackoff, "without --count: each retry waits this many times longer than the one before, as fping -B")
 	b.interval, b.timeout = tasks.DefaultInterval, tasks.DefaultTimeout
 	fs.VarP(msDuration{&b.interval}, "interval", "p", "time between requests to one host; a bare number is milliseconds, as fping -p's")
 	fs.VarP(msDuration{&b.timeout}, "timeout", "t", "how long to wait for a reply; a bare number is milliseconds, as fping -t's")
@@ -71,8 +77,23 @@ func (b *batchFlags) options() (tasks.PingOptions, error) {
 	if b.ipv4 && b.ipv6 {
 		return tasks.PingOptions{}, usageErr("--ipv4 and --ipv6 exclude each other")
 	}
+	if b.fs.Changed("count") && b.count < 1 {
+		return tasks.PingOptions{}, usageErr("--count %q: must be between 1 and %d (without --count: one request and its retries)", strconv.Itoa(b.count), tasks.MaxCount)
+	}
+	retries, backoff := b.retries, b.backoff
+	if b.count > 0 && !b.fs.Changed("retries") {
+		retries = 0 // -c N sends N requests and no retry, as fping's
+	}
+	if retries == 0 {
+		backoff = 0
+	}
+	if retries == 0 && b.count == 0 {
+		b.count = 1 // --retries 0: one request
+	}
 	o := tasks.PingOptions{
 		Count:        b.count,
+		Retries:      retries,
+		Backoff:      backoff,
 		Interval:     tasks.Duration(b.interval),
 		Timeout:      tasks.Duration(b.timeout),
 		Size:         b.size,
@@ -91,7 +112,7 @@ func (b *batchFlags) options() (tasks.PingOptions, error) {
 	if b.ipv6 {
 		o.Network = tasks.NetworkIP6
 	}
-	if err := o.Validate(); err != nil {
+	if err := o.Normalize().Validate(); err != nil {
 		return o, usageErr("--%v", err)
 	}
 	return o, nil

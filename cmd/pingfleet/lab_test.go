@@ -98,6 +98,25 @@ func TestLabAccuracy(t *testing.T) {
 			check: loss500(36.6, 63.4),
 		},
 		{
+			// fping's default: without -c, each host gets up to 4 tries and
+			// is up at its first reply; the lost tries count as lost.
+			desc:  "50 % loss, no count: retries until the first reply",
+			hosts: "198.18.3.101-200",
+			code:  anyDown,
+			check: func(t *testing.T, rs []aggregator.Result, s aggregator.Summary) {
+				// Up unless all 4 tries are lost (p = 1/16): 93.75 expected,
+				// at least 80 but once in 10^6 runs; 1.875 tries per host.
+				if s.Up < 80 || s.Up+s.Down != 100 || s.Sent < 150 || s.Sent > 230 || s.Received != s.Up {
+					t.Errorf("summary %+v; want about 94 up after about 188 requests, one reply each", s)
+				}
+				for _, r := range rs {
+					if r.Sent > 4 || r.Received > 1 || (r.Status == aggregator.StatusUp) != (r.Received == 1) || r.LossPct != aggregator.LossPct(r.Sent, r.Received) {
+						t.Errorf("%s: %+v", r.Host, r)
+					}
+				}
+			},
+		},
+		{
 			desc:   "20 % loss in the kernel (nftables)",
 			hosts:  "198.18.5.1-50",
 			count:  "10",
@@ -131,7 +150,11 @@ func TestLabAccuracy(t *testing.T) {
 			if tc.kernel && noNft != nil {
 				t.Skipf("kernel loss needs nft (apt-get install nftables): %v", noNft)
 			}
-			r := runInLab(t, l, "run", tc.hosts, "-c", tc.count, "-p", "50ms", "-t", "1s", "-o", "ndjson")
+			args := []string{"run", tc.hosts, "-c", tc.count, "-p", "50ms", "-t", "1s", "-o", "ndjson"}
+			if tc.count == "" {
+				args = []string{"run", tc.hosts, "-t", "100ms", "-o", "ndjson"}
+			}
+			r := runInLab(t, l, args...)
 			results, sum := ndjsonReport(t, r.stdout)
 			want := tc.code
 			if want == anyDown {
