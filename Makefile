@@ -1,5 +1,5 @@
 # The README's test command is `make test`.
-.PHONY: test test-short fuzz build
+.PHONY: test test-short fuzz build man
 
 test:
 	go test -race -timeout 20m ./...
@@ -15,3 +15,7 @@ fuzz:
 
 build:
 	CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o bin/pingfleet ./cmd/pingfleet
+
+# Man pages, one per command, generated from the commands themselves.
+man:
+	go run ./cmd/pingfleet man man/

@@ -222,7 +222,14 @@ Exit codes (as fping): 0 all hosts up, 1 some down, 2 some not pinged
 	pf.StringVar(&a.cpuProf, "cpuprofile", "", "write a CPU profile of this command to `FILE` (for go tool pprof)")
 
 	root.AddCommand(a.runCommand(), a.enqueueCommand(), a.workerCommand(), a.waitCommand(),
-		a.statusCommand(), a.resultsCommand(), a.batchesCommand(), a.cancelCommand(), a.serveCommand(), a.versionCommand())
+		a.statusCommand(), a.resultsCommand(), a.batchesCommand(), a.cancelCommand(), a.serveCommand(), a.versionCommand(), a.manCommand())
+	for _, c := range root.Commands() {
+		completeEnums(c)
+		switch c.Name() {
+		case "status", "results", "wait", "cancel":
+			c.ValidArgsFunction = a.batchIDs
+		}
+	}
 	return root
 }
 

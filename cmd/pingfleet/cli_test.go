@@ -461,3 +461,28 @@ func TestAliveUnreachable(t *testing.T) {
 		t.Errorf("run -a -u: exit %d; want 3", r.code)
 	}
 }
+
+// The man pages come from the commands; the shell completes batch IDs from
+// Redis and the values of enum flags.
+func TestManAndCompletion(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if r := cli(t, "", "man", dir); r.code != ExitOK {
+		t.Fatalf("man: exit %d\n%s", r.code, r.stderr)
+	}
+	page, err := os.ReadFile(filepath.Join(dir, "pingfleet-run.1"))
+	if err != nil || !strings.Contains(string(page), "unreachable") || !strings.Contains(string(page), ".TH \"PINGFLEET\"") {
+		t.Errorf("pingfleet-run.1 (%v):\n%.300s", err, page)
+	}
+
+	srv := redistest.Start(t)
+	if r := cli(t, "", "enqueue", "--redis", srv.URL(), "127.0.12.1", "--batch-id", "to-complete"); r.code != ExitOK {
+		t.Fatalf("enqueue: exit %d\n%s", r.code, r.stderr)
+	}
+	if r := cli(t, "", "__complete", "status", "--redis", srv.URL(), ""); !strings.Contains(r.stdout, "to-complete\t") {
+		t.Errorf("completion of a batch ID:\n%s", r.stdout)
+	}
+	if r := cli(t, "", "__complete", "run", "--output", ""); !strings.Contains(r.stdout, "ndjson") {
+		t.Errorf("completion of --output:\n%s", r.stdout)
+	}
+}

@@ -615,3 +615,28 @@ func TestE2EWaitInterruptedAndProgress(t *testing.T) {
 		t.Errorf("wait after SIGINT: exit %d, stderr:\n%s", code, p.stderr.String())
 	}
 }
+
+// wait rides out a Redis restart: it says Redis does not answer, then that
+// it answers again, and reports the batch once the workers finish it.
+func TestE2EWaitAcrossRedisRestart(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
+	if r := runBinary(t, "", "enqueue", "--redis", srv.URL(), "127.0.13.1-30", "-c", "1", "--batch-id", "restarted"); r.code != ExitOK {
+		t.Fatalf("enqueue: exit %d\n%s", r.code, r.stderr)
+	}
+	p := startProc(t, "wait", "--redis", srv.URL(), "restarted", "-o", "ndjson", "--progress-interval", "100ms")
+	testkit.Eventually(t, 10*time.Second, func() bool { return strings.Contains(p.stderr.String(), "pingfleet: batch restarted: 0 of 30") }, "wait following the batch")
+	srv.Restart(2 * time.Second)
+	startWorker(t, srv.URL())
+	select {
+	case <-p.done:
+	case <-time.After(time.Minute):
+		t.Fatal("wait did not end within a minute of the restart")
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code != ExitOK {
+		t.Errorf("wait across a restart: exit %d\n%s", code, p.stderr.String())
+	}
+	if log := p.stderr.String(); !strings.Contains(log, "Redis does not answer") || !strings.Contains(log, "Redis answers again") {
+		t.Errorf("stderr does not tell the outage:\n%s", log)
+	}
+}

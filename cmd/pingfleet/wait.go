@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -20,6 +21,10 @@ const (
 	pollInterval      = 25 * time.Millisecond
 	localPollInterval = 5 * time.Millisecond
 )
+
+// redisOutage is how long a waiting command rides out a Redis that does
+// not answer before it gives up (saying how to resume).
+const redisOutage = time.Minute
 
 // waitAndReport follows batch id until it completes, with a progress bar
 // when stderr is a terminal, then prints its report and returns the exit
@@ -58,13 +63,32 @@ func (a *app) wait(ctx context.Context, agg *aggregator.Aggregator, id string, s
 	}
 	t := time.NewTicker(poll)
 	defer t.Stop()
+	var down time.Time // since when Redis has not answered
 	for {
 		s, err := agg.Progress(ctx, id)
 		switch {
 		case ctx.Err() != nil:
 			return s, a.interrupted(id, sub, enqueued)
-		case err != nil:
+		case errors.Is(err, aggregator.ErrNotFound):
 			return s, lookupErr(err)
+		case err != nil:
+			// Redis restarting, loading its data, failing over: ride it
+			// out for a while, as the workers do.
+			if down.IsZero() {
+				down = time.Now()
+				fmt.Fprintf(a.stderr, "pingfleet: Redis does not answer (%v); trying again for up to %s\n", err, redisOutage)
+			}
+			if time.Since(down) > redisOutage {
+				return s, systemErr(fmt.Errorf("redis unreachable for %s (%w): batch %s goes on once it is back; follow it with 'pingfleet wait %s'", redisOutage, err, id, id))
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+			continue
+		case !down.IsZero():
+			fmt.Fprintf(a.stderr, "pingfleet: Redis answers again after %s\n", time.Since(down).Round(100*time.Millisecond))
+			down = time.Time{}
 		}
 		if prog == nil && !rf.quiet {
 			interval := rf.progressEvery

@@ -37,6 +37,12 @@ type Server struct {
 	cmd  *exec.Cmd
 	t    testing.TB
 	tls  bool
+
+	// what Restart needs to start it again
+	bin, dir string
+	port     int
+	extra    []string
+	exited   chan error
 }
 
 // Start starts a redis-server for t, or skips t when no redis-server binary
@@ -100,8 +106,9 @@ func start(t testing.TB, bin, dir string, port int, tls bool, extraArgs ...strin
 	if err := deathsig.Start(cmd); err != nil {
 		return nil, err
 	}
-	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), cmd: cmd, t: t, tls: tls}
 	exited := make(chan error, 1)
+	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), cmd: cmd, t: t, tls: tls,
+		bin: bin, dir: dir, port: port, extra: extraArgs, exited: exited}
 	go func() { exited <- cmd.Wait() }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
@@ -146,6 +153,22 @@ func (s *Server) Client() *redis.Client {
 // Kill stops the server at once (SIGKILL), as a crash would.
 func (s *Server) Kill() {
 	_ = s.cmd.Process.Kill()
+}
+
+// Restart kills the server and starts it again on the same port, with the
+// same arguments and directory (so --appendonly yes keeps its data), and
+// waits until it answers, down for at least down.
+func (s *Server) Restart(down time.Duration) {
+	s.t.Helper()
+	s.Kill()
+	<-s.exited      //nolint:errcheck // killed
+	s.exited <- nil // for the first start's cleanup
+	time.Sleep(down)
+	n, err := start(s.t, s.bin, s.dir, s.port, s.tls, s.extra...)
+	if err != nil {
+		s.t.Fatalf("restart redis-server: %v", err)
+	}
+	s.cmd, s.exited = n.cmd, n.exited
 }
 
 func (s *Server) ping() error {
