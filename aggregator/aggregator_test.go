@@ -566,3 +566,27 @@ func startBatcher(t *testing.T, agg *aggregator.Aggregator, size int) *aggregato
 	t.Cleanup(b.Close)
 	return b
 }
+
+// A batch started when its first ping did, not when its first result was
+// counted: results come back out of order.
+func TestSummaryStartedAtFirstPing(t *testing.T) {
+	t.Parallel()
+	agg, _ := setup(t, aggregator.Config{})
+	ctx := context.Background()
+	create(t, agg, "first-ping", []string{"10.0.0.1", "10.0.0.2", "10.0.0.3"})
+	start := time.Now().Add(-time.Minute).Truncate(time.Millisecond).UTC()
+	for i, host := range []string{"10.0.0.1", "10.0.0.2"} { // the second began first
+		r := aggregator.Result{Host: host, Status: aggregator.StatusDown, Sent: 1, Started: start.Add(time.Duration(5-4*i) * time.Second)}
+		if _, err := agg.Record(ctx, "first-ping", r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := startBatcher(t, agg, 0)
+	if _, err := b.Record(ctx, "first-ping", aggregator.Result{Host: "10.0.0.3", Status: aggregator.StatusDown, Sent: 1, Started: start}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := agg.Summary(ctx, "first-ping")
+	if err != nil || !s.Started.Equal(start) {
+		t.Errorf("started %v (%v); want %v, the earliest ping's start", s.Started, err, start)
+	}
+}

@@ -125,7 +125,8 @@ type Summary struct {
 	RTTP99 float64 `json:"rtt_p99_ms"`
 	RTTMax float64 `json:"rtt_max_ms"`
 	// Created is when the batch record was written, Started when its first
-	// result landed, Finished when its last did.
+	// ping went out (the earliest start among its results), Finished when
+	// its last result landed.
 	Created  time.Time `json:"created"`
 	Started  time.Time `json:"started,omitzero"`
 	Finished time.Time `json:"finished,omitzero"`

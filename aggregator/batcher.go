@@ -34,10 +34,11 @@ type Batcher struct {
 }
 
 type recordReq struct {
-	id   string
-	host string
-	args []any
-	out  chan recordRes
+	id      string
+	host    string
+	args    []any
+	started int64 // startMs of the result
+	out     chan recordRes
 }
 
 type recordRes struct {
@@ -78,7 +79,7 @@ func (b *Batcher) Record(ctx context.Context, id string, r Result) (Outcome, err
 	if err != nil {
 		return Duplicate, err
 	}
-	req := &recordReq{id: id, host: r.Host, args: args, out: make(chan recordRes, 1)}
+	req := &recordReq{id: id, host: r.Host, args: args, started: startMs(r), out: make(chan recordRes, 1)}
 	select {
 	case b.reqs <- req:
 	case <-ctx.Done():
@@ -137,11 +138,15 @@ func (b *Batcher) flush(batch []*recordReq) {
 	}
 	now := b.agg.now().UnixMilli()
 	argv := func(reqs []*recordReq) []any {
-		args := make([]any, 2, 2+recordArgsPerResult*len(reqs))
-		args[0], args[1] = now, b.agg.tail
+		args := make([]any, 3, 3+recordArgsPerResult*len(reqs))
+		var first int64
 		for _, req := range reqs {
 			args = append(args, req.args...)
+			if req.started > 0 && (first == 0 || req.started < first) {
+				first = req.started
+			}
 		}
+		args[0], args[1], args[2] = now, b.agg.tail, first
 		return args
 	}
 	cmds := make([]*redis.Cmd, len(ids))

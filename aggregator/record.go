@@ -24,7 +24,7 @@ func (a *Aggregator) Record(ctx context.Context, id string, r Result) (Outcome, 
 	if err != nil {
 		return Duplicate, err
 	}
-	cmd := recordScript.Run(ctx, a.rdb, recordKeys(id), append([]any{a.now().UnixMilli(), a.tail}, args...)...)
+	cmd := recordScript.Run(ctx, a.rdb, recordKeys(id), append([]any{a.now().UnixMilli(), a.tail, startMs(r)}, args...)...)
 	outs, err := recordOutcomes(id, cmd, 1)
 	if err != nil {
 		return Duplicate, fmt.Errorf("record %s in batch %s: %w", r.Host, id, err)
@@ -78,4 +78,12 @@ func recordOutcomes(id string, cmd *redis.Cmd, n int) ([]Outcome, error) {
 		}
 	}
 	return outs, nil
+}
+
+// startMs is when r's ping started, in Unix ms, 0 if unknown.
+func startMs(r Result) int64 {
+	if r.Started.IsZero() {
+		return 0
+	}
+	return r.Started.UnixMilli()
 }

@@ -103,6 +103,7 @@ return 1
 // --
 // ARGV[1] -> time, Unix ms
 // ARGV[2] -> events the stream keeps once complete (0: no event stream)
+// ARGV[3] -> when the earliest of these pings started, Unix ms (0: unknown)
 // then seven per result:
 // ARGV[i]   -> host
 // ARGV[i+1] -> worker name
@@ -120,7 +121,7 @@ var recordScript = redis.NewScript(`
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return -1 end
 local out, hosts = {}, {}
-for i = 3, #ARGV, 7 do
+for i = 4, #ARGV, 7 do
   out[#out + 1] = 0
   hosts[#hosts + 1] = ARGV[i]
 end
@@ -134,7 +135,7 @@ local sent, recv, last, maxrtt = 0, 0, 0, 0
 for j, host in ipairs(hosts) do
   if pending[j] == 1 and not seen[host] then
     seen[host] = true
-    local i = 3 + 7 * (j - 1)
+    local i = 4 + 7 * (j - 1)
     local name = ARGV[i + 1]
     local w = ids[name]
     if not w then
@@ -187,7 +188,12 @@ for k = 3, 6 do
     redis.call('PEXPIRE', KEYS[k], ttl)
   end
 end
-if done == #counted then redis.call('HSET', KEYS[1], 'started', ARGV[1]) end
+-- The batch started when its first ping did, whichever result is counted
+-- first.
+local first = tonumber(ARGV[3])
+if first == 0 then first = tonumber(ARGV[1]) end
+local started = tonumber(redis.call('HGET', KEYS[1], 'started') or '0')
+if started == 0 or first < started then redis.call('HSET', KEYS[1], 'started', first) end
 if done >= tonumber(redis.call('HGET', KEYS[1], 'total')) then
   redis.call('HSET', KEYS[1], 'state', 'complete', 'finished', ARGV[1], 'fseq', done + 1)
   if events then
