@@ -486,3 +486,50 @@ func TestManAndCompletion(t *testing.T) {
 		t.Errorf("completion of --output:\n%s", r.stdout)
 	}
 }
+
+// results --sort puts the hosts that need a look first.
+func TestResultsSort(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	agg, err := aggregator.New(aggregator.Config{Client: srv.Client()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	hosts := []string{"a.up", "b.down", "c.slow", "d.err", "e.lossy"}
+	if _, err := agg.Create(ctx, aggregator.Batch{ID: "sorted", Hosts: hosts, Options: tasks.PingOptions{Count: 4}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range []aggregator.Result{
+		{Host: "a.up", Status: aggregator.StatusUp, Sent: 4, Received: 4, RTTAvg: 1},
+		{Host: "b.down", Status: aggregator.StatusDown, Sent: 4, LossPct: 100},
+		{Host: "c.slow", Status: aggregator.StatusUp, Sent: 4, Received: 4, RTTAvg: 90},
+		{Host: "d.err", Status: aggregator.StatusError, Error: "no such host"},
+		{Host: "e.lossy", Status: aggregator.StatusUp, Sent: 4, Received: 2, LossPct: 50, RTTAvg: 5},
+	} {
+		if _, err := agg.Record(ctx, "sorted", r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		sort string
+		want []string
+	}{
+		{"status", []string{"b.down", "d.err", "a.up", "c.slow", "e.lossy"}},
+		{"loss", []string{"b.down", "e.lossy", "a.up", "c.slow", "d.err"}},
+		{"rtt", []string{"c.slow", "e.lossy", "a.up", "b.down", "d.err"}},
+	} {
+		r := cli(t, "", "results", "sorted", "--redis", srv.URL(), "--sort", tc.sort, "-o", "ndjson")
+		var got []string
+		for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+			var res aggregator.Result
+			if err := json.Unmarshal([]byte(line), &res); err != nil {
+				t.Fatalf("--sort %s: %v: %q", tc.sort, err, line)
+			}
+			got = append(got, res.Host)
+		}
+		if diff := cmp.Diff(tc.want, got); diff != "" {
+			t.Errorf("--sort %s (-want +got):\n%s", tc.sort, diff)
+		}
+	}
+}
