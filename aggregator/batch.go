@@ -89,6 +89,9 @@ type Result struct {
 	RTTAvg   float64 `json:"rtt_avg_ms"`
 	RTTMax   float64 `json:"rtt_max_ms"`
 	RTTStdev float64 `json:"rtt_stddev_ms"`
+	// RTTs is each request's RTT in ms, in the order sent, -1 for one that
+	// got no reply: only when the batch's options asked (fping -C).
+	RTTs []float64 `json:"rtts_ms,omitempty"`
 	// ReplyTTL is the IP TTL (hop limit) of the last reply, 0 if none.
 	ReplyTTL int       `json:"reply_ttl,omitempty"`
 	Error    string    `json:"error,omitempty"`
@@ -179,22 +182,61 @@ func (r Result) MarshalJSON() ([]byte, error) {
 		rtts = [4]*float64{&r.RTTMin, &r.RTTAvg, &r.RTTMax, &r.RTTStdev}
 	}
 	return json.Marshal(struct {
-		Host     string    `json:"host"`
-		IP       string    `json:"ip,omitempty"`
-		Status   Status    `json:"status"`
-		Sent     int       `json:"sent"`
-		Received int       `json:"received"`
-		LossPct  *float64  `json:"loss_pct"`
-		RTTMin   *float64  `json:"rtt_min_ms"`
-		RTTAvg   *float64  `json:"rtt_avg_ms"`
-		RTTMax   *float64  `json:"rtt_max_ms"`
-		RTTStdev *float64  `json:"rtt_stddev_ms"`
-		ReplyTTL int       `json:"reply_ttl,omitempty"`
-		Error    string    `json:"error,omitempty"`
-		Attempts int       `json:"attempts,omitempty"`
-		Worker   string    `json:"worker,omitempty"`
-		Started  time.Time `json:"started,omitzero"`
-		Finished time.Time `json:"finished,omitzero"`
-	}{r.Host, r.IP, r.Status, r.Sent, r.Received, loss, rtts[0], rtts[1], rtts[2], rtts[3],
+		Host     string     `json:"host"`
+		IP       string     `json:"ip,omitempty"`
+		Status   Status     `json:"status"`
+		Sent     int        `json:"sent"`
+		Received int        `json:"received"`
+		LossPct  *float64   `json:"loss_pct"`
+		RTTMin   *float64   `json:"rtt_min_ms"`
+		RTTAvg   *float64   `json:"rtt_avg_ms"`
+		RTTMax   *float64   `json:"rtt_max_ms"`
+		RTTStdev *float64   `json:"rtt_stddev_ms"`
+		RTTs     []*float64 `json:"rtts_ms,omitempty"`
+		ReplyTTL int        `json:"reply_ttl,omitempty"`
+		Error    string     `json:"error,omitempty"`
+		Attempts int        `json:"attempts,omitempty"`
+		Worker   string     `json:"worker,omitempty"`
+		Started  time.Time  `json:"started,omitzero"`
+		Finished time.Time  `json:"finished,omitzero"`
+	}{r.Host, r.IP, r.Status, r.Sent, r.Received, loss, rtts[0], rtts[1], rtts[2], rtts[3], perRequest(r.RTTs),
 		r.ReplyTTL, r.Error, r.Attempts, r.Worker, r.Started, r.Finished})
+}
+
+// perRequest returns rtts with nil, a JSON null, for the requests lost.
+func perRequest(rtts []float64) []*float64 {
+	if rtts == nil {
+		return nil
+	}
+	out := make([]*float64, len(rtts))
+	for i := range rtts {
+		if rtts[i] >= 0 {
+			out[i] = &rtts[i]
+		}
+	}
+	return out
+}
+
+// UnmarshalJSON reads what MarshalJSON writes: a null RTT is a lost
+// request's.
+func (r *Result) UnmarshalJSON(b []byte) error {
+	type plain Result // without these methods
+	var v struct {
+		plain
+		RTTs []*float64 `json:"rtts_ms"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*r = Result(v.plain)
+	if v.RTTs != nil {
+		r.RTTs = make([]float64, len(v.RTTs))
+		for i, p := range v.RTTs {
+			r.RTTs[i] = -1
+			if p != nil {
+				r.RTTs[i] = *p
+			}
+		}
+	}
+	return nil
 }

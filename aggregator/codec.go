@@ -15,15 +15,17 @@ import (
 // batch's memory in Redis (about 110 bytes per host with the hash entry,
 // against 330 for the JSON and its copy in the event stream before).
 //
-//	seq,worker,status,sent,received,min,avg,max,stddev,ttl,attempts,started,took,ip[,error]
+//	seq,worker,status,sent,received,min,avg,max,stddev,ttl,attempts,started,took,ip[;rtts][,error]
 //
 // seq is the order in which the result was counted (1 for the batch's first)
 // and worker the number the batch gave the worker's name (see the workers
 // key); the record script writes both. The rest is encodeResult's: status
 // u, d or e; RTTs in nanoseconds; started in Unix milliseconds and took
 // the milliseconds from it to the end (nothing: no end time); ip is empty (none), "=" (the host itself) or
-// "<length>:<address>". The error text, if any, comes last, after a comma,
-// and may hold anything. Zeros are written as nothing.
+// "<length>:<address>". Each request's RTT, if the batch keeps them, comes
+// next, after a semicolon: nanoseconds or "-" (lost), space-separated. The
+// error text, if any, comes last, after a comma, and may hold anything.
+// Zeros are written as nothing.
 
 // encodeResult returns r from its status on, as the record script stores
 // it after the sequence number and the worker's number. Times are kept to
@@ -70,6 +72,19 @@ func encodeResult(r Result) []byte {
 		b = strconv.AppendInt(b, int64(len(r.IP)), 10)
 		b = append(b, ':')
 		b = append(b, r.IP...)
+	}
+	if r.RTTs != nil {
+		b = append(b, ';')
+		for i, ms := range r.RTTs {
+			if i > 0 {
+				b = append(b, ' ')
+			}
+			if ms < 0 {
+				b = append(b, '-')
+			} else {
+				b = strconv.AppendInt(b, msToNs(ms), 10)
+			}
+		}
 	}
 	if r.Error != "" {
 		b = append(b, ',')
@@ -151,6 +166,25 @@ func decodeResult(host, v string, workers map[string]string) (Result, int64, err
 			return Result{}, 0, fmt.Errorf("%w %q: address", errBadRecord, v)
 		}
 		r.IP, rest = tail[:n], tail[n:]
+	}
+	if strings.HasPrefix(rest, ";") {
+		list, tail := rest[1:], ""
+		if i := strings.IndexByte(list, ','); i >= 0 {
+			list, tail = list[:i], list[i:] // the error follows
+		}
+		r.RTTs = []float64{}
+		for _, s := range strings.Fields(list) {
+			if s == "-" {
+				r.RTTs = append(r.RTTs, -1)
+				continue
+			}
+			ns, err := strconv.ParseInt(s, 10, 64)
+			if err != nil || ns < 0 {
+				return Result{}, 0, fmt.Errorf("%w %q: RTTs", errBadRecord, v)
+			}
+			r.RTTs = append(r.RTTs, nsToMs(ns))
+		}
+		rest = tail
 	}
 	switch {
 	case rest == "":

@@ -1,6 +1,7 @@
 package aggregator
 
 import (
+	"reflect"
 	"strconv"
 	"testing"
 	"time"
@@ -35,6 +36,9 @@ func TestCodecRoundTrip(t *testing.T) {
 		{"nothing but the status", Result{Host: "h", Status: StatusDown}},
 		{"end without a start", Result{Host: "h", Status: StatusDown, Finished: start}},
 		{"error text alone", Result{Host: "h", Status: StatusError, Error: ","}},
+		{"each request's RTT, one lost", Result{Host: "127.0.0.1", IP: "127.0.0.1", Status: StatusUp, Sent: 3, Received: 2, LossPct: 33.333,
+			RTTMin: rtt(4123), RTTAvg: rtt(5000), RTTMax: rtt(5877), RTTs: []float64{rtt(4123), -1, rtt(5877)}}},
+		{"RTTs, no address, an error", Result{Host: "h", Status: StatusDown, Sent: 2, LossPct: 100, RTTs: []float64{-1, -1}, Error: "2 of 2 requests not sent: x;y"}},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			t.Parallel()
@@ -59,7 +63,7 @@ func TestCodecLegacyJSON(t *testing.T) {
 	if err != nil || seq != 0 {
 		t.Fatalf("decode = seq %d, %v", seq, err)
 	}
-	if want := (Result{Host: "127.0.0.1", Status: StatusUp, Sent: 1, Received: 1, RTTAvg: 0.5}); got != want {
+	if want := (Result{Host: "127.0.0.1", Status: StatusUp, Sent: 1, Received: 1, RTTAvg: 0.5}); !reflect.DeepEqual(got, want) {
 		t.Errorf("got %+v; want %+v", got, want)
 	}
 }
@@ -79,6 +83,7 @@ func FuzzCodec(f *testing.F) {
 	f.Add("127.0.0.1", "127.0.0.1", 2, 2, int64(4123), int64(24000), 64, 1, int64(1764612345678), int64(1003), "", uint8(0))
 	f.Add("db1", "", 0, 0, int64(0), int64(0), 0, 2, int64(0), int64(0), "resolve db1: no such host", uint8(2))
 	f.Fuzz(func(t *testing.T, host, ip string, sent, recv int, rtt1, rtt2 int64, ttl, attempts int, startMs, tookMs int64, errText string, status uint8) {
+		perRequest := status&4 != 0 // and each request's RTT
 		if sent < 0 || recv < 0 || ttl < 0 || attempts < 0 || rtt1 < 0 || rtt2 < 0 || startMs < 0 || startMs > 1<<45 || tookMs < -1<<40 || tookMs > 1<<40 {
 			t.Skip()
 		}
@@ -86,6 +91,9 @@ func FuzzCodec(f *testing.F) {
 			RTTMin: nsToMs(rtt1), RTTAvg: nsToMs(rtt2), RTTMax: nsToMs(rtt1 + rtt2), RTTStdev: nsToMs(rtt2 / 3),
 			ReplyTTL: ttl, Attempts: attempts, Error: errText, Worker: "w"}
 		r.LossPct = LossPct(sent, recv)
+		if perRequest {
+			r.RTTs = []float64{nsToMs(rtt1), -1, nsToMs(rtt2)}
+		}
 		if startMs > 0 {
 			r.Started = time.UnixMilli(startMs).UTC()
 			r.Finished = time.UnixMilli(startMs + tookMs).UTC()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"strconv"
 	"sync"
 	"testing"
@@ -128,7 +129,7 @@ func TestEventsResume(t *testing.T) {
 	record(0, 1200)
 	// Running: the stream has every result so far.
 	live := readEvents(t, agg, "ev", "")
-	if len(live) != 1200 || live[0].ID != "1" || live[1199].ID != "1200" || live[0].Result != up(hs[0], 0) {
+	if len(live) != 1200 || live[0].ID != "1" || live[1199].ID != "1200" || !reflect.DeepEqual(live[0].Result, up(hs[0], 0)) {
 		t.Fatalf("running batch: %d events from %s to %s, first %+v; want 1200, 1 to 1200", len(live), live[0].ID, live[len(live)-1].ID, live[0])
 	}
 	// A blocking read past the end waits, then returns nothing.
@@ -159,7 +160,7 @@ func TestEventsResume(t *testing.T) {
 		// A reader that stops mid-way and comes back gets the rest.
 		if len(evs) > 10 {
 			rest := readEvents(t, agg, "ev", evs[4].ID)
-			if len(rest) != len(evs)-5 || rest[0].Result != evs[5].Result {
+			if len(rest) != len(evs)-5 || !reflect.DeepEqual(rest[0].Result, evs[5].Result) {
 				t.Errorf("after %q, resumed at %s: %d events from %+v; want %d from %+v", after, evs[4].ID, len(rest), rest[0], len(evs)-5, evs[5])
 			}
 		}

@@ -114,16 +114,10 @@ var ErrClosed = errors.New("ping engine closed")
 
 // Ping implements Pinger.
 func (e *Engine) Ping(ctx context.Context, ip netip.Addr, opts tasks.PingOptions) (Stats, error) {
-	ip = ip.Unmap()
-	g, pr, err := e.prepare(ip, &opts)
+	g, r, err := e.prepare(ip.Unmap(), &opts)
 	if err != nil {
 		return Stats{}, err
 	}
-	sa, err := sockaddr(ip)
-	if err != nil {
-		return Stats{}, fmt.Errorf("ping %s: %w", ip, err)
-	}
-	r := &pingRun{dst: ip, sa: sa, opts: pr, replies: make(chan reply, pr.count+pr.retries)}
 	defer r.release()
 	if err := g.run(ctx, r); err != nil {
 		return Stats{}, err
@@ -131,27 +125,32 @@ func (e *Engine) Ping(ctx context.Context, ip netip.Addr, opts tasks.PingOptions
 	return r.stats(), nil
 }
 
-// prepare returns the sockets and the probe for pinging ip with opts. It is
+// prepare returns the sockets and the run for pinging ip with opts. It is
 // apart from Ping so that Ping's frame, which stays on the stack of a
-// goroutine waiting for replies, is small.
-func (e *Engine) prepare(ip netip.Addr, o *tasks.PingOptions) (*sockGroup, probe, error) {
+// goroutine waiting for replies, is small: the run lives on the heap.
+func (e *Engine) prepare(ip netip.Addr, o *tasks.PingOptions) (*sockGroup, *pingRun, error) {
 	opts := o.Normalize()
 	key := sockKey{v6: ip.Is6(), ttl: opts.TTL, tos: uint8(opts.TOS), df: opts.DontFragment, iface: opts.Interface, mark: opts.Mark}
 	if opts.Source != "" {
 		src, err := netip.ParseAddr(opts.Source)
 		if err != nil {
-			return nil, probe{}, fmt.Errorf("ping %s: source address %q: %w", ip, opts.Source, err)
+			return nil, nil, fmt.Errorf("ping %s: source address %q: %w", ip, opts.Source, err)
 		}
 		if src.Unmap().Is6() != key.v6 {
-			return nil, probe{}, fmt.Errorf("ping %s: source address %s is of the other IP family", ip, src)
+			return nil, nil, fmt.Errorf("ping %s: source address %s is of the other IP family", ip, src)
 		}
 		key.source = src.Unmap()
 	}
 	g, err := e.group(key)
 	if err != nil {
-		return nil, probe{}, fmt.Errorf("ping %s: %w", ip, err)
+		return nil, nil, fmt.Errorf("ping %s: %w", ip, err)
 	}
-	return g, probe{count: opts.Count, size: opts.Size, retries: opts.Retries, backoff: opts.Backoff, interval: opts.Interval.D(), timeout: opts.Timeout.D()}, nil
+	sa, err := sockaddr(ip)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ping %s: %w", ip, err)
+	}
+	pr := probe{count: opts.Count, size: opts.Size, retries: opts.Retries, backoff: opts.Backoff, interval: opts.Interval.D(), timeout: opts.Timeout.D(), perRequest: opts.RTTs}
+	return g, &pingRun{dst: ip, sa: sa, opts: pr, replies: make(chan reply, pr.count+pr.retries)}, nil
 }
 
 // group returns the sockets for key, opening them on first use.

@@ -274,3 +274,44 @@ func TestEngineRetries(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// With RTTs asked for, each request's RTT comes back in the order sent,
+// and a lost request as lost (fping -C).
+func TestEnginePerRequestRTTs(t *testing.T) {
+	t.Parallel()
+	l := labtest.Start(t, lab.Config{Seed: 3, Ranges: []lab.Range{{Name: "lossy", Prefix: netip.MustParsePrefix("198.18.22.0/24"), Loss: 0.5}}})
+	e := newEngine(t, ping.SocketAuto)
+	opts := fast(20)
+	opts.RTTs, opts.Timeout = true, tasks.Duration(200*time.Millisecond)
+	err := l.Do(func() error {
+		for _, ip := range []string{"127.0.0.1", "198.18.22.1", "198.18.22.2"} {
+			st, err := e.Ping(context.Background(), netip.MustParseAddr(ip), opts)
+			if err != nil {
+				return err
+			}
+			answered := 0
+			for _, d := range st.RTTs {
+				switch {
+				case d > 0:
+					answered++
+					if d < st.Min || d > st.Max {
+						t.Errorf("%s: RTT %v outside min %v, max %v", ip, d, st.Min, st.Max)
+					}
+				case d != -1:
+					t.Errorf("%s: RTT %v", ip, d)
+				}
+			}
+			if len(st.RTTs) != 20 || answered != st.Received {
+				t.Errorf("%s: %d RTTs, %d answered; want 20, and %d answered as received", ip, len(st.RTTs), answered, st.Received)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Without asking, none are kept.
+	if st, err := e.Ping(context.Background(), netip.MustParseAddr("127.0.0.1"), fast(2)); err != nil || st.RTTs != nil {
+		t.Errorf("RTTs without asking: %v, %v", st.RTTs, err)
+	}
+}

@@ -25,6 +25,9 @@ const (
 type Stats struct {
 	Sent, Received       int
 	Min, Avg, Max, Stdev time.Duration
+	// RTTs, when the options ask for them, hold each request's RTT in the
+	// order they were sent; -1 for one that got no reply in time.
+	RTTs []time.Duration
 	// TTL is the IP TTL (hop limit) of the last reply, 0 when none came.
 	TTL int
 	// Refused is how many of the Sent requests the local network stack

@@ -80,7 +80,19 @@ func (p *ProBing) run(ctx context.Context, ip netip.Addr, opts tasks.PingOptions
 	logs := &runLog{}
 	pg.SetLogger(logs)
 	var ttl int
-	pg.OnRecv = func(pkt *probing.Packet) { ttl = pkt.TTL }
+	var perReq []time.Duration
+	if opts.RTTs {
+		perReq = make([]time.Duration, opts.Count)
+		for i := range perReq {
+			perReq[i] = -1
+		}
+	}
+	pg.OnRecv = func(pkt *probing.Packet) {
+		ttl = pkt.TTL
+		if pkt.Seq >= 0 && pkt.Seq < len(perReq) {
+			perReq[pkt.Seq] = pkt.Rtt
+		}
+	}
 
 	if err := pg.RunWithContext(ctx); err != nil {
 		return Stats{}, fmt.Errorf("ping %s: %w", ip, err)
@@ -100,6 +112,7 @@ func (p *ProBing) run(ctx context.Context, ip netip.Addr, opts tasks.PingOptions
 		Max:      s.MaxRtt,
 		Stdev:    s.StdDevRtt,
 		TTL:      ttl,
+		RTTs:     perReq[:min(len(perReq), s.PacketsSent)],
 	}, nil
 }
 
@@ -118,9 +131,9 @@ func (p *ProBing) retry(ctx context.Context, ip netip.Addr, opts tasks.PingOptio
 			}
 			break
 		}
-		sent := total.Sent + st.Sent
+		st.Sent += total.Sent
+		st.RTTs = append(total.RTTs, st.RTTs...)
 		total = st
-		total.Sent = sent
 		if st.Received > 0 {
 			break
 		}

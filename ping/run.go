@@ -12,7 +12,12 @@ type probe struct {
 	count, size, retries int
 	interval, timeout    time.Duration
 	backoff              float64
+	perRequest           bool // keep each request's RTT
 }
+
+// noKey marks, in pingRun.keys, a request the network refused: it has no
+// reply to wait for.
+const noKey = ^uint32(0)
 
 // pingRun is one host's ping: opts.count requests to dst, opts.interval
 // apart, and the replies that arrive within opts.timeout of their request.
@@ -31,6 +36,10 @@ type pingRun struct {
 	lastSent time.Time
 	firstErr error
 	longest  time.Duration // with retries: the longest wait, which bounds a reply's RTT
+	// With opts.perRequest: each request's key (noKey if refused) and RTT
+	// (-1 until its reply comes).
+	keys   []uint32
+	perReq []time.Duration
 }
 
 func (r *pingRun) release() {
@@ -107,6 +116,7 @@ func (r *pingRun) send() error {
 			if r.st.Refused++; r.st.RefusedErr == nil {
 				r.st.RefusedErr = err
 			}
+			r.track(noKey)
 		} else if r.firstErr == nil {
 			r.firstErr = err
 		}
@@ -115,7 +125,28 @@ func (r *pingRun) send() error {
 	r.seqs = append(r.seqs, seq)
 	r.st.Sent++
 	r.lastSent = time.Now()
+	r.track(seq)
 	return nil
+}
+
+// track notes a request sent, when each request's RTT is kept.
+func (r *pingRun) track(key uint32) {
+	if r.opts.perRequest {
+		r.keys = append(r.keys, key)
+		r.perReq = append(r.perReq, -1)
+	}
+}
+
+// answered notes rep's RTT as its request's, when each is kept.
+//
+//go:noinline // keeps wait's frame, which every waiting ping holds, small
+func (r *pingRun) answered(rep reply) {
+	for i, k := range r.keys {
+		if k == rep.key {
+			r.perReq[i] = rep.rtt
+			return
+		}
+	}
 }
 
 // wait collects replies until deadline, or, if need is above 0, until it
@@ -136,6 +167,9 @@ func (r *pingRun) wait(ctx context.Context, deadline time.Time, need int) error 
 		case rep := <-r.replies:
 			r.rtts = append(r.rtts, rep.rtt)
 			r.st.TTL = rep.ttl
+			if r.opts.perRequest {
+				r.answered(rep)
+			}
 			if need > 0 && len(r.rtts) >= need {
 				return nil
 			}
@@ -162,6 +196,14 @@ func (r *pingRun) stats() Stats {
 		st.TTL = 0
 	}
 	st.Min, st.Avg, st.Max, st.Stdev = rttStats(kept)
+	if r.opts.perRequest {
+		for i, d := range r.perReq {
+			if d > bound {
+				r.perReq[i] = -1
+			}
+		}
+		st.RTTs = r.perReq
+	}
 	return st
 }
 

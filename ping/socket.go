@@ -45,6 +45,7 @@ type request struct {
 type reply struct {
 	rtt time.Duration
 	ttl int
+	key uint32 // the request's
 }
 
 var errNoSequence = errors.New("no free sequence number")
@@ -251,7 +252,7 @@ func (s *socket) deliver(proto int, b []byte, src net.Addr, ttl int, now time.Ti
 		return // late (timed out) or duplicate reply
 	}
 	select {
-	case r.out <- reply{rtt: now.Sub(sent), ttl: ttl}:
+	case r.out <- reply{rtt: now.Sub(sent), ttl: ttl, key: key}:
 	default: // cannot happen: out has room for every request of its ping
 	}
 }

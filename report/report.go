@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pingfleet/pingfleet/aggregator"
@@ -47,7 +48,7 @@ func NewResultWriter(w io.Writer, format string) *ResultWriter {
 // CSVHeader is the header row of results in CSV.
 var CSVHeader = []string{"host", "ip", "status", "sent", "received", "loss_pct",
 	"rtt_min_ms", "rtt_avg_ms", "rtt_max_ms", "rtt_stddev_ms", "reply_ttl", "error",
-	"attempts", "worker", "started", "finished"}
+	"attempts", "worker", "started", "finished", "rtts_ms"}
 
 // Write adds one result.
 func (rw *ResultWriter) Write(r aggregator.Result) error {
@@ -69,8 +70,12 @@ func (rw *ResultWriter) Write(r aggregator.Result) error {
 		if r.Received > 0 {
 			ttl = strconv.Itoa(r.ReplyTTL)
 		}
+		errText := r.Error
+		if r.RTTs != nil { // each request's, as fping -C prints them
+			errText = strings.TrimSpace("each " + rttList(r.RTTs, HumanMs) + "  " + errText)
+		}
 		_, rw.err = fmt.Fprintf(rw.tw, tableRow, r.Host, dash(r.IP), r.Status, strconv.Itoa(r.Sent), strconv.Itoa(r.Received), loss,
-			rtt(r.RTTMin), rtt(r.RTTAvg), rtt(r.RTTMax), rtt(r.RTTStdev), ttl, r.Error)
+			rtt(r.RTTMin), rtt(r.RTTAvg), rtt(r.RTTMax), rtt(r.RTTStdev), ttl, errText)
 	case "csv":
 		// Empty, not 0, where there is no figure: no request sent, no reply.
 		loss, ttl := "", ""
@@ -84,7 +89,7 @@ func (rw *ResultWriter) Write(r aggregator.Result) error {
 		}
 		rw.err = rw.cw.Write([]string{r.Host, r.IP, string(r.Status), strconv.Itoa(r.Sent),
 			strconv.Itoa(r.Received), loss, rtt[0], rtt[1], rtt[2], rtt[3], ttl, r.Error,
-			strconv.Itoa(r.Attempts), r.Worker, FormatTime(r.Started), FormatTime(r.Finished)})
+			strconv.Itoa(r.Attempts), r.Worker, FormatTime(r.Started), FormatTime(r.Finished), rttList(r.RTTs, FormatFloat)})
 	case "json":
 		var b []byte
 		if b, rw.err = json.Marshal(r); rw.err == nil {
@@ -164,4 +169,17 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// rttList writes each request's RTT with format, "-" for a lost one,
+// space-separated as fping -C does.
+func rttList(rtts []float64, format func(float64) string) string {
+	parts := make([]string, len(rtts))
+	for i, v := range rtts {
+		parts[i] = "-"
+		if v >= 0 {
+			parts[i] = format(v)
+		}
+	}
+	return strings.Join(parts, " ")
 }

@@ -130,6 +130,11 @@ type PingOptions struct {
 	TOS int `json:"tos,omitempty"`
 	// DontFragment sets the don't-fragment bit (IPv6: no fragmentation).
 	DontFragment bool `json:"df,omitempty"`
+	// RTTs records every request's RTT, a lost one as lost (fping -C). It
+	// sits in DontFragment's padding: the options travel by value down to
+	// the engine, and each byte of them is on the stack of every waiting
+	// ping (see worker.Handler.ProcessTask).
+	RTTs bool `json:"rtts,omitempty"`
 	// Source is the source address of requests; empty: the kernel picks.
 	Source string `json:"source,omitempty"`
 	// Interface binds the requests to a network device.

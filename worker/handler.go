@@ -257,6 +257,15 @@ func fill(r *aggregator.Result, st *ping.Stats, err error) pingNotes {
 		return pingNotes{}
 	}
 	r.Sent, r.Received, r.ReplyTTL = st.Sent, st.Received, st.TTL
+	if st.RTTs != nil {
+		r.RTTs = make([]float64, len(st.RTTs))
+		for i, d := range st.RTTs {
+			r.RTTs[i] = -1
+			if d >= 0 {
+				r.RTTs[i] = ms(d)
+			}
+		}
+	}
 	if st.Refused > 0 {
 		// Lost, not failed, but the user should know why.
 		r.Error = fmt.Sprintf("%d of %d requests not sent: %v", st.Refused, st.Sent, st.RefusedErr)

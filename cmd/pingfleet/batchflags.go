@@ -25,6 +25,7 @@ type batchFlags struct {
 	callbackURL string
 
 	count    int
+	perReq   int // -C: count, each request's RTT kept
 	retries  int
 	backoff  float64
 	fs       *pflag.FlagSet // to tell a flag given from its default
@@ -54,6 +55,7 @@ func (b *batchFlags) register(fs *pflag.FlagSet) {
 
 	b.fs = fs
 	fs.IntVarP(&b.count, "count", "c", 0, "echo requests per host, as fping -c (default: fping's reachability check: one request, retried until the first reply, see --retries)")
+	fs.IntVarP(&b.perReq, "vcount", "C", 0, "as -c, and keep each request's RTT (lost ones as such), as fping -C")
 	fs.IntVarP(&b.retries, "retries", "r", tasks.DefaultRetries, "without --count: more requests to a host that has not answered, as fping -r")
 	fs.Float64VarP(&b.backoff, "backoff", "B", tasks.DefaultBackoff, "without --count: each retry waits this many times longer than the one before, as fping -B")
 	b.interval, b.timeout = tasks.DefaultInterval, tasks.DefaultTimeout
@@ -77,11 +79,21 @@ func (b *batchFlags) options() (tasks.PingOptions, error) {
 	if b.ipv4 && b.ipv6 {
 		return tasks.PingOptions{}, usageErr("--ipv4 and --ipv6 exclude each other")
 	}
+	rtts := false
+	if b.fs.Changed("vcount") {
+		if b.fs.Changed("count") {
+			return tasks.PingOptions{}, usageErr("-c and -C exclude each other: -C N is -c N keeping each request's RTT")
+		}
+		b.count, rtts = b.perReq, true
+		if b.count < 1 {
+			return tasks.PingOptions{}, usageErr("--vcount %q: must be between 1 and %d", strconv.Itoa(b.count), tasks.MaxCount)
+		}
+	}
 	if b.fs.Changed("count") && b.count < 1 {
 		return tasks.PingOptions{}, usageErr("--count %q: must be between 1 and %d (without --count: one request and its retries)", strconv.Itoa(b.count), tasks.MaxCount)
 	}
 	retries, backoff := b.retries, b.backoff
-	if b.count > 0 && !b.fs.Changed("retries") {
+	if b.count > 0 && !b.fs.Changed("retries") { // also with -C
 		retries = 0 // -c N sends N requests and no retry, as fping's
 	}
 	if retries == 0 {
@@ -94,6 +106,7 @@ func (b *batchFlags) options() (tasks.PingOptions, error) {
 		Count:        b.count,
 		Retries:      retries,
 		Backoff:      backoff,
+		RTTs:         rtts,
 		Interval:     tasks.Duration(b.interval),
 		Timeout:      tasks.Duration(b.timeout),
 		Size:         b.size,

@@ -30,6 +30,7 @@ func goldenResults() []aggregator.Result {
 			Worker: "vm-1:4242", Started: start, Finished: start.Add(2003 * time.Millisecond)},
 		{Host: "db1.example.com", IP: "2001:db8::1", Status: aggregator.StatusUp, Sent: 3, Received: 2, LossPct: float64(1) / 3 * 100,
 			RTTMin: ms(51_230_117), RTTAvg: ms(52_001_999), RTTMax: ms(52_773_881), RTTStdev: ms(771_882), ReplyTTL: 57, Attempts: 2,
+			RTTs:   []float64{ms(51_230_117), -1, ms(52_773_881)}, // kept as with -C
 			Worker: "vm-2:7", Started: start.Add(time.Millisecond), Finished: start.Add(2501 * time.Millisecond)},
 		{Host: "10.0.0.9", IP: "10.0.0.9", Status: aggregator.StatusDown, Sent: 3, LossPct: 100, Attempts: 1,
 			Error:  `3 of 3 requests not sent: sendto: operation not permitted, "firewall"`,
