@@ -2,8 +2,13 @@ package aggregator
 
 import (
 	"encoding/json"
+	"fmt"
+	"maps"
 	"math"
+	"slices"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/pingfleet/pingfleet/tasks"
 )
@@ -239,4 +244,44 @@ func (r *Result) UnmarshalJSON(b []byte) error {
 		}
 	}
 	return nil
+}
+
+// Bounds of a batch's labels: they are stored with the batch and sent
+// back in every listing and callback.
+const (
+	MaxLabels     = 20
+	MaxLabelKey   = 64
+	MaxLabelValue = 256
+)
+
+// LabelError says which label is wrong and why.
+type LabelError struct {
+	Key, Reason string
+}
+
+func (e *LabelError) Error() string { return fmt.Sprintf("label %q: %s", e.Key, e.Reason) }
+
+// CheckLabels returns what is wrong with labels, if anything: more than
+// MaxLabels, a key that is empty, longer than MaxLabelKey or holds a
+// control character, '=' or a space, a value longer than MaxLabelValue or
+// with a control character. Keys come out in sorted order.
+func CheckLabels(labels map[string]string) []error {
+	var errs []error
+	if len(labels) > MaxLabels {
+		errs = append(errs, fmt.Errorf("%d labels: at most %d", len(labels), MaxLabels))
+	}
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		v := labels[k]
+		switch {
+		case k == "" || len(k) > MaxLabelKey:
+			errs = append(errs, &LabelError{k, fmt.Sprintf("keys are 1 to %d characters", MaxLabelKey)})
+		case strings.ContainsFunc(k, func(r rune) bool { return unicode.IsControl(r) || r == '=' || unicode.IsSpace(r) }):
+			errs = append(errs, &LabelError{k, "keys hold no control character, space or '='"})
+		case len(v) > MaxLabelValue:
+			errs = append(errs, &LabelError{k, fmt.Sprintf("values are at most %d characters", MaxLabelValue)})
+		case strings.ContainsFunc(v, unicode.IsControl):
+			errs = append(errs, &LabelError{k, "values hold no control character"})
+		}
+	}
+	return errs
 }

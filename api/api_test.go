@@ -218,6 +218,10 @@ func TestCreateErrors(t *testing.T) {
 		{"deadline in the past", `{"hosts": ["127.0.0.1"], "deadline": "2001-01-01T00:00:00Z"}`, 422, []string{"deadline"}},
 		{"too many hosts", `{"hosts": ["127.1.0.0/19"]}`, 413, []string{"limit of 6000 hosts"}},
 		{"body too large", `{"hosts": ["` + strings.Repeat("a", 5000) + `"]}`, 413, nil},
+		{"label value too long", `{"hosts": ["127.0.0.1"], "labels": {"job": "` + strings.Repeat("x", 300) + `"}}`, 422, []string{"values are at most 256 characters"}},
+		{"control character in a label key", `{"hosts": ["127.0.0.1"], "labels": {"jo\u0007b": "x"}}`, 422, []string{"keys hold no control character"}},
+		{"label key with =", `{"hosts": ["127.0.0.1"], "labels": {"a=b": "x"}}`, 422, []string{"keys hold no control character, space or '='"}},
+		{"too many labels", `{"hosts": ["127.0.0.1"], "labels": {` + manyLabels(21) + `}}`, 422, []string{"21 labels: at most 20"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
@@ -676,5 +680,30 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	}
 	if !strings.HasPrefix(doc.OpenAPI, "3.") {
 		t.Errorf("openapi version %q", doc.OpenAPI)
+	}
+}
+
+func manyLabels(n int) string {
+	parts := make([]string, n)
+	for i := range parts {
+		parts[i] = fmt.Sprintf("%q: %q", fmt.Sprint("k", i), "v")
+	}
+	return strings.Join(parts, ", ")
+}
+
+// /readyz fails while Redis answers but refuses writes, as a Redis out of
+// memory, read-only or short of replicas does.
+func TestReadyzRefusedWrites(t *testing.T) {
+	t.Parallel()
+	e := setup(t, nil)
+	if code, body := e.do("GET", "/readyz", ""); code != http.StatusOK {
+		t.Fatalf("readyz: %d %s", code, body)
+	}
+	if err := e.rdb.ConfigSet(context.Background(), "min-replicas-to-write", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	code, body := e.do("GET", "/readyz", "")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "redis refuses writes") {
+		t.Errorf("readyz with writes refused: %d %s; want 503 saying so", code, body)
 	}
 }

@@ -97,9 +97,12 @@ func (s *Server) decodeCreate(body []byte) (enqueuer.Batch, *problem) {
 			details = append(details, Detail{Field: "deadline", Value: req.Deadline, Reason: `must be a future RFC 3339 time or a positive duration such as "15m"`})
 		}
 	}
-	for k := range req.Labels {
-		if k == "" || len(k) > 64 {
-			details = append(details, Detail{Field: "labels", Value: k, Reason: "label keys are 1-64 characters"})
+	for _, err := range aggregator.CheckLabels(req.Labels) {
+		var le *aggregator.LabelError
+		if errors.As(err, &le) {
+			details = append(details, Detail{Field: "labels", Value: truncate(le.Key, 64), Reason: le.Reason})
+		} else {
+			details = append(details, Detail{Field: "labels", Reason: err.Error()})
 		}
 	}
 	if len(details) > 0 {
@@ -272,4 +275,12 @@ func (s *Server) listBatches(w http.ResponseWriter, r *http.Request) {
 		resp.NextBefore = next.Format(time.RFC3339Nano)
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// truncate shortens s for an error answer, which must not echo a huge input.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }

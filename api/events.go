@@ -2,6 +2,7 @@ package api
 
 import (
 	"cmp"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -10,12 +11,19 @@ import (
 	"github.com/pingfleet/pingfleet/aggregator"
 )
 
+// StreamWriteTimeout bounds each write of an event stream: a client that
+// reads nothing for that long is dropped.
+const StreamWriteTimeout = 30 * time.Second
+
 // keepAlive is how often an idle event stream gets a comment line, so that
 // proxies keep it open.
 const keepAlive = 15 * time.Second
 
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
+	ctx, cancelStream := context.WithCancel(r.Context())
+	defer cancelStream()
+	r = r.WithContext(ctx) // a failed write ends the stream
 	last := cmp.Or(r.Header.Get("Last-Event-ID"), r.URL.Query().Get("last_event_id"))
 	if _, _, _, err := aggregator.ParseEventID(last); err != nil {
 		writeError(w, http.StatusBadRequest, err.Error(), Detail{Field: "Last-Event-ID", Value: last, Reason: "not an event ID this API sent"})
@@ -24,10 +32,16 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	if _, ok := s.summary(w, r); !ok {
 		return
 	}
-	flusher, _ := w.(http.Flusher)
+	// A stream outlives the server's write timeout: each write gets a
+	// deadline of its own instead, so a client that stops reading is
+	// dropped within StreamWriteTimeout rather than held forever.
+	rc := http.NewResponseController(w)
+	deadline := func() { _ = rc.SetWriteDeadline(time.Now().Add(StreamWriteTimeout)) }
+	deadline()
 	flush := func() {
-		if flusher != nil {
-			flusher.Flush()
+		deadline()
+		if rc.Flush() != nil {
+			cancelStream()
 		}
 	}
 	w.Header().Set("Content-Type", "text/event-stream")

@@ -116,11 +116,20 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
+// readyKey is the key /readyz writes to check that Redis takes writes.
+const readyKey = "pingfleet:readyz"
+
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := s.cfg.Redis.Ping(ctx).Err(); err != nil {
 		writeError(w, http.StatusServiceUnavailable, "redis unreachable: "+err.Error())
+		return
+	}
+	// Answering is not enough: a Redis out of memory, read-only or loading
+	// answers PING but refuses every batch.
+	if err := s.cfg.Redis.Set(ctx, readyKey, time.Now().UnixMilli(), 10*time.Second).Err(); err != nil {
+		writeError(w, http.StatusServiceUnavailable, "redis refuses writes: "+err.Error())
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})

@@ -7,8 +7,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sort"
@@ -325,4 +327,46 @@ func TestE2ESecretsNotLogged(t *testing.T) {
 			t.Errorf("worker debug log lacks %s:\n%s", attr, w.stderr)
 		}
 	}
+}
+
+// A client that sends its body slowly, or keeps a connection idle, is cut
+// off at the server's timeouts instead of holding the connection forever.
+func TestE2EServeTimeouts(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	url := startServe(t, srv.URL(), "--read-timeout", "1s", "--idle-timeout", "1s")
+	addr := strings.TrimPrefix(url, "http://")
+	closedWithin := func(conn net.Conn, limit time.Duration) bool {
+		_ = conn.SetReadDeadline(time.Now().Add(limit))
+		buf := make([]byte, 4096)
+		for {
+			if _, err := conn.Read(buf); err != nil {
+				var ne net.Error
+				return !(errors.As(err, &ne) && ne.Timeout()) // closed by the server, not our deadline
+			}
+		}
+	}
+	slow, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	fmt.Fprintf(slow, "POST /v1/batches HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"hosts\"")
+	idle, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	fmt.Fprintf(idle, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+	if !closedWithin(slow, 10*time.Second) {
+		t.Error("a slow request body held its connection past the read timeout")
+	}
+	if !closedWithin(idle, 10*time.Second) {
+		t.Error("an idle keep-alive connection stayed open past the idle timeout")
+	}
+	resp, err := http.Get(url + "/healthz")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("healthz after: %v %v", resp, err)
+	}
+	resp.Body.Close()
 }

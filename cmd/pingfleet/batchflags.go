@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/pingfleet/pingfleet/aggregator"
 	"github.com/pingfleet/pingfleet/enqueuer"
 	"github.com/pingfleet/pingfleet/tasks"
 )
@@ -142,6 +143,9 @@ func (b *batchFlags) labelMap() (map[string]string, error) {
 			return nil, usageErr("--label %q: use KEY=VALUE", l)
 		}
 		m[k] = v
+	}
+	if errs := aggregator.CheckLabels(m); len(errs) > 0 {
+		return nil, usageErr("--label: %v", errs[0])
 	}
 	return m, nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hibiken/asynq"
 	"github.com/spf13/cobra"
+	"golang.org/x/net/netutil"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pingfleet/pingfleet/api"
@@ -33,15 +34,19 @@ func (a *app) serveCommand() *cobra.Command {
 		janitor   bool
 		secret    string
 		metrics   string
+		limits    serverLimits
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the HTTP API (batches, results, events, cancel, callbacks) until stopped",
 		Example: `  pingfleet serve --redis redis://10.0.0.5:6379 --addr :8080 --token-file /run/secrets/pingfleet-tokens
-  curl -X POST localhost:8080/v1/batches -H 'Authorization: Bearer $TOKEN' -d '{"hosts":["10.0.0.0/28"]}'`,
+  curl -X POST localhost:8080/v1/batches -H "Authorization: Bearer $TOKEN" -d '{"hosts":["10.0.0.0/28"]}'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			if limits.read <= 0 || limits.write <= 0 || limits.idle <= 0 || limits.conns < 1 {
+				return usageErr("--read-timeout, --write-timeout and --idle-timeout must be positive, --max-connections at least 1")
+			}
 			if v := a.getenv("PINGFLEET_TOKENS"); v != "" {
 				tokens = append(tokens, strings.Split(v, ",")...)
 			}
@@ -106,7 +111,14 @@ func (a *app) serveCommand() *cobra.Command {
 					return err
 				}
 			}
-			hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+			hs := &http.Server{
+				Handler:           handler,
+				ReadHeaderTimeout: 10 * time.Second,
+				ReadTimeout:       limits.read,  // the whole request, body included
+				WriteTimeout:      limits.write, // event streams set their own, per write
+				IdleTimeout:       limits.idle,
+			}
+			l = netutil.LimitListener(l, limits.conns)
 			fmt.Fprintf(a.stderr, "pingfleet: serving the API on http://%s\n", l.Addr())
 			if len(tokens) == 0 {
 				a.logger.Warn("no API tokens: every client may submit batches (use --token, --token-file or PINGFLEET_TOKENS)")
@@ -151,9 +163,19 @@ func (a *app) serveCommand() *cobra.Command {
 	targets.register(fs)
 	fs.BoolVar(&janitor, "janitor", true, "expire batches past their deadline and hand over missed callbacks")
 	fs.StringVar(&metrics, "metrics-addr", "", "serve Prometheus metrics (queues, batches, API requests) at http://ADDR/metrics")
-	fs.StringVar(&secret, "callback-secret", "", "sign callback bodies with HMAC-SHA256 under this secret (env PINGFLEET_CALLBACK_SECRET)")
+	fs.StringVar(&secret, "callback-secret", "", "sign callback bodies with HMAC-SHA256 under this secret (env PINGFLEET_CALLBACK_SECRET); give every worker the same")
+	fs.DurationVar(&limits.read, "read-timeout", 30*time.Second, "most time to read a request, body included (a slow client is cut off)")
+	fs.DurationVar(&limits.write, "write-timeout", time.Minute, "most time to write an answer; an event stream's writes get "+api.StreamWriteTimeout.String()+" each instead")
+	fs.DurationVar(&limits.idle, "idle-timeout", 2*time.Minute, "how long an idle keep-alive connection stays open")
+	fs.IntVar(&limits.conns, "max-connections", 1000, "most connections served at once; more wait to be accepted (keep it below the open-file limit)")
 	a.retentionFlag(cmd)
 	a.shardsFlag(cmd)
 	a.pprofFlag(cmd)
 	return cmd
+}
+
+// serverLimits bound what clients can hold of the API server.
+type serverLimits struct {
+	read, write, idle time.Duration
+	conns             int
 }
