@@ -216,6 +216,7 @@ func TestCreateErrors(t *testing.T) {
 			[]string{"224.0.0.9 is in denied range 224.0.0.0/4", "255.255.255.255 is in denied range"}},
 		{"callback not http", `{"hosts": ["127.0.0.1"], "callback_url": "ftp://x"}`, 422, []string{"callback_url"}},
 		{"deadline in the past", `{"hosts": ["127.0.0.1"], "deadline": "2001-01-01T00:00:00Z"}`, 422, []string{"deadline"}},
+		{"deadline past the retention", `{"hosts": ["127.0.0.1"], "deadline": "100000h"}`, 422, []string{"must be within the batches' retention"}},
 		{"too many hosts", `{"hosts": ["127.1.0.0/19"]}`, 413, []string{"limit of 6000 hosts"}},
 		{"body too large", `{"hosts": ["` + strings.Repeat("a", 5000) + `"]}`, 413, nil},
 		{"label value too long", `{"hosts": ["127.0.0.1"], "labels": {"job": "` + strings.Repeat("x", 300) + `"}}`, 422, []string{"values are at most 256 characters"}},

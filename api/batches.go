@@ -96,6 +96,9 @@ func (s *Server) decodeCreate(body []byte) (enqueuer.Batch, *problem) {
 		} else {
 			details = append(details, Detail{Field: "deadline", Value: req.Deadline, Reason: `must be a future RFC 3339 time or a positive duration such as "15m"`})
 		}
+		if !deadline.IsZero() && deadline.After(time.Now().Add(s.cfg.Retention)) {
+			details = append(details, Detail{Field: "deadline", Value: req.Deadline, Reason: "must be within the batches' retention (" + s.cfg.Retention.String() + "): the batch would be gone before it"})
+		}
 	}
 	for _, err := range aggregator.CheckLabels(req.Labels) {
 		var le *aggregator.LabelError

@@ -264,8 +264,12 @@ func expand(text string, maxExpand int) (iter.Seq[string], error) {
 }
 
 // validZone rejects zones no interface can have, so that "fe80::1%a-fe80::2"
-// is read as a range and a zone never holds the separators of a list.
+// is read as a range and a zone never holds the separators of a list. An
+// interface name has at most 15 characters (IFNAMSIZ), an index 10 digits.
 func validZone(z string) bool {
+	if len(z) > maxZone {
+		return false
+	}
 	for i := 0; i < len(z); i++ {
 		if c := z[i]; c <= ' ' || c >= 0x7f || strings.IndexByte("/:%#", c) >= 0 {
 			return false
@@ -273,6 +277,8 @@ func validZone(z string) bool {
 	}
 	return true
 }
+
+const maxZone = 15
 
 // numeric reports whether s has only digits and dots, and some digit.
 func numeric(s string) bool {

@@ -186,7 +186,7 @@ func TestParseHosts(t *testing.T) {
 		},
 		{
 			desc: "invalid addresses",
-			args: []string{"10.0.0.300", "1.2.3", "1.2.3.4.5", "010.0.0.1", "12345", "1.2.3.4.", "2001:db8::g", "10.0.0.1%eth0", "fe80::1%a b"},
+			args: []string{"10.0.0.300", "1.2.3", "1.2.3.4.5", "010.0.0.1", "12345", "1.2.3.4.", "2001:db8::g", "10.0.0.1%eth0", "fe80::1%a b", "fe80::1%" + strings.Repeat("z", 250)},
 			wantErrs: []string{
 				`argument 1: "10.0.0.300": invalid host: not a valid IPv4 address`,
 				`argument 2: "1.2.3": invalid host: not a valid IPv4 address`,
@@ -197,6 +197,9 @@ func TestParseHosts(t *testing.T) {
 				`argument 7: "2001:db8::g": invalid host: not a valid IPv6 address`,
 				`argument 8: "10.0.0.1%eth0": invalid host: '%' is not allowed in a hostname (letters, digits, '-', '_' and '.' are)`,
 				`argument 9: "fe80::1%a b": invalid host: zone "a b" is not an interface name`,
+				// It would pass here and fail at task creation, leaving a
+				// batch half-created.
+				`argument 10: "fe80::1%` + strings.Repeat("z", 250) + `": invalid host: zone "` + strings.Repeat("z", 250) + `" is not an interface name`,
 			},
 		},
 		{

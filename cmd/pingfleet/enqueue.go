@@ -86,6 +86,9 @@ func (a *app) batch(bf *batchFlags, args []string) (enqueuer.Batch, error) {
 	if bf.deadline < 0 {
 		return enqueuer.Batch{}, usageErr("--deadline %s: must be positive", bf.deadline)
 	}
+	if bf.deadline > a.retention {
+		return enqueuer.Batch{}, usageErr("--deadline %s: must be within --retention (%s): the batch would be gone before it", bf.deadline, a.retention)
+	}
 	if bf.callbackURL != "" {
 		if err := notify.CheckCallbackURL(bf.callbackURL); err != nil {
 			return enqueuer.Batch{}, usageErr("--callback-url %q: %v", bf.callbackURL, err)
