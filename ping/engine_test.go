@@ -232,7 +232,9 @@ func TestEngineRetries(t *testing.T) {
 		{Name: "lossy", Prefix: p("198.18.21.0/24"), Loss: 0.5},
 	}})
 	e := newEngine(t, ping.SocketAuto)
-	opts := tasks.PingOptions{Timeout: tasks.Duration(20 * time.Millisecond)}.Normalize() // retries 3, backoff 1.5
+	// Retries 3, backoff 1.5; a timeout the lab answers within even under
+	// the race detector beside other tests.
+	opts := tasks.PingOptions{Timeout: tasks.Duration(250 * time.Millisecond)}.Normalize()
 	if opts.Retries != 3 || opts.Backoff != 1.5 {
 		t.Fatalf("options without a count: %+v; want 3 retries, backoff 1.5", opts)
 	}

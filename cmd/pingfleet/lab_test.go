@@ -152,7 +152,7 @@ func TestLabAccuracy(t *testing.T) {
 			}
 			args := []string{"run", tc.hosts, "-c", tc.count, "-p", "50ms", "-t", "1s", "-o", "ndjson"}
 			if tc.count == "" {
-				args = []string{"run", tc.hosts, "-t", "100ms", "-o", "ndjson"}
+				args = []string{"run", tc.hosts, "-t", "250ms", "-o", "ndjson"}
 			}
 			r := runInLab(t, l, args...)
 			results, sum := ndjsonReport(t, r.stdout)
