@@ -63,3 +63,23 @@ func (s *socket) sendto(b []byte, d dest) error {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// sockaddrOf returns a as a socket address without a port.
+func sockaddrOf(a netip.Addr) unix.Sockaddr {
+	if a.Is4() {
+		return &unix.SockaddrInet4{Addr: a.As4()}
+	}
+	return &unix.SockaddrInet6{Addr: a.As16()}
+}
+
+// packetConn wraps the ICMP socket fd (of kind, for errors) for the net
+// package, which then owns it: fd is closed.
+func packetConn(fd int, kind string) (net.PacketConn, error) {
+	f := os.NewFile(uintptr(fd), "icmp")
+	defer f.Close() // FilePacketConn dups the descriptor
+	conn, err := net.FilePacketConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("open %s socket: %w", kind, err)
+	}
+	return conn, nil
+}

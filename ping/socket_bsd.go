@@ -73,21 +73,9 @@ func listen(key sockKey, raw bool, rcvbuf int) (net.PacketConn, error) {
 		}
 	}
 	if key.source.IsValid() {
-		var sa unix.Sockaddr
-		if key.v6 {
-			sa = &unix.SockaddrInet6{Addr: key.source.As16()}
-		} else {
-			sa = &unix.SockaddrInet4{Addr: key.source.As4()}
-		}
-		if err := unix.Bind(fd, sa); err != nil {
+		if err := unix.Bind(fd, sockaddrOf(key.source)); err != nil {
 			return fail("bind to source "+key.source.String(), err)
 		}
 	}
-	f := os.NewFile(uintptr(fd), "icmp")
-	defer f.Close() // FilePacketConn dups the descriptor
-	conn, err := net.FilePacketConn(f)
-	if err != nil {
-		return nil, fmt.Errorf("open %s socket: %w", kind, err)
-	}
-	return conn, nil
+	return packetConn(fd, kind)
 }
