@@ -138,8 +138,12 @@ func TestAsynqPipe(t *testing.T) {
 		t.Errorf("%d leases left", lease)
 	}
 	t.Logf("%d tasks in %d script calls", n, calls)
-	if calls >= n {
-		t.Errorf("%d script calls for %d tasks; want far fewer than two per task", calls, n)
+	// Unmerged, each task takes two calls (its dequeue and its
+	// acknowledgement). How many merge depends on the machine's pace (on 2
+	// vCPUs: 2,400 to 3,100 calls for 3,000 tasks, the race detector on or
+	// off), so the bound only catches a pipe that merges nothing.
+	if calls >= 3*n/2 {
+		t.Errorf("%d script calls for %d tasks; want well under two per task", calls, n)
 	}
 }
 
