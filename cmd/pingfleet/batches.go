@@ -1,7 +1,6 @@
 package main
 
 import (
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -23,13 +22,9 @@ func (a *app) batchesCommand() *cobra.Command {
 			if limit < 1 {
 				return usageErr("--limit %d: must be at least 1", limit)
 			}
-			want := make(map[string]string, len(labels))
-			for _, l := range labels {
-				k, v, ok := strings.Cut(l, "=")
-				if !ok || k == "" {
-					return usageErr("--label %q: use KEY=VALUE", l)
-				}
-				want[k] = v
+			want, err := parseLabels(labels)
+			if err != nil {
+				return err
 			}
 			_, agg, err := a.connect(cmd.Context(), "")
 			if err != nil {

@@ -133,19 +133,28 @@ func (b *batchFlags) options() (tasks.PingOptions, error) {
 }
 
 func (b *batchFlags) labelMap() (map[string]string, error) {
-	if len(b.labels) == 0 {
+	m, err := parseLabels(b.labels)
+	if err != nil {
+		return nil, err
+	}
+	if errs := aggregator.CheckLabels(m); len(errs) > 0 {
+		return nil, usageErr("--label: %v", errs[0])
+	}
+	return m, nil
+}
+
+// parseLabels reads --label KEY=VALUE flags; nil when there are none.
+func parseLabels(pairs []string) (map[string]string, error) {
+	if len(pairs) == 0 {
 		return nil, nil
 	}
-	m := make(map[string]string, len(b.labels))
-	for _, l := range b.labels {
+	m := make(map[string]string, len(pairs))
+	for _, l := range pairs {
 		k, v, ok := strings.Cut(l, "=")
 		if !ok || k == "" {
 			return nil, usageErr("--label %q: use KEY=VALUE", l)
 		}
 		m[k] = v
-	}
-	if errs := aggregator.CheckLabels(m); len(errs) > 0 {
-		return nil, usageErr("--label: %v", errs[0])
 	}
 	return m, nil
 }

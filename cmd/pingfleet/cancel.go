@@ -24,11 +24,8 @@ sent once. Cancelling a cancelled batch again is no error. Prints each batch's s
 Exit code 3 if a batch is unknown or had already ended otherwise.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			rdb, agg, err := a.connect(cmd.Context(), "")
+			rdb, agg, err := a.connectFleet(cmd, "")
 			if err != nil {
-				return err
-			}
-			if err := a.fleetShards(cmd, rdb); err != nil {
 				return err
 			}
 			_, canceller, err := a.lifecycle(rdb, agg)

@@ -348,6 +348,19 @@ func exactArgs(n int) cobra.PositionalArgs {
 	}
 }
 
+// connectFleet connects as connect does, for a command that queues or
+// serves tasks: it also takes the fleet's number of queues (fleetShards).
+func (a *app) connectFleet(cmd *cobra.Command, embedded localredis.Kind) (redis.UniversalClient, *aggregator.Aggregator, error) {
+	rdb, agg, err := a.connect(cmd.Context(), embedded)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := a.fleetShards(cmd, rdb); err != nil {
+		return nil, nil, err
+	}
+	return rdb, agg, nil
+}
+
 // fleetShards makes this process use the fleet's number of ping queues
 // (tasks.FleetShards): an enqueuer and workers started with different
 // --shards would leave hosts on queues nobody serves. A private Redis has

@@ -13,12 +13,12 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/hibiken/asynq"
 	"go.uber.org/goleak"
 
 	"github.com/pingfleet/pingfleet/aggregator"
 	"github.com/pingfleet/pingfleet/internal/deathsig"
 	"github.com/pingfleet/pingfleet/internal/redistest"
+	"github.com/pingfleet/pingfleet/internal/testkit"
 	"github.com/pingfleet/pingfleet/tasks"
 )
 
@@ -285,16 +285,8 @@ func TestCancelCommand(t *testing.T) {
 	if r := cli(t, "", "enqueue", redisURL, "127.0.6.1-40", "--batch-id", "to-cancel"); r.code != ExitOK {
 		t.Fatalf("enqueue: exit %d\n%s", r.code, r.stderr)
 	}
-	queued := func() int {
-		ins := asynq.NewInspectorFromRedisClient(srv.Client())
-		n := 0
-		for q := range tasks.Queues(tasks.DefaultShards) {
-			if info, err := ins.GetQueueInfo(q); err == nil {
-				n += info.Pending
-			}
-		}
-		return n
-	}
+	store := testkit.NewStore(t, srv.Client(), aggregator.Config{})
+	queued := func() int { return store.Queued(t) }
 	if n := queued(); n != 40 {
 		t.Fatalf("%d tasks queued; want 40", n)
 	}

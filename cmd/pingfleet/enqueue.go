@@ -32,11 +32,8 @@ func (a *app) enqueueCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			rdb, agg, err := a.connect(ctx, "")
+			rdb, agg, err := a.connectFleet(cmd, "")
 			if err != nil {
-				return err
-			}
-			if err := a.fleetShards(cmd, rdb); err != nil {
 				return err
 			}
 			if !wait {

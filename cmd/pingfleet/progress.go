@@ -24,9 +24,8 @@ type progress struct {
 	now      func() time.Time
 
 	lastLine  time.Time
-	first     time.Time // when done first went above firstDone
-	firstDone int
-	started   bool
+	first     time.Time // when the first result came (or the first update, mid-batch)
+	firstDone int       // results done at first
 }
 
 func newProgress(w io.Writer, terminal bool, total int, interval time.Duration) *progress {
@@ -47,10 +46,8 @@ func newProgress(w io.Writer, terminal bool, total int, interval time.Duration) 
 // update shows s, the batch's progress now.
 func (p *progress) update(s aggregator.Summary) {
 	now := p.now()
-	if !p.started {
-		p.started, p.firstDone, p.first = true, s.Done, now
-	} else if p.firstDone == s.Done && s.Done == 0 {
-		p.first = now // nothing yet: the rate starts at the first result
+	if p.first.IsZero() || s.Done == 0 {
+		p.firstDone, p.first = s.Done, now // nothing yet: the rate starts at the first result
 	}
 	counts := fmt.Sprintf("%d up, %d down, %d error", s.Up, s.Down, s.Error)
 	if n := s.Cancelled + s.Expired; n > 0 {

@@ -39,11 +39,8 @@ in-process miniredis (slower for large batches). --embedded chooses.`,
 			if err != nil {
 				return err
 			}
-			rdb, agg, err := a.connect(ctx, kind)
+			rdb, agg, err := a.connectFleet(cmd, kind)
 			if err != nil {
-				return err
-			}
-			if err := a.fleetShards(cmd, rdb); err != nil {
 				return err
 			}
 			if a.local != nil && a.local.Kind == localredis.Miniredis {

@@ -61,11 +61,8 @@ func (a *app) serveCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			rdb, agg, err := a.connect(ctx, "")
+			rdb, agg, err := a.connectFleet(cmd, "")
 			if err != nil {
-				return err
-			}
-			if err := a.fleetShards(cmd, rdb); err != nil {
 				return err
 			}
 			enq, err := enqueuer.New(enqueuer.Config{Redis: rdb, Aggregator: agg, Shards: a.shards})

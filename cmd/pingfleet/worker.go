@@ -265,11 +265,8 @@ func (a *app) workerCommand() *cobra.Command {
 		Short: "Run a worker: take ping tasks from Redis until stopped (SIGINT/SIGTERM)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rdb, agg, err := a.connect(cmd.Context(), "")
+			rdb, agg, err := a.connectFleet(cmd, "")
 			if err != nil {
-				return err
-			}
-			if err := a.fleetShards(cmd, rdb); err != nil {
 				return err
 			}
 			if err := a.sizeConcurrency(&wf); err != nil {
