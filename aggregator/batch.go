@@ -84,8 +84,11 @@ func DefaultDeadline(created time.Time, hosts int, opts tasks.PingOptions) time.
 
 // Result is what one ping of one host found.
 type Result struct {
-	Host     string  `json:"host"`
-	IP       string  `json:"ip,omitempty"`
+	Host string `json:"host"`
+	IP   string `json:"ip,omitempty"`
+	// Name is the IP's name by reverse DNS, when the batch asked for names
+	// (PingOptions.Names) and one was found.
+	Name     string  `json:"name,omitempty"`
 	Status   Status  `json:"status"`
 	Sent     int     `json:"sent"`
 	Received int     `json:"received"`
@@ -189,6 +192,7 @@ func (r Result) MarshalJSON() ([]byte, error) {
 	return json.Marshal(struct {
 		Host     string     `json:"host"`
 		IP       string     `json:"ip,omitempty"`
+		Name     string     `json:"name,omitempty"`
 		Status   Status     `json:"status"`
 		Sent     int        `json:"sent"`
 		Received int        `json:"received"`
@@ -204,7 +208,7 @@ func (r Result) MarshalJSON() ([]byte, error) {
 		Worker   string     `json:"worker,omitempty"`
 		Started  time.Time  `json:"started,omitzero"`
 		Finished time.Time  `json:"finished,omitzero"`
-	}{r.Host, r.IP, r.Status, r.Sent, r.Received, loss, rtts[0], rtts[1], rtts[2], rtts[3], perRequest(r.RTTs),
+	}{r.Host, r.IP, r.Name, r.Status, r.Sent, r.Received, loss, rtts[0], rtts[1], rtts[2], rtts[3], perRequest(r.RTTs),
 		r.ReplyTTL, r.Error, r.Attempts, r.Worker, r.Started, r.Finished})
 }
 

@@ -15,14 +15,16 @@ import (
 // batch's memory in Redis (about 110 bytes per host with the hash entry,
 // against 330 for the JSON and its copy in the event stream before).
 //
-//	seq,worker,status,sent,received,min,avg,max,stddev,ttl,attempts,started,took,ip[;rtts][,error]
+//	seq,worker,status,sent,received,min,avg,max,stddev,ttl,attempts,started,took,ip[|name][;rtts][,error]
 //
 // seq is the order in which the result was counted (1 for the batch's first)
 // and worker the number the batch gave the worker's name (see the workers
 // key); the record script writes both. The rest is encodeResult's: status
 // u, d or e; RTTs in nanoseconds; started in Unix milliseconds and took
 // the milliseconds from it to the end (nothing: no end time); ip is empty (none), "=" (the host itself) or
-// "<length>:<address>". Each request's RTT, if the batch keeps them, comes
+// "<length>:<address>". The address's reverse name, if the batch asked for
+// names, follows after a bar (a DNS name holds no bar, semicolon or comma:
+// the worker drops any other). Each request's RTT, if the batch keeps them, comes
 // next, after a semicolon: nanoseconds or "-" (lost), space-separated. The
 // error text, if any, comes last, after a comma, and may hold anything.
 // Zeros are written as nothing.
@@ -72,6 +74,10 @@ func encodeResult(r Result) []byte {
 		b = strconv.AppendInt(b, int64(len(r.IP)), 10)
 		b = append(b, ':')
 		b = append(b, r.IP...)
+	}
+	if r.Name != "" {
+		b = append(b, '|')
+		b = append(b, r.Name...)
 	}
 	if r.RTTs != nil {
 		b = append(b, ';')
@@ -166,6 +172,13 @@ func decodeResult(host, v string, workers map[string]string) (Result, int64, err
 			return Result{}, 0, fmt.Errorf("%w %q: address", errBadRecord, v)
 		}
 		r.IP, rest = tail[:n], tail[n:]
+	}
+	if strings.HasPrefix(rest, "|") {
+		end := strings.IndexAny(rest, ";,")
+		if end < 0 {
+			end = len(rest)
+		}
+		r.Name, rest = rest[1:end], rest[end:]
 	}
 	if strings.HasPrefix(rest, ";") {
 		list, tail := rest[1:], ""

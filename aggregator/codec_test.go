@@ -38,6 +38,9 @@ func TestCodecRoundTrip(t *testing.T) {
 		{"error text alone", Result{Host: "h", Status: StatusError, Error: ","}},
 		{"each request's RTT, one lost", Result{Host: "127.0.0.1", IP: "127.0.0.1", Status: StatusUp, Sent: 3, Received: 2, LossPct: 33.333,
 			RTTMin: rtt(4123), RTTAvg: rtt(5000), RTTMax: rtt(5877), RTTs: []float64{rtt(4123), -1, rtt(5877)}}},
+		{"reverse name, RTTs and an error", Result{Host: "127.0.0.1", IP: "127.0.0.1", Name: "localhost", Status: StatusUp, Sent: 2, Received: 1, LossPct: 50,
+			RTTMin: rtt(4123), RTTAvg: rtt(4123), RTTMax: rtt(4123), RTTs: []float64{-1, rtt(4123)}, Error: "1 of 2 requests not sent: x|y;z"}},
+		{"reverse name of a resolved name", Result{Host: "db1", IP: "10.0.0.1", Name: "db1.example.com", Status: StatusDown, Sent: 1, LossPct: 100}},
 		{"RTTs, no address, an error", Result{Host: "h", Status: StatusDown, Sent: 2, LossPct: 100, RTTs: []float64{-1, -1}, Error: "2 of 2 requests not sent: x;y"}},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
@@ -93,6 +96,9 @@ func FuzzCodec(f *testing.F) {
 		r.LossPct = LossPct(sent, recv)
 		if perRequest {
 			r.RTTs = []float64{nsToMs(rtt1), -1, nsToMs(rtt2)}
+		}
+		if status&8 != 0 { // and a reverse name, as the handler keeps them
+			r.Name = "h-1.example.org"
 		}
 		if startMs > 0 {
 			r.Started = time.UnixMilli(startMs).UTC()

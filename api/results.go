@@ -34,7 +34,7 @@ func (s *Server) results(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	ct := map[string]string{"json": "application/json", "ndjson": "application/x-ndjson", "csv": "text/csv"}[format]
 	w.Header().Set("Content-Type", ct)
-	rw := report.NewResultWriter(w, format) // buffers until the first result
+	rw := report.NewResultWriter(w, format, report.Options{}) // buffers until the first result
 	started := false
 	err := s.cfg.Aggregator.Results(r.Context(), id, func(res aggregator.Result) error {
 		started = true

@@ -16,21 +16,30 @@ import (
 	"github.com/pingfleet/pingfleet/tasks"
 )
 
-// WriteBatch prints a finished batch, as run, enqueue --wait and wait do
-// (only the results of the statuses in only, if any are given): each result (unless quiet), then the
-// summary. In json it is one object {"results": [...], "summary": {...}};
-// in ndjson the summary is a last line {"summary": {...}}; csv holds the
-// results only, and the summary goes to errw as text.
-func WriteBatch(ctx context.Context, w, errw io.Writer, format string, agg ResultSource, s aggregator.Summary, quiet bool, only ...aggregator.Status) error {
-	if format == "json" {
+// BatchOptions say how WriteBatch prints a batch.
+type BatchOptions struct {
+	Format string // table, csv, json or ndjson
+	Quiet  bool   // the summary only
+	// Only, if not empty, prints only the results of these statuses.
+	Only []aggregator.Status
+	Options
+}
+
+// WriteBatch prints a finished batch, as run, enqueue --wait and wait do:
+// each result (unless quiet), then the summary. In json it is one object
+// {"results": [...], "summary": {...}}; in ndjson the summary is a last
+// line {"summary": {...}}; csv holds the results only, and the summary goes
+// to errw as text.
+func WriteBatch(ctx context.Context, w, errw io.Writer, agg ResultSource, s aggregator.Summary, o BatchOptions) error {
+	if o.Format == "json" {
 		if _, err := io.WriteString(w, `{"results": `); err != nil {
 			return err
 		}
-		if quiet {
+		if o.Quiet {
 			if _, err := io.WriteString(w, "[]\n"); err != nil {
 				return err
 			}
-		} else if err := writeResults(ctx, w, format, agg, s.ID, only); err != nil {
+		} else if err := writeResults(ctx, w, agg, s.ID, o); err != nil {
 			return err
 		}
 		b, err := json.Marshal(s)
@@ -40,17 +49,17 @@ func WriteBatch(ctx context.Context, w, errw io.Writer, format string, agg Resul
 		_, err = fmt.Fprintf(w, `, "summary": %s}`+"\n", b)
 		return err
 	}
-	if !quiet {
-		if err := writeResults(ctx, w, format, agg, s.ID, only); err != nil {
+	if !o.Quiet {
+		if err := writeResults(ctx, w, agg, s.ID, o); err != nil {
 			return err
 		}
 	}
-	switch format {
+	switch o.Format {
 	case "table":
-		if !quiet {
+		if !o.Quiet {
 			fmt.Fprintln(w)
 		}
-		return WriteSummary(w, format, s)
+		return WriteSummary(w, o.Format, s)
 	case "ndjson":
 		return json.NewEncoder(w).Encode(map[string]any{"summary": s})
 	default: // csv
@@ -64,9 +73,9 @@ type ResultSource interface {
 	Results(ctx context.Context, id string, fn func(aggregator.Result) error, only ...aggregator.Status) error
 }
 
-func writeResults(ctx context.Context, w io.Writer, format string, agg ResultSource, id string, only []aggregator.Status) error {
-	rw := NewResultWriter(w, format)
-	if err := agg.Results(ctx, id, rw.Write, only...); err != nil {
+func writeResults(ctx context.Context, w io.Writer, agg ResultSource, id string, o BatchOptions) error {
+	rw := NewResultWriter(w, o.Format, o.Options)
+	if err := agg.Results(ctx, id, rw.Write, o.Only...); err != nil {
 		return err
 	}
 	return rw.Close()
@@ -192,6 +201,9 @@ func optionsText(o tasks.PingOptions) string {
 	}
 	if o.Mark != 0 {
 		parts = append(parts, fmt.Sprintf("mark %d", o.Mark))
+	}
+	if o.Names {
+		parts = append(parts, "reverse names")
 	}
 	if o.BatchRate != 0 {
 		parts = append(parts, fmt.Sprintf("batch rate %d/s", o.BatchRate))

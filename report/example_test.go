@@ -16,7 +16,7 @@ var results = []aggregator.Result{
 }
 
 func write(format string) {
-	rw := report.NewResultWriter(os.Stdout, format)
+	rw := report.NewResultWriter(os.Stdout, format, report.Options{})
 	for _, r := range results {
 		if err := rw.Write(r); err != nil {
 			panic(err)

@@ -21,6 +21,8 @@ import (
 // memory.
 type ResultWriter struct {
 	format string
+	stamp  func(time.Time) string // the table's time column, if any
+	stampW int                    // its width
 	bw     *bufio.Writer
 	tw     io.Writer // the table's rows
 	cw     *csv.Writer
@@ -28,13 +30,64 @@ type ResultWriter struct {
 	err    error
 }
 
+// Options are how a ResultWriter writes besides the format.
+type Options struct {
+	// Timestamps, in the table, puts first on each row the time its host's
+	// ping ended, as fping -D does: "unix" (seconds since 1970, as fping's
+	// [1764612345.678]), "iso" (local time, 2026-12-01T17:24:11+01:00),
+	// "rfc3339" (UTC, to the millisecond) or "ctime" (Tue Dec  1 17:24:11 2026);
+	// "" for none. JSON and CSV always hold the start and end times.
+	Timestamps string
+}
+
+// TimestampFormats are the values Options.Timestamps takes, "" aside.
+var TimestampFormats = []string{"unix", "iso", "rfc3339", "ctime"}
+
+// stamper returns the formatter of a time column in format, nil for none.
+func stamper(format string) (func(time.Time) string, error) {
+	var f func(time.Time) string
+	switch format {
+	case "":
+		return nil, nil
+	case "unix":
+		f = func(t time.Time) string { return fmt.Sprintf("[%d.%03d]", t.Unix(), t.Nanosecond()/1e6) }
+	case "iso":
+		f = func(t time.Time) string { return t.Local().Format("2006-01-02T15:04:05-07:00") }
+	case "rfc3339":
+		f = func(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z07:00") }
+	case "ctime":
+		f = func(t time.Time) string { return t.Local().Format(time.ANSIC) }
+	default:
+		return nil, fmt.Errorf("timestamps %q: use %s", format, strings.Join(TimestampFormats, ", "))
+	}
+	return func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		return f(t)
+	}, nil
+}
+
+// CheckOptions returns an error naming what is wrong in o.
+func CheckOptions(o Options) error {
+	_, err := stamper(o.Timestamps)
+	return err
+}
+
 // NewResultWriter starts a list of results in format on w; call Close to
 // end it.
-func NewResultWriter(w io.Writer, format string) *ResultWriter {
+func NewResultWriter(w io.Writer, format string, o Options) *ResultWriter {
 	rw := &ResultWriter{format: format, bw: bufio.NewWriter(w)}
 	switch format {
 	case "table":
 		rw.tw = &trimWriter{w: rw.bw}
+		if rw.stamp, rw.err = stamper(o.Timestamps); rw.err != nil {
+			return rw
+		}
+		if rw.stamp != nil {
+			rw.stampW = len(rw.stamp(time.Unix(1796145853, 0))) // every time's, in this century
+			_, rw.err = fmt.Fprintf(rw.tw, "%-*s  ", rw.stampW, "TIME")
+		}
 		_, rw.err = fmt.Fprintf(rw.tw, tableRow, "HOST", "IP", "STATUS", "SENT", "RECV", "LOSS", "MIN ms", "AVG ms", "MAX ms", "SD ms", "TTL", "ERROR")
 	case "csv":
 		rw.cw = csv.NewWriter(rw.bw)
@@ -48,7 +101,7 @@ func NewResultWriter(w io.Writer, format string) *ResultWriter {
 // CSVHeader is the header row of results in CSV.
 var CSVHeader = []string{"host", "ip", "status", "sent", "received", "loss_pct",
 	"rtt_min_ms", "rtt_avg_ms", "rtt_max_ms", "rtt_stddev_ms", "reply_ttl", "error",
-	"attempts", "worker", "started", "finished", "rtts_ms"}
+	"attempts", "worker", "started", "finished", "rtts_ms", "name"}
 
 // Write adds one result.
 func (rw *ResultWriter) Write(r aggregator.Result) error {
@@ -74,7 +127,14 @@ func (rw *ResultWriter) Write(r aggregator.Result) error {
 		if r.RTTs != nil { // each request's, as fping -C prints them
 			errText = strings.TrimSpace("each " + rttList(r.RTTs, HumanMs) + "  " + errText)
 		}
-		_, rw.err = fmt.Fprintf(rw.tw, tableRow, r.Host, dash(r.IP), r.Status, strconv.Itoa(r.Sent), strconv.Itoa(r.Received), loss,
+		if rw.stamp != nil {
+			_, rw.err = fmt.Fprintf(rw.tw, "%-*s  ", rw.stampW, rw.stamp(r.Finished))
+		}
+		host := r.Host
+		if r.Name != "" { // as fping -n: the address's name stands for it
+			host = r.Name
+		}
+		_, rw.err = fmt.Fprintf(rw.tw, tableRow, host, dash(r.IP), r.Status, strconv.Itoa(r.Sent), strconv.Itoa(r.Received), loss,
 			rtt(r.RTTMin), rtt(r.RTTAvg), rtt(r.RTTMax), rtt(r.RTTStdev), ttl, errText)
 	case "csv":
 		// Empty, not 0, where there is no figure: no request sent, no reply.
@@ -89,7 +149,7 @@ func (rw *ResultWriter) Write(r aggregator.Result) error {
 		}
 		rw.err = rw.cw.Write([]string{r.Host, r.IP, string(r.Status), strconv.Itoa(r.Sent),
 			strconv.Itoa(r.Received), loss, rtt[0], rtt[1], rtt[2], rtt[3], ttl, r.Error,
-			strconv.Itoa(r.Attempts), r.Worker, FormatTime(r.Started), FormatTime(r.Finished), rttList(r.RTTs, FormatFloat)})
+			strconv.Itoa(r.Attempts), r.Worker, FormatTime(r.Started), FormatTime(r.Finished), rttList(r.RTTs, FormatFloat), r.Name})
 	case "json":
 		var b []byte
 		if b, rw.err = json.Marshal(r); rw.err == nil {

@@ -135,6 +135,10 @@ type PingOptions struct {
 	// the engine, and each byte of them is on the stack of every waiting
 	// ping (see worker.Handler.ProcessTask).
 	RTTs bool `json:"rtts,omitempty"`
+	// Names asks for the name of each address pinged, by a reverse DNS
+	// lookup from the worker (fping -n); a result then holds it. In the
+	// same padding as RTTs.
+	Names bool `json:"names,omitempty"`
 	// Source is the source address of requests; empty: the kernel picks.
 	Source string `json:"source,omitempty"`
 	// Interface binds the requests to a network device.

@@ -68,6 +68,12 @@ func (c *CachingResolver) LookupNetIP(ctx context.Context, network, host string)
 	return v.([]netip.Addr), nil
 }
 
+// LookupAddr implements Resolver: reverse lookups are asked for by few
+// batches and are not cached.
+func (c *CachingResolver) LookupAddr(ctx context.Context, addr string) ([]string, error) {
+	return c.next.LookupAddr(ctx, addr)
+}
+
 // maxCacheEntries bounds the cache: past it, expired entries are swept,
 // and if that is not enough, the cache starts over.
 const maxCacheEntries = 100000

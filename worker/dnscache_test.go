@@ -24,6 +24,10 @@ func (r *countingResolver) LookupNetIP(_ context.Context, _, host string) ([]net
 	return []netip.Addr{netip.MustParseAddr("127.0.0.7")}, nil
 }
 
+func (r *countingResolver) LookupAddr(context.Context, string) ([]string, error) {
+	return nil, errors.New("no reverse names here")
+}
+
 func TestCachingResolver(t *testing.T) {
 	t.Parallel()
 	next := &countingResolver{}

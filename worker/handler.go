@@ -26,9 +26,11 @@ type Recorder interface {
 	Record(ctx context.Context, batchID string, r aggregator.Result) (aggregator.Outcome, error)
 }
 
-// Resolver looks up host names; *net.Resolver is one.
+// Resolver looks up host names, and the names of addresses for batches
+// that ask for them (fping -n); *net.Resolver is one.
 type Resolver interface {
 	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
+	LookupAddr(ctx context.Context, addr string) ([]string, error)
 }
 
 // HandlerConfig configures a Handler.
@@ -228,7 +230,35 @@ func (h *Handler) ping(ctx context.Context, p *tasks.PingPayload) (*aggregator.R
 		return r, notes
 	}
 	st, err := h.pinger.Ping(ctx, ip, p.Options)
-	return r, fill(r, &st, err)
+	notes = fill(r, &st, err)
+	if p.Options.Names {
+		r.Name = h.reverseName(ctx, ip)
+	}
+	return r, notes
+}
+
+// reverseName returns the name of ip by reverse DNS within the DNS
+// timeout, without its final dot, or "" when there is none: as in fping -n,
+// an address without a name is shown as itself. A name that is not a
+// plain DNS name (letters, digits, '-', '_', '.') is dropped: results store
+// it in a text record (see aggregator's codec).
+func (h *Handler) reverseName(ctx context.Context, ip netip.Addr) string {
+	ctx, cancel := context.WithTimeout(ctx, h.dnsTimeout)
+	defer cancel()
+	names, err := h.resolver.LookupAddr(ctx, ip.String())
+	if err != nil || len(names) == 0 {
+		return ""
+	}
+	name := strings.TrimSuffix(names[0], ".")
+	for _, c := range []byte(name) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return ""
+		}
+	}
+	if len(name) > 253 {
+		return ""
+	}
+	return name
 }
 
 // target returns the address to ping for p, or fills r with the error

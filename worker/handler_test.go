@@ -67,6 +67,21 @@ func (f fakeResolver) LookupNetIP(_ context.Context, network, host string) ([]ne
 	return out, nil
 }
 
+// LookupAddr answers from reverseNames.
+func (fakeResolver) LookupAddr(_ context.Context, addr string) ([]string, error) {
+	names, ok := reverseNames[addr]
+	if !ok {
+		return nil, errors.New("no such host")
+	}
+	return names, nil
+}
+
+// reverseNames are the fake resolver's reverse (PTR) answers.
+var reverseNames = map[string][]string{
+	"127.0.0.10": {"up.test.", "other.test."},
+	"127.0.0.11": {"bad,name.test."}, // not a DNS name: dropped
+}
+
 var (
 	ipUp   = netip.MustParseAddr("127.0.0.10")
 	ipDown = netip.MustParseAddr("127.0.0.11")
@@ -197,6 +212,33 @@ func TestHandlerResults(t *testing.T) {
 			host: "mdns.test",
 			want: aggregator.Result{Host: "mdns.test", IP: "224.0.0.251", Status: aggregator.StatusError,
 				Error: "denied by target policy: 224.0.0.251 is in denied range 224.0.0.0/4"},
+		},
+		{
+			desc: "reverse name asked for (fping -n): the first, without its dot",
+			host: "127.0.0.10",
+			opts: tasks.PingOptions{Names: true},
+			want: aggregator.Result{Host: "127.0.0.10", IP: "127.0.0.10", Name: "up.test", Status: aggregator.StatusUp, Sent: 3, Received: 2,
+				LossPct: 33.333, RTTMin: 1, RTTAvg: 2, RTTMax: 3, RTTStdev: 1, ReplyTTL: 64},
+		},
+		{
+			desc: "reverse name of a resolved name's address",
+			host: "db.test",
+			opts: tasks.PingOptions{Names: true},
+			want: aggregator.Result{Host: "db.test", IP: "127.0.0.10", Name: "up.test", Status: aggregator.StatusUp, Sent: 3, Received: 2,
+				LossPct: 33.333, RTTMin: 1, RTTAvg: 2, RTTMax: 3, RTTStdev: 1, ReplyTTL: 64},
+		},
+		{
+			desc: "a reverse name that is not a DNS name is dropped",
+			host: "127.0.0.11",
+			opts: tasks.PingOptions{Names: true},
+			want: aggregator.Result{Host: "127.0.0.11", IP: "127.0.0.11", Status: aggregator.StatusDown, Sent: 3, LossPct: 100},
+		},
+		{
+			desc: "no reverse name: the address stands for itself",
+			host: "::1",
+			opts: tasks.PingOptions{Names: true},
+			want: aggregator.Result{Host: "::1", IP: "::1", Status: aggregator.StatusUp, Sent: 3, Received: 3,
+				RTTMin: 1, RTTAvg: 1, RTTMax: 1, ReplyTTL: 64},
 		},
 		{
 			desc: "literal of the wrong family",

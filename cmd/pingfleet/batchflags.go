@@ -39,6 +39,7 @@ type batchFlags struct {
 	network  string
 	tos      int
 	df       bool
+	names    bool
 	source   string
 	iface    string
 	mark     uint32
@@ -69,6 +70,7 @@ func (b *batchFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&b.network, "network", tasks.NetworkIP, "address family: ip (IPv4 first, then IPv6), ip4 or ip6")
 	fs.IntVar(&b.tos, "tos", 0, "IPv4 TOS / IPv6 traffic class byte of requests")
 	fs.BoolVar(&b.df, "dont-fragment", false, "set the don't-fragment bit")
+	fs.BoolVarP(&b.names, "name", "n", false, "look up each address's name by reverse DNS (on the worker) and show it for the host, as fping -n")
 	fs.StringVar(&b.source, "source", "", "source `ADDRESS` of requests (needs -4 or -6)")
 	fs.StringVarP(&b.iface, "interface", "I", "", "send requests through network `DEVICE`")
 	fs.IntVar(&b.rate, "batch-rate", 0, "most pings per second of this batch across the fleet (0: no limit of its own)")
@@ -108,6 +110,7 @@ func (b *batchFlags) options() (tasks.PingOptions, error) {
 		Retries:      retries,
 		Backoff:      backoff,
 		RTTs:         rtts,
+		Names:        b.names,
 		Interval:     tasks.Duration(b.interval),
 		Timeout:      tasks.Duration(b.timeout),
 		Size:         b.size,

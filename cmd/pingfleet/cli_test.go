@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -523,5 +524,43 @@ func TestResultsSort(t *testing.T) {
 		if diff := cmp.Diff(tc.want, got); diff != "" {
 			t.Errorf("--sort %s (-want +got):\n%s", tc.sort, diff)
 		}
+	}
+}
+
+// -n looks each address's name up on the worker (fping -n); -D puts the
+// time each host's ping ended on its table row (fping -D). Only 127.0.0.1
+// is pinged: /etc/hosts names it, so no DNS server is asked.
+func TestNamesAndTimestamps(t *testing.T) {
+	t.Parallel()
+	r := cli(t, "", "run", "127.0.0.1", "-n", "-c", "1", "-o", "json")
+	if r.code != ExitOK {
+		t.Fatalf("run -n: exit %d\n%s", r.code, r.stderr)
+	}
+	rep := decodeReport(t, r)
+	if len(rep.Results) != 1 || rep.Results[0].Name != "localhost" {
+		t.Errorf("run -n 127.0.0.1: results %+v; want the name localhost", rep.Results)
+	}
+	before := time.Now()
+	r = cli(t, "", "run", "127.0.0.1", "-n", "-D", "-c", "1", "-o", "table")
+	if r.code != ExitOK {
+		t.Fatalf("run -n -D: exit %d\n%s", r.code, r.stderr)
+	}
+	lines := strings.Split(r.stdout, "\n")
+	if !strings.HasPrefix(lines[0], "TIME  ") || len(lines) < 2 {
+		t.Fatalf("run -D: no time column:\n%s", r.stdout)
+	}
+	var sec, ms int64
+	var host string
+	if _, err := fmt.Sscanf(lines[1], "[%d.%d] %s", &sec, &ms, &host); err != nil {
+		t.Fatalf("row %q: %v", lines[1], err)
+	}
+	if at := time.UnixMilli(sec*1000 + ms); at.Before(before.Add(-time.Second)) || at.After(time.Now()) {
+		t.Errorf("row %q: time %v; want between %v and now", lines[1], at, before)
+	}
+	if host != "localhost" {
+		t.Errorf("row %q: host %q; want the name localhost", lines[1], host)
+	}
+	if r := cli(t, "", "run", "127.0.0.1", "-D", "--timestamp-format", "julian"); r.code != ExitUsage || !strings.Contains(r.stderr, `--timestamp-format "julian"`) {
+		t.Errorf("bad --timestamp-format: exit %d, %q; want 3 naming it", r.code, r.stderr)
 	}
 }

@@ -32,7 +32,7 @@ func goldenResults() []aggregator.Result {
 			RTTMin: ms(51_230_117), RTTAvg: ms(52_001_999), RTTMax: ms(52_773_881), RTTStdev: ms(771_882), ReplyTTL: 57, Attempts: 2,
 			RTTs:   []float64{ms(51_230_117), -1, ms(52_773_881)}, // kept as with -C
 			Worker: "vm-2:7", Started: start.Add(time.Millisecond), Finished: start.Add(2501 * time.Millisecond)},
-		{Host: "10.0.0.9", IP: "10.0.0.9", Status: aggregator.StatusDown, Sent: 3, LossPct: 100, Attempts: 1,
+		{Host: "10.0.0.9", IP: "10.0.0.9", Name: "gw.example.net", Status: aggregator.StatusDown, Sent: 3, LossPct: 100, Attempts: 1, // as with -n
 			Error:  `3 of 3 requests not sent: sendto: operation not permitted, "firewall"`,
 			Worker: "vm-1:4242", Started: start, Finished: start.Add(2500 * time.Millisecond)},
 		{Host: "nope.invalid", Status: aggregator.StatusError, Attempts: 1,
@@ -95,6 +95,10 @@ func TestGoldenResults(t *testing.T) {
 			}
 		}
 	}
+	// fping -D's timestamps, in two of their formats.
+	outputs = append(outputs,
+		output{[]string{"results", "golden", "-o", "table", "-D"}, "golden.timestamps-unix.table", ExitOK},
+		output{[]string{"results", "golden", "-o", "table", "-D", "--timestamp-format", "rfc3339"}, "golden.timestamps-rfc3339.table", ExitOK})
 	for _, o := range outputs {
 		r := cli(t, "", append(o.args, "--redis", srv.URL())...)
 		if r.code != o.code {

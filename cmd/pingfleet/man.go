@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/pingfleet/pingfleet/report"
 	"github.com/spf13/cobra"
 	"github.com/spf13/cobra/doc"
 )
@@ -67,6 +68,9 @@ func completeEnums(cmd *cobra.Command) {
 		"network":  {"ip", "ip4", "ip6"},
 		"embedded": {"auto", "redis-server", "miniredis"},
 		"status":   {"up", "down", "error", "cancelled", "expired", "pending"},
+		"sort":     {"status", "loss", "rtt"},
+
+		"timestamp-format": report.TimestampFormats,
 	}
 	for name, values := range enums {
 		if cmd.Flags().Lookup(name) != nil {

@@ -43,7 +43,7 @@ func (a *app) resultsCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			rw := report.NewResultWriter(a.stdout, a.output)
+			rw := report.NewResultWriter(a.stdout, a.output, rf.table())
 			if err := writeSorted(cmd.Context(), agg, args[0], sortBy, statuses, rw.Write); err != nil {
 				return lookupErr(err)
 			}
@@ -53,6 +53,7 @@ func (a *app) resultsCommand() *cobra.Command {
 	cmd.Flags().StringSliceVar(&only, "status", nil, "only hosts with this status: up, down, error, cancelled, expired or pending (repeatable, comma-separated)")
 	cmd.Flags().BoolVarP(&rf.alive, "alive", "a", false, "only the hosts that answered (fping -a)")
 	cmd.Flags().BoolVarP(&rf.unreachable, "unreachable", "u", false, "only the hosts that did not answer or were not pinged (fping -u)")
+	rf.timestamps.register(cmd.Flags(), "")
 	cmd.Flags().StringVar(&sortBy, "sort", "", "order: status (down, unresolved, not pinged, then up; streamed), loss or rtt (highest first; held in memory), instead of submission order")
 	a.outputFlag(cmd)
 	return cmd

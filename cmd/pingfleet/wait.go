@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/pingfleet/pingfleet/aggregator"
 	"github.com/pingfleet/pingfleet/enqueuer"
@@ -39,7 +41,8 @@ func (a *app) waitAndReport(ctx context.Context, agg *aggregator.Aggregator, id 
 	if err != nil {
 		return err
 	}
-	if err := report.WriteBatch(ctx, a.stdout, a.stderr, a.output, agg, s, rf.quiet, only...); err != nil {
+	o := report.BatchOptions{Format: a.output, Quiet: rf.quiet, Only: only, Options: rf.table()}
+	if err := report.WriteBatch(ctx, a.stdout, a.stderr, agg, s, o); err != nil {
 		return systemErr(fmt.Errorf("print results: %w", err))
 	}
 	return exitWith(resultCode(s))
@@ -169,19 +172,55 @@ func (a *app) waitCommand() *cobra.Command {
 type reportFlags struct {
 	quiet, alive, unreachable bool
 	progressEvery             time.Duration
+	timestamps                timestampFlags
 }
 
-// register adds -q, -a and -u to cmd; when says when they apply.
+// timestampFlags are -D and --timestamp-format, for the results table.
+type timestampFlags struct {
+	on     bool
+	format string
+}
+
+func (t *timestampFlags) register(fs *pflag.FlagSet, when string) {
+	fs.BoolVarP(&t.on, "timestamp", "D", false, when+"start each row of the table with the time its host's ping ended, as fping -D (JSON and CSV always have it)")
+	fs.StringVar(&t.format, "timestamp-format", "unix", when+"with -D: unix ([seconds.ms], as fping's), iso, rfc3339 or ctime")
+}
+
+// options returns the table options -D asks for.
+func (t *timestampFlags) options() (report.Options, error) {
+	if !t.on {
+		return report.Options{}, nil
+	}
+	o := report.Options{Timestamps: t.format}
+	if err := report.CheckOptions(o); err != nil {
+		return o, usageErr("--timestamp-format %q: use %s", t.format, strings.Join(report.TimestampFormats, ", "))
+	}
+	return o, nil
+}
+
+// table returns the table options, checked by statuses.
+func (r *reportFlags) table() report.Options {
+	o, _ := r.timestamps.options()
+	return o
+}
+
+// register adds -q, -a, -u, -D and --progress-interval to cmd; when says
+// when they apply.
 func (r *reportFlags) register(cmd *cobra.Command, when string) {
 	fs := cmd.Flags()
+	r.timestamps.register(fs, when)
 	fs.BoolVarP(&r.quiet, "quiet", "q", false, when+"print only the summary, not each host")
 	fs.BoolVarP(&r.alive, "alive", "a", false, when+"print only the hosts that answered (fping -a)")
 	fs.BoolVarP(&r.unreachable, "unreachable", "u", false, when+"print only the hosts that did not answer or were not pinged (fping -u)")
 	fs.DurationVar(&r.progressEvery, "progress-interval", DefaultProgressInterval, when+"without a terminal, print a progress line on stderr this often (0: never; -q: never)")
 }
 
-// statuses are the statuses of the results to print: all when nil.
+// statuses are the statuses of the results to print: all when nil. It
+// checks the other flags too.
 func (r *reportFlags) statuses() ([]aggregator.Status, error) {
+	if _, err := r.timestamps.options(); err != nil {
+		return nil, err
+	}
 	switch {
 	case r.alive && r.unreachable:
 		return nil, usageErr("--alive and --unreachable exclude each other")
