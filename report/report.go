@@ -166,6 +166,21 @@ func (rw *ResultWriter) Write(r aggregator.Result) error {
 	return rw.err
 }
 
+// Flush writes out what is buffered, so that a reader sees the rows so far.
+func (rw *ResultWriter) Flush() error {
+	if rw.err != nil {
+		return rw.err
+	}
+	if rw.cw != nil {
+		rw.cw.Flush()
+		if rw.err = rw.cw.Error(); rw.err != nil {
+			return rw.err
+		}
+	}
+	rw.err = rw.bw.Flush()
+	return rw.err
+}
+
 // Close ends the list and flushes it.
 func (rw *ResultWriter) Close() error {
 	if rw.err != nil {

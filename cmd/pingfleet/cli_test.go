@@ -564,3 +564,67 @@ func TestNamesAndTimestamps(t *testing.T) {
 		t.Errorf("bad --timestamp-format: exit %d, %q; want 3 naming it", r.code, r.stderr)
 	}
 }
+
+// run -l pings in rounds, one request per host each, as fping -l: each
+// round is a batch labelled with its number and the first round's ID, its
+// rows stream, and the totals per host go to stderr in fping's layout.
+func TestRunLoop(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	r := cli(t, "", "run", "--redis", srv.URL(), "127.0.0.1-2", "nope.invalid", "-l", "--rounds", "3", "-p", "50ms", "-o", "ndjson")
+	if r.code != ExitUnresolved { // a name that never resolved, as fping's 2
+		t.Fatalf("run -l: exit %d; want 2\n%s", r.code, r.stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if len(lines) != 9 {
+		t.Fatalf("run -l --rounds 3 of 3 hosts: %d lines; want 9:\n%s", len(lines), r.stdout)
+	}
+	var last time.Time
+	for i, line := range lines {
+		var res aggregator.Result
+		if err := json.Unmarshal([]byte(line), &res); err != nil {
+			t.Fatal(err)
+		}
+		if want := []string{"127.0.0.1", "127.0.0.2", "nope.invalid"}[i%3]; res.Host != want {
+			t.Errorf("line %d: host %s; want %s", i, res.Host, want)
+		}
+		if res.Host == "127.0.0.1" {
+			if res.Sent != 1 || res.Status != aggregator.StatusUp {
+				t.Errorf("line %d: %+v; want up after one request", i, res)
+			}
+			if !last.IsZero() && res.Started.Sub(last) < 40*time.Millisecond {
+				t.Errorf("round %d began %v after the one before; want about -p 50ms", i/3+1, res.Started.Sub(last))
+			}
+			last = res.Started
+		}
+	}
+	for _, want := range []string{
+		"127.0.0.1    : xmt/rcv/%loss = 3/3/0%, min/avg/max = ",
+		"127.0.0.2    : xmt/rcv/%loss = 3/3/0%, min/avg/max = ",
+		"nope.invalid : xmt/rcv/%loss = 0/0/0%\n",
+	} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
+		}
+	}
+	// The rounds are batches: the first names the loop, the others say so.
+	b := cli(t, "", "batches", "--redis", srv.URL(), "--label", "round=1", "-o", "json")
+	var first []aggregator.Summary
+	if err := json.Unmarshal([]byte(b.stdout), &first); err != nil || len(first) != 1 {
+		t.Fatalf("batches --label round=1: %v, %s", err, b.stdout)
+	}
+	b = cli(t, "", "batches", "--redis", srv.URL(), "--label", "loop="+first[0].ID, "-o", "json")
+	var later []aggregator.Summary
+	if err := json.Unmarshal([]byte(b.stdout), &later); err != nil || len(later) != 2 {
+		t.Errorf("batches --label loop=%s: %v, %s; want rounds 2 and 3", first[0].ID, err, b.stdout)
+	}
+
+	for _, bad := range [][]string{
+		{"-l", "-c", "2"}, {"-l", "-C", "2"}, {"-l", "-o", "json"}, {"-l", "--batch-id", "x"},
+		{"--rounds", "2"}, {"-l", "--label", "round=7"},
+	} {
+		if r := cli(t, "", append([]string{"run", "127.0.0.1"}, bad...)...); r.code != ExitUsage {
+			t.Errorf("run 127.0.0.1 %v: exit %d; want 3\n%s", bad, r.code, r.stderr)
+		}
+	}
+}

@@ -640,3 +640,29 @@ func TestE2EWaitAcrossRedisRestart(t *testing.T) {
 		t.Errorf("stderr does not tell the outage:\n%s", log)
 	}
 }
+
+// Interrupting run -l is how a loop ends, as with fping -l: the totals go
+// to stderr and the exit code says whether every host answered. -Q prints
+// each host's figures since the last report in between.
+func TestE2ELoopInterrupted(t *testing.T) {
+	t.Parallel()
+	p := startProc(t, "run", "127.0.0.1", "-l", "-p", "50ms", "-Q", "200ms")
+	testkit.Eventually(t, 30*time.Second, func() bool {
+		return strings.Count(p.stderr.String(), "127.0.0.1 : xmt/rcv/%loss = ") >= 2
+	}, "two -Q reports")
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("run -l still running 30 s after SIGINT")
+	}
+	out := p.stderr.String()
+	final := out[strings.LastIndex(out, "\n\n")+2:]
+	var sent, recv int
+	if _, err := fmt.Sscanf(final, "127.0.0.1 : xmt/rcv/%%loss = %d/%d/", &sent, &recv); err != nil || sent < 2 || recv != sent {
+		t.Errorf("totals %q (%v): want every request answered, more than one", final, err)
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code != ExitOK {
+		t.Errorf("run -l after SIGINT: exit %d; want 0 (every host answered)\n%s", code, out)
+	}
+}

@@ -15,6 +15,7 @@ func (a *app) runCommand() *cobra.Command {
 	var bf batchFlags
 	var wf workerFlags
 	var rf reportFlags
+	var lf loopFlags
 	var embedded string
 	cmd := &cobra.Command{
 		Use:   "run [flags] [HOST|CIDR|RANGE|-]...",
@@ -26,9 +27,18 @@ redis-server child on a unix socket when one is installed (fast), else the
 in-process miniredis (slower for large batches). --embedded chooses.`,
 		Example: `  pingfleet run 127.0.0.1/28 localhost -f hosts.txt --count 2
   seq 1 50 | sed 's/^/127.0.1./' | pingfleet run - -o csv`,
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
 			if _, err := rf.statuses(); err != nil {
 				return err
+			}
+			if a.output, err = lf.check(cmd, &bf, a.output); err != nil {
+				return err
+			}
+			if lf.loop && !cmd.Flags().Changed("retention") {
+				a.retention = loopRetention
+			}
+			if lf.summary > 0 && !lf.loop { // fping -Q without -l: -q, and a line now and then
+				rf.quiet, rf.lines, rf.progressEvery = true, true, lf.summary
 			}
 			ctx := cmd.Context()
 			kind, err := localredis.ParseKind(embedded)
@@ -78,6 +88,9 @@ in-process miniredis (slower for large batches). --embedded chooses.`,
 			if a.local != nil && a.local.Kind == localredis.Miniredis {
 				pace = enqueuer.Config{Window: miniredisWindow}
 			}
+			if lf.loop {
+				return a.loop(ctx, rdb, agg, b, pace, &rf, &lf)
+			}
 			sub, err := a.start(ctx, rdb, agg, b, pace)
 			if err != nil {
 				return err
@@ -93,6 +106,7 @@ in-process miniredis (slower for large batches). --embedded chooses.`,
 	a.retentionFlag(cmd)
 	a.shardsFlag(cmd)
 	rf.register(cmd, "")
+	lf.register(cmd)
 	cmd.Flags().StringVar(&embedded, "embedded", string(localredis.Auto), "private Redis without --redis: auto (redis-server if installed, else miniredis), redis-server or miniredis")
 	return cmd
 }

@@ -93,9 +93,8 @@ func (a *app) wait(ctx context.Context, agg *aggregator.Aggregator, id string, s
 			fmt.Fprintf(a.stderr, "pingfleet: Redis answers again after %s\n", time.Since(down).Round(100*time.Millisecond))
 			down = time.Time{}
 		}
-		if prog == nil && !rf.quiet {
-			interval := rf.progressEvery
-			prog = newProgress(a.stderr, isTerminal(a.stderr), s.Total, interval)
+		if prog == nil && (!rf.quiet || rf.lines) {
+			prog = newProgress(a.stderr, isTerminal(a.stderr) && !rf.lines, s.Total, rf.progressEvery)
 		}
 		if prog != nil {
 			prog.update(s)
@@ -172,6 +171,7 @@ func (a *app) waitCommand() *cobra.Command {
 type reportFlags struct {
 	quiet, alive, unreachable bool
 	progressEvery             time.Duration
+	lines                     bool // progress lines even when quiet, even on a terminal (-Q)
 	timestamps                timestampFlags
 }
 
