@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -164,7 +165,8 @@ func TestREADMEExamples(t *testing.T) {
 			t.Logf("README example %q took %s", c, took.Round(time.Millisecond))
 		}
 		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
 			code = ee.ExitCode()
 		} else if err != nil {
 			t.Fatalf("%s: %v", c, err)
