@@ -228,6 +228,27 @@ func (a *app) hosts(b *batchFlags, args []string) ([]string, error) {
 // work too.
 type msDuration struct{ d *time.Duration }
 
+// secDuration is msDuration for flags whose bare numbers fping reads as
+// seconds (-Q).
+type secDuration struct{ d *time.Duration }
+
+func (s secDuration) String() string { return msDuration(s).String() }
+
+func (s secDuration) Set(v string) error {
+	if n, err := strconv.ParseFloat(v, 64); err == nil {
+		*s.d = time.Duration(n * float64(time.Second))
+		return nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return fmt.Errorf("%q: use seconds (5) or a duration (1.5s)", v)
+	}
+	*s.d = d
+	return nil
+}
+
+func (secDuration) Type() string { return "s|duration" }
+
 func (m msDuration) String() string {
 	if m.d == nil {
 		return ""

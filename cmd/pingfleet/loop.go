@@ -29,7 +29,7 @@ func (l *loopFlags) register(cmd *cobra.Command) {
 	fs := cmd.Flags()
 	fs.BoolVarP(&l.loop, "loop", "l", false, "ping the hosts again and again, one request each per --interval, as fping -l, until interrupted (or --rounds); each round is a batch; then print each host's totals")
 	fs.IntVar(&l.rounds, "rounds", 0, "with --loop: stop after this many rounds (0: until interrupted)")
-	fs.DurationVarP(&l.summary, "squiet", "Q", 0, "as -q, and every `DURATION` print on stderr: with --loop, each host's figures since the last time, as fping -Q; without, a progress line")
+	fs.VarP(secDuration{&l.summary}, "squiet", "Q", "as -q, and this often print on stderr: with --loop, each host's figures since the last time, as fping -Q; without, a progress line; a bare number is seconds, as fping -Q's")
 }
 
 // check refuses what loop mode cannot do, and returns the output format
