@@ -30,6 +30,10 @@ import (
 	"github.com/pingfleet/pingfleet/worker"
 )
 
+// loopbackCallbacks lets callbacks reach the tests' receivers, on
+// loopback, which the default policy refuses.
+var loopbackCallbacks = notify.CallbackPolicy{Allow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}
+
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, goleak.IgnoreTopFunction(deathsig.Spawner)) }
 
 const token = "t0ken"
@@ -61,6 +65,7 @@ func setup(t *testing.T, mod func(*api.Config)) *env {
 	cfg := api.Config{
 		Redis: rdb, Aggregator: agg, Enqueuer: enq, Canceller: canceller, Tokens: []string{token},
 		MaxHosts: 6000, Logger: slog.New(slog.DiscardHandler),
+		CallbackPolicy: loopbackCallbacks, // the tests' receivers listen there
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -156,7 +161,7 @@ func (e *env) startWorker(p worker.Pinger, concurrency int, secret string) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	sender, err := notify.NewSender(notify.SenderConfig{Aggregator: e.agg, Secret: []byte(secret), Logger: logger})
+	sender, err := notify.NewSender(notify.SenderConfig{Aggregator: e.agg, Policy: loopbackCallbacks, Secret: []byte(secret), Logger: logger})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -215,6 +220,10 @@ func TestCreateErrors(t *testing.T) {
 		{"denied target", `{"hosts": ["127.0.0.1", "224.0.0.9", "255.255.255.255"]}`, 422,
 			[]string{"224.0.0.9 is in denied range 224.0.0.0/4", "255.255.255.255 is in denied range"}},
 		{"callback not http", `{"hosts": ["127.0.0.1"], "callback_url": "ftp://x"}`, 422, []string{"callback_url"}},
+		{"callback to a cloud metadata service", `{"hosts": ["127.0.0.1"], "callback_url": "http://169.254.169.254/latest/meta-data/"}`, 422,
+			[]string{`"field": "callback_url"`, "169.254.169.254 is link-local"}},
+		{"callback to a private address", `{"hosts": ["127.0.0.1"], "callback_url": "http://10.0.0.5:6379/"}`, 422, []string{"10.0.0.5 is private"}},
+		{"callback to AWS's IPv6 metadata address", `{"hosts": ["127.0.0.1"], "callback_url": "http://[fd00:ec2::254]/"}`, 422, []string{"fd00:ec2::254 is private"}},
 		{"deadline in the past", `{"hosts": ["127.0.0.1"], "deadline": "2001-01-01T00:00:00Z"}`, 422, []string{"deadline"}},
 		{"deadline past the retention", `{"hosts": ["127.0.0.1"], "deadline": "100000h"}`, 422, []string{"must be within the batches' retention"}},
 		{"too many hosts", `{"hosts": ["127.1.0.0/19"]}`, 413, []string{"limit of 6000 hosts"}},
@@ -706,5 +715,22 @@ func TestReadyzRefusedWrites(t *testing.T) {
 	code, body := e.do("GET", "/readyz", "")
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, "redis refuses writes") {
 		t.Errorf("readyz with writes refused: %d %s; want 503 saying so", code, body)
+	}
+}
+
+// By default a callback may not target loopback: a client could make the
+// fleet POST into Redis or an admin page there.
+func TestCallbackToLoopbackRefused(t *testing.T) {
+	t.Parallel()
+	e := setup(t, func(c *api.Config) { c.CallbackPolicy = notify.CallbackPolicy{} })
+	keys := e.rdb.DBSize(context.Background()).Val()
+	for _, u := range []string{"http://127.0.0.1:6379/", "http://[::1]/", "http://localhost:8080/admin"} {
+		code, body := e.do("POST", "/v1/batches", fmt.Sprintf(`{"hosts": ["127.0.0.1"], "callback_url": %q}`, u))
+		if code != http.StatusUnprocessableEntity || !strings.Contains(body, "is loopback") {
+			t.Errorf("callback_url %s: %d %s; want 422 saying it is loopback", u, code, body)
+		}
+	}
+	if n := e.rdb.DBSize(context.Background()).Val(); n != keys {
+		t.Errorf("refused submissions left %d keys", n-keys)
 	}
 }

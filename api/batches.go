@@ -16,7 +16,6 @@ import (
 
 	"github.com/pingfleet/pingfleet/aggregator"
 	"github.com/pingfleet/pingfleet/enqueuer"
-	"github.com/pingfleet/pingfleet/notify"
 	"github.com/pingfleet/pingfleet/tasks"
 )
 
@@ -83,7 +82,7 @@ func (s *Server) decodeCreate(body []byte) (enqueuer.Batch, *problem) {
 		}
 	}
 	if req.CallbackURL != "" {
-		if err := notify.CheckCallbackURL(req.CallbackURL); err != nil {
+		if err := s.cfg.CallbackPolicy.CheckURL(req.CallbackURL); err != nil {
 			details = append(details, Detail{Field: "callback_url", Value: req.CallbackURL, Reason: err.Error()})
 		}
 	}

@@ -48,6 +48,10 @@ type Config struct {
 	MaxExpand int
 	// Policy refuses targets. The zero Policy denies tasks.DefaultDeny.
 	Policy tasks.Policy
+	// CallbackPolicy refuses callback URLs whose host is an address
+	// callbacks may not reach (422); the zero one refuses loopback,
+	// private, link-local and multicast ones. Give it the senders' Allow.
+	CallbackPolicy notify.CallbackPolicy
 	// Retention is how long idempotency keys live; the batches' retention.
 	// If zero, aggregator.DefaultRetention.
 	Retention time.Duration

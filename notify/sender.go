@@ -26,7 +26,11 @@ type SenderConfig struct {
 	Aggregator *aggregator.Aggregator // required
 	// Secret, when set, signs each body (SignatureHeader).
 	Secret []byte
-	// Client sends the requests. If nil, one with a 10 s timeout.
+	// Policy says which addresses callbacks may reach: by default none
+	// that is loopback, private, link-local or multicast.
+	Policy CallbackPolicy
+	// Client sends the requests. If nil, NewCallbackClient(Policy); one
+	// given here is used as it is, without the policy's checks.
 	Client *http.Client
 	Logger *slog.Logger // if nil, slog.Default()
 }
@@ -42,7 +46,7 @@ func NewSender(cfg SenderConfig) (*Sender, error) {
 		return nil, errors.New("notify: SenderConfig.Aggregator is required")
 	}
 	if cfg.Client == nil {
-		cfg.Client = &http.Client{Timeout: 10 * time.Second}
+		cfg.Client = NewCallbackClient(cfg.Policy)
 	}
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	return &Sender{cfg: cfg}, nil
@@ -65,6 +69,10 @@ func (s *Sender) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if sum.CallbackURL == "" {
 		return nil
 	}
+	if err := s.cfg.Policy.CheckURL(sum.CallbackURL); err != nil {
+		s.cfg.Logger.Warn("callback not sent", "batch", p.BatchID, "url", sum.CallbackURL, "error", err)
+		return fmt.Errorf("callback of batch %s: %w: %w", p.BatchID, err, asynq.SkipRetry)
+	}
 	body, err := json.Marshal(sum)
 	if err != nil {
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
@@ -81,6 +89,12 @@ func (s *Sender) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		req.Header.Set(SignatureHeader, Sign(s.cfg.Secret, body))
 	}
 	resp, err := s.cfg.Client.Do(req)
+	if errors.Is(err, ErrCallbackDenied) {
+		// Where the name leads now is refused: retrying would not help
+		// (and would knock on that door again).
+		s.cfg.Logger.Warn("callback not sent", "batch", p.BatchID, "url", sum.CallbackURL, "error", err)
+		return fmt.Errorf("callback of batch %s: %w: %w", p.BatchID, err, asynq.SkipRetry)
+	}
 	if err != nil {
 		return fmt.Errorf("callback of batch %s: %w", p.BatchID, err)
 	}

@@ -118,10 +118,12 @@ func TestE2ECallbackOncePerFleet(t *testing.T) {
 	rcv := &callbackCounter{ok: map[string]int{}, failures: 2, secret: []byte(secret)}
 	hs := httptest.NewServer(rcv)
 	defer hs.Close()
-	a := startServe(t, srv.URL(), "--callback-secret", secret)
-	b := startServe(t, srv.URL(), "--callback-secret", secret)
-	startWorker(t, srv.URL(), "--callback-secret", secret)
-	startWorker(t, srv.URL(), "--callback-secret", secret)
+	// The receiver is on loopback, which callbacks may reach only when
+	// allowed.
+	a := startServe(t, srv.URL(), "--callback-secret", secret, "--callback-allow", "127.0.0.0/8")
+	b := startServe(t, srv.URL(), "--callback-secret", secret, "--callback-allow", "127.0.0.0/8")
+	startWorker(t, srv.URL(), "--callback-secret", secret, "--callback-allow", "127.0.0.0/8")
+	startWorker(t, srv.URL(), "--callback-secret", secret, "--callback-allow", "127.0.0.0/8")
 
 	id := postBatch(t, a, fmt.Sprintf(`{"hosts": ["127.0.6.0/24"], "options": {"count": 1}, "callback_url": %q}`, hs.URL))
 	testkit.Eventually(t, time.Minute, func() bool { return getSummary(t, b, id).State == aggregator.StateComplete })

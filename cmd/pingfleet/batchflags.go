@@ -24,6 +24,7 @@ type batchFlags struct {
 	labels      []string
 	deadline    time.Duration
 	callbackURL string
+	callbacks   callbackFlags // --callback-allow, with --callback-url
 
 	count    int
 	perReq   int // -C: count, each request's RTT kept

@@ -320,7 +320,7 @@ func TestEnqueueDeadlineAndCallback(t *testing.T) {
 	srv := redistest.Start(t)
 	redisURL := "--redis=" + srv.URL()
 	before := time.Now()
-	r := cli(t, "", "enqueue", redisURL, "127.0.8.1-3", "--batch-id", "with-deadline", "--deadline", "90s", "--callback-url", "http://127.0.0.1:9/hook")
+	r := cli(t, "", "enqueue", redisURL, "127.0.8.1-3", "--batch-id", "with-deadline", "--deadline", "90s", "--callback-url", "http://127.0.0.1:9/hook", "--callback-allow", "127.0.0.0/8")
 	if r.code != ExitOK {
 		t.Fatalf("enqueue: exit %d\n%s", r.code, r.stderr)
 	}
@@ -335,6 +335,8 @@ func TestEnqueueDeadlineAndCallback(t *testing.T) {
 	for _, tc := range []struct{ flag, want string }{
 		{"--callback-url=ftp://x", `--callback-url "ftp://x": must be an http:// or https:// URL`},
 		{"--callback-url=http://", `--callback-url "http://": has no host`},
+		{"--callback-url=http://127.0.0.1:6379/", `--callback-url "http://127.0.0.1:6379/": callback target refused: 127.0.0.1 is loopback (an operator can open it with --callback-allow 127.0.0.0/8)`},
+		{"--callback-url=http://169.254.169.254/latest/", `169.254.169.254 is link-local`},
 		{"--deadline=-5s", "--deadline -5s: must be positive"},
 	} {
 		r := cli(t, "", "enqueue", redisURL, "127.0.8.9", "--batch-id", "refused", tc.flag)

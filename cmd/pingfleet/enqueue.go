@@ -8,7 +8,6 @@ import (
 
 	"github.com/pingfleet/pingfleet/aggregator"
 	"github.com/pingfleet/pingfleet/enqueuer"
-	"github.com/pingfleet/pingfleet/notify"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 )
@@ -59,7 +58,8 @@ func (a *app) enqueueCommand() *cobra.Command {
 	a.outputFlag(cmd)
 	a.retentionFlag(cmd)
 	a.shardsFlag(cmd)
-	cmd.Flags().StringVar(&bf.callbackURL, "callback-url", "", "POST the batch's summary to `URL` when it ends (workers or serve deliver it, signed with their --callback-secret)")
+	cmd.Flags().StringVar(&bf.callbackURL, "callback-url", "", "POST the batch's summary to `URL` when it ends (workers or serve deliver it, signed with their --callback-secret); an address callbacks may not reach by default is refused, see --callback-allow")
+	cmd.Flags().StringArrayVar(&bf.callbacks.allow, "callback-allow", nil, "accept a --callback-url in this `CIDR`, refused by default (loopback, private, link-local, multicast); the workers and serve that deliver it need the same")
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait for the batch to complete, then print its results")
 	rf.register(cmd, "with --wait, ")
 	return cmd
@@ -87,7 +87,11 @@ func (a *app) batch(bf *batchFlags, args []string) (enqueuer.Batch, error) {
 		return enqueuer.Batch{}, usageErr("--deadline %s: must be within --retention (%s): the batch would be gone before it", bf.deadline, a.retention)
 	}
 	if bf.callbackURL != "" {
-		if err := notify.CheckCallbackURL(bf.callbackURL); err != nil {
+		policy, err := bf.callbacks.policy()
+		if err != nil {
+			return enqueuer.Batch{}, err
+		}
+		if err := policy.CheckURL(bf.callbackURL); err != nil {
 			return enqueuer.Batch{}, usageErr("--callback-url %q: %v", bf.callbackURL, err)
 		}
 	}

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"net/netip"
 
 	"github.com/spf13/pflag"
 
+	"github.com/pingfleet/pingfleet/aggregator"
+	"github.com/pingfleet/pingfleet/notify"
 	"github.com/pingfleet/pingfleet/tasks"
 )
 
@@ -38,4 +41,43 @@ func (p *policyFlags) policy() (tasks.Policy, error) {
 		}
 	}
 	return policy, nil
+}
+
+// callbackFlags are the flags of processes that deliver callbacks (serve
+// and a fleet's workers): the signing secret and the ranges opened to
+// callbacks.
+type callbackFlags struct {
+	secret string
+	allow  []string
+}
+
+func (c *callbackFlags) register(fs *pflag.FlagSet, who string) {
+	fs.StringVar(&c.secret, "callback-secret", "", "sign callback bodies with HMAC-SHA256 under this secret (env PINGFLEET_CALLBACK_SECRET); give "+who+" the same")
+	fs.StringArrayVar(&c.allow, "callback-allow", nil, "let callbacks reach this `CIDR`, which is refused by default (loopback, private, link-local, multicast: see the README); repeatable; give serve and every worker the same")
+}
+
+// policy returns the callback targets the flags allow.
+func (c *callbackFlags) policy() (notify.CallbackPolicy, error) {
+	var policy notify.CallbackPolicy
+	for _, v := range c.allow {
+		prefix, err := netip.ParsePrefix(v)
+		if err != nil {
+			return policy, usageErr("--callback-allow %q: %v", v, err)
+		}
+		policy.Allow = append(policy.Allow, prefix.Masked())
+	}
+	return policy, nil
+}
+
+// sender returns the callback sender the flags describe.
+func (a *app) sender(c *callbackFlags, agg *aggregator.Aggregator) (*notify.Sender, error) {
+	policy, err := c.policy()
+	if err != nil {
+		return nil, err
+	}
+	s, err := notify.NewSender(notify.SenderConfig{Aggregator: agg, Policy: policy, Secret: []byte(cmp.Or(c.secret, a.getenv("PINGFLEET_CALLBACK_SECRET"))), Logger: a.logger})
+	if err != nil {
+		return nil, systemErr(err)
+	}
+	return s, nil
 }

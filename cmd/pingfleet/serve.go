@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -32,7 +31,7 @@ func (a *app) serveCommand() *cobra.Command {
 		maxHosts  int
 		targets   policyFlags
 		janitor   bool
-		secret    string
+		callbacks callbackFlags
 		metrics   string
 		limits    serverLimits
 	)
@@ -61,6 +60,10 @@ func (a *app) serveCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			callbackPolicy, err := callbacks.policy()
+			if err != nil {
+				return err
+			}
 			rdb, agg, err := a.connectFleet(cmd, "")
 			if err != nil {
 				return err
@@ -76,7 +79,7 @@ func (a *app) serveCommand() *cobra.Command {
 			srv, err := api.New(api.Config{
 				Redis: rdb, Aggregator: agg, Enqueuer: enq, Canceller: canceller,
 				Tokens: tokens, MaxBodyBytes: maxBody, MaxHosts: maxHosts,
-				Policy: policy, Retention: a.retention, Logger: a.logger,
+				Policy: policy, CallbackPolicy: callbackPolicy, Retention: a.retention, Logger: a.logger,
 			})
 			if err != nil {
 				return usageErr("%v", err)
@@ -85,9 +88,9 @@ func (a *app) serveCommand() *cobra.Command {
 			if err != nil {
 				return systemErr(fmt.Errorf("listen on %s: %w", addr, err))
 			}
-			sender, err := notify.NewSender(notify.SenderConfig{Aggregator: agg, Secret: []byte(cmp.Or(secret, a.getenv("PINGFLEET_CALLBACK_SECRET"))), Logger: a.logger})
+			sender, err := a.sender(&callbacks, agg)
 			if err != nil {
-				return systemErr(err)
+				return err
 			}
 			cbSrv, cbMux := notify.NewServer(rdb, sender, worker.NewAsynqLogger(a.logger))
 			if err := cbSrv.Start(cbMux); err != nil {
@@ -160,7 +163,7 @@ func (a *app) serveCommand() *cobra.Command {
 	targets.register(fs)
 	fs.BoolVar(&janitor, "janitor", true, "expire batches past their deadline and hand over missed callbacks")
 	fs.StringVar(&metrics, "metrics-addr", "", "serve Prometheus metrics (queues, batches, API requests) at http://ADDR/metrics")
-	fs.StringVar(&secret, "callback-secret", "", "sign callback bodies with HMAC-SHA256 under this secret (env PINGFLEET_CALLBACK_SECRET); give every worker the same")
+	callbacks.register(fs, "every worker")
 	fs.DurationVar(&limits.read, "read-timeout", 30*time.Second, "most time to read a request, body included (a slow client is cut off)")
 	fs.DurationVar(&limits.write, "write-timeout", time.Minute, "most time to write an answer; an event stream's writes get "+api.StreamWriteTimeout.String()+" each instead")
 	fs.DurationVar(&limits.idle, "idle-timeout", 2*time.Minute, "how long an idle keep-alive connection stays open")

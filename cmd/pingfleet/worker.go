@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -32,7 +31,7 @@ type workerFlags struct {
 	shutdownTimeout time.Duration
 	dnsTimeout      time.Duration
 	dnsCacheMaxAge  time.Duration
-	callbackSecret  string
+	callbacks       callbackFlags
 	janitor         bool
 	fleetRate       int
 	fleetBurst      int
@@ -60,7 +59,7 @@ func (w *workerFlags) register(cmd *cobra.Command, checkInterval time.Duration, 
 	fs.DurationVar(&w.dnsCacheMaxAge, "dns-cache-max-age", worker.DefaultDNSCacheMaxAge, "how long this worker reuses a name's addresses (0: no cache)")
 	w.targets.register(fs)
 	if fleet {
-		fs.StringVar(&w.callbackSecret, "callback-secret", "", "sign callback bodies with HMAC-SHA256 under this secret (env PINGFLEET_CALLBACK_SECRET); give serve and every worker the same")
+		w.callbacks.register(fs, "serve and every worker")
 		fs.BoolVar(&w.janitor, "janitor", true, "also expire batches past their deadline and hand over missed callbacks")
 	}
 }
@@ -177,9 +176,9 @@ func (a *app) startWorker(ctx context.Context, g *errgroup.Group, w *workerFlags
 	}
 	var sender asynq.Handler
 	if callbacks {
-		s, err := notify.NewSender(notify.SenderConfig{Aggregator: agg, Secret: []byte(cmp.Or(w.callbackSecret, a.getenv("PINGFLEET_CALLBACK_SECRET"))), Logger: a.logger})
+		s, err := a.sender(&w.callbacks, agg)
 		if err != nil {
-			return systemErr(err)
+			return err
 		}
 		sender = s
 	}
