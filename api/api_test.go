@@ -232,10 +232,78 @@ func TestCreateErrors(t *testing.T) {
 		{"control character in a label key", `{"hosts": ["127.0.0.1"], "labels": {"jo\u0007b": "x"}}`, 422, []string{"keys hold no control character"}},
 		{"label key with =", `{"hosts": ["127.0.0.1"], "labels": {"a=b": "x"}}`, 422, []string{"keys hold no control character, space or '='"}},
 		{"too many labels", `{"hosts": ["127.0.0.1"], "labels": {` + manyLabels(21) + `}}`, 422, []string{"21 labels: at most 20"}},
+
+		// Keys that two JSON parsers could read differently.
+		{"hosts twice", `{"hosts": ["127.0.0.1"], "hosts": ["127.0.0.2"]}`, 400, []string{`key \"hosts\" appears twice`}},
+		{"HOSTS for hosts", `{"HOSTS": ["127.0.0.1"]}`, 400, []string{"lower case"}},
+		{"hosts and Hosts", `{"hosts": ["127.0.0.1"], "Hosts": ["10.0.0.1"]}`, 400, []string{"lower case"}},
+		{"an option twice", `{"hosts": ["127.0.0.1"], "options": {"count": 1, "count": 50}}`, 400, []string{"options.count"}},
+		{"an option in capitals", `{"hosts": ["127.0.0.1"], "options": {"Count": 2}}`, 400, []string{"options.Count"}},
+		{"a label twice", `{"hosts": ["127.0.0.1"], "labels": {"job": "a", "job": "b"}}`, 400, []string{"labels.job"}},
+		// Zeros the options would silently replace by their default.
+		{"count 0", `{"hosts": ["127.0.0.1"], "options": {"count": 0}}`, 422, []string{`"field": "options.count"`}},
+		{"interval 0s", `{"hosts": ["127.0.0.1"], "options": {"interval": "0s"}}`, 422, []string{`"field": "options.interval"`, "leave it out"}},
+		{"timeout 0ms", `{"hosts": ["127.0.0.1"], "options": {"timeout": "0ms"}}`, 422, []string{`"field": "options.timeout"`}},
+		{"ttl 0", `{"hosts": ["127.0.0.1"], "options": {"ttl": 0}}`, 422, []string{`"field": "options.ttl"`}},
+		{"size 0", `{"hosts": ["127.0.0.1"], "options": {"size": 0}}`, 422, []string{`"field": "options.size"`}},
+		{"backoff 0", `{"hosts": ["127.0.0.1"], "options": {"backoff": 0}}`, 422, []string{`"field": "options.backoff"`}},
+		// Options out of their bounds or of the wrong type.
+		{"negative count", `{"hosts": ["127.0.0.1"], "options": {"count": -1}}`, 422, []string{"options.count"}},
+		{"count as a string", `{"hosts": ["127.0.0.1"], "options": {"count": "3"}}`, 400, nil},
+		{"count beyond int64", `{"hosts": ["127.0.0.1"], "options": {"count": 1e30}}`, 400, nil},
+		{"negative interval", `{"hosts": ["127.0.0.1"], "options": {"interval": "-1s"}}`, 422, []string{"options.interval"}},
+		{"interval in years", `{"hosts": ["127.0.0.1"], "options": {"interval": "1y"}}`, 400, nil},
+		{"timeout over a minute", `{"hosts": ["127.0.0.1"], "options": {"timeout": "2m"}}`, 422, []string{"options.timeout"}},
+		{"network ip5", `{"hosts": ["127.0.0.1"], "options": {"network": "ip5"}}`, 422, []string{"options.network"}},
+		{"source not an address", `{"hosts": ["127.0.0.1"], "options": {"network": "ip4", "source": "me"}}`, 422, []string{"options.source"}},
+		{"source without a family", `{"hosts": ["127.0.0.1"], "options": {"source": "127.0.0.1"}}`, 422, []string{"options.source"}},
+		{"interface with a slash", `{"hosts": ["127.0.0.1"], "options": {"iface": "../eth0"}}`, 422, []string{"options.iface"}},
+		{"tos 256", `{"hosts": ["127.0.0.1"], "options": {"tos": 256}}`, 422, []string{"options.tos"}},
+		{"negative batch rate", `{"hosts": ["127.0.0.1"], "options": {"batch_rate": -1}}`, 422, []string{"options.batch_rate"}},
+		{"retries with a count", `{"hosts": ["127.0.0.1"], "options": {"count": 3, "retries": 2}}`, 422, []string{"options.retries"}},
+		{"too many retries", `{"hosts": ["127.0.0.1"], "options": {"retries": 1000}}`, 422, []string{"options.retries"}},
+		{"unknown option", `{"hosts": ["127.0.0.1"], "options": {"colour": "red"}}`, 400, nil},
+		// Bodies of the wrong shape.
+		{"empty body", ``, 400, nil},
+		{"null body", `null`, 422, []string{`"field": "hosts"`}},
+		{"array body", `[]`, 400, nil},
+		{"two JSON values", `{"hosts": ["127.0.0.1"]} {"hosts": ["127.0.0.2"]}`, 400, []string{"more than one value"}},
+		{"trailing garbage", `{"hosts": ["127.0.0.1"]}x`, 400, nil},
+		{"hosts a string", `{"hosts": "127.0.0.1"}`, 400, nil},
+		{"hosts null", `{"hosts": null}`, 422, []string{`"field": "hosts"`}},
+		{"a host a number", `{"hosts": [127]}`, 400, nil},
+		{"labels a list", `{"hosts": ["127.0.0.1"], "labels": ["job"]}`, 400, nil},
+		{"a label a number", `{"hosts": ["127.0.0.1"], "labels": {"job": 1}}`, 400, nil},
+		{"a label an object", `{"hosts": ["127.0.0.1"], "labels": {"job": {"a": {"b": "c"}}}}`, 400, nil},
+		{"callback a number", `{"hosts": ["127.0.0.1"], "callback_url": 8080}`, 400, nil},
+		// Hosts that are not hosts.
+		{"empty host", `{"hosts": [""]}`, 422, []string{`"position": 1`}},
+		{"host with a NUL", `{"hosts": ["a\u0000b"]}`, 422, []string{`"position": 1`}},
+		{"host with invalid UTF-8", "{\"hosts\": [\"caf\xe9.example\"]}", 422, []string{`"position": 1`}},
+		{"reversed range", `{"hosts": ["127.0.0.10-127.0.0.1"]}`, 422, []string{`"position": 1`}},
+		{"the whole IPv4 space", `{"hosts": ["0.0.0.0/0"]}`, 422, []string{`"position": 1`}},
+		{"an IPv6 zone too long", `{"hosts": ["fe80::1%` + strings.Repeat("z", 20) + `"]}`, 422, []string{`"position": 1`}},
+		{"a name label over 63 characters", `{"hosts": ["` + strings.Repeat("a", 64) + `.example"]}`, 422, []string{`"position": 1`}},
+		{"a name over 253 characters", `{"hosts": ["` + strings.Repeat("abcdefghi.", 26) + `com"]}`, 422, []string{`"position": 1`}},
+		{"a CIDR with a bad mask", `{"hosts": ["127.0.0.0/33"]}`, 422, []string{`"position": 1`}},
+		// Deadlines, callbacks and labels out of bounds.
+		{"deadline not a time", `{"hosts": ["127.0.0.1"], "deadline": "soon"}`, 422, []string{"deadline"}},
+		{"deadline 0s", `{"hosts": ["127.0.0.1"], "deadline": "0s"}`, 422, []string{"deadline"}},
+		{"negative deadline", `{"hosts": ["127.0.0.1"], "deadline": "-5m"}`, 422, []string{"deadline"}},
+		{"callback without a host", `{"hosts": ["127.0.0.1"], "callback_url": "http://"}`, 422, []string{"has no host"}},
+		{"javascript callback", `{"hosts": ["127.0.0.1"], "callback_url": "javascript:alert(1)"}`, 422, []string{"callback_url"}},
+		{"empty label key", `{"hosts": ["127.0.0.1"], "labels": {"": "x"}}`, 422, []string{"labels"}},
+		{"label key of 65 characters", `{"hosts": ["127.0.0.1"], "labels": {"` + strings.Repeat("k", 65) + `": "x"}}`, 422, []string{"labels"}},
+	}
+	if len(tests) < 60 {
+		t.Errorf("%d hostile bodies; the table should hold at least 60", len(tests))
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {
 			code, body := e.do("POST", "/v1/batches", tc.body)
+			if code >= 500 {
+				t.Errorf("a client's mistake answered %d", code)
+			}
 			if code != tc.code {
 				t.Errorf("status %d; want %d\n%s", code, tc.code, body)
 			}
@@ -325,6 +393,74 @@ func TestIdempotencyKey(t *testing.T) {
 	if other.ID == ids[0] {
 		t.Error("another key gave the same batch")
 	}
+	// The same request laid out otherwise (another client library, keys
+	// in another order) is the same request.
+	again := e.create("{\n  \"labels\":{\"job\":\"ci\"},\n  \"hosts\":[ \"127.0.0.1-40\" ]\n}\n", "Idempotency-Key", "deploy-7")
+	if again.ID != ids[0] || !again.Existing {
+		t.Errorf("same key, same request re-formatted: %+v; want batch %s again", again, ids[0])
+	}
+}
+
+// Options a client gives explicitly are kept as given: "retries": 0 is one
+// request, not the default three retries.
+func TestExplicitOptions(t *testing.T) {
+	t.Parallel()
+	e := setup(t, nil)
+	cr := e.create(`{"hosts": ["127.0.0.1"], "options": {"retries": 0}, "labels": {"Team": "Net"}}`)
+	s, err := e.agg.Summary(context.Background(), cr.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Options.Count != 1 || s.Options.Retries != 0 || s.Labels["Team"] != "Net" {
+		t.Errorf("options %+v, labels %v; want one request, no retry, and the label's case kept", s.Options, s.Labels)
+	}
+}
+
+// Queries and routes a client can get wrong: each is a 4xx naming the
+// problem, never a 5xx.
+func TestHostileQueries(t *testing.T) {
+	t.Parallel()
+	e := setup(t, nil)
+	id := e.create(`{"hosts": ["127.0.0.1"]}`).ID
+	for _, tc := range []struct {
+		method, path string
+		headers      []string
+		code         int
+	}{
+		{"GET", "/v1/batches?limit=0", nil, 400},
+		{"GET", "/v1/batches?limit=abc", nil, 400},
+		{"GET", "/v1/batches?limit=100000", nil, 400},
+		{"GET", "/v1/batches?limit=-1", nil, 400},
+		{"GET", "/v1/batches?before=yesterday", nil, 400},
+		{"GET", "/v1/batches?label=novalue", nil, 400},
+		{"GET", "/v1/batches/" + id + "/results?format=xml", nil, 400},
+		{"GET", "/v1/batches/" + id + "/results?status=bogus", nil, 400},
+		{"GET", "/v1/batches/" + id + "/events", []string{"Last-Event-ID", "abc"}, 400},
+		{"GET", "/v1/batches/" + id + "/events", []string{"Last-Event-ID", "99999999999999999999999"}, 400},
+		{"GET", "/v1/batches/nope", nil, 404},
+		{"GET", "/v1/batches/nope/results", nil, 404},
+		{"GET", "/v1/batches/nope/events", nil, 404},
+		{"GET", "/v1/batches/" + strings.Repeat("x", 5000), nil, 404},
+		{"GET", "/v1/batches/%7B" + id + "%7D", nil, 404},
+		{"DELETE", "/v1/batches/nope", nil, 404},
+		{"PUT", "/v1/batches", nil, 405},
+		{"PATCH", "/v1/batches/" + id, nil, 405},
+		{"GET", "/v1/nothing", nil, 404},
+		{"GET", "/v1/batches", []string{"Authorization", "Bearer "}, 401},
+		{"GET", "/v1/batches", []string{"Authorization", "Basic dTpw"}, 401},
+	} {
+		code, body := e.do(tc.method, tc.path, "", tc.headers...)
+		if code != tc.code {
+			t.Errorf("%s %s %v: %d; want %d\n%s", tc.method, truncate(tc.path, 80), tc.headers, code, tc.code, body)
+		}
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
 }
 
 func TestResultsListAndFormats(t *testing.T) {

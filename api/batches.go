@@ -50,9 +50,15 @@ func (s *Server) decodeCreate(body []byte) (enqueuer.Batch, *problem) {
 	if dec.More() {
 		return enqueuer.Batch{}, &problem{http.StatusBadRequest, "invalid JSON body: more than one value", nil}
 	}
-	var details []Detail
+	if err := checkKeys(body); err != nil {
+		return enqueuer.Batch{}, &problem{http.StatusBadRequest, "invalid JSON body: " + err.Error(), nil}
+	}
+	details := explicitZeros(body)
+	if req.Options.Count == 0 && req.Options.Retries == 0 && hasOption(body, "retries") {
+		req.Options.Count = 1 // "retries": 0 is one request, as fping -r 0
+	}
 	opts := req.Options.Normalize()
-	if err := opts.Validate(); err != nil {
+	if err := opts.Validate(); err != nil && len(details) == 0 { // a zero refused above is the same problem
 		var fe *tasks.FieldError
 		if errors.As(err, &fe) {
 			details = append(details, Detail{Field: "options." + fe.Field, Value: fe.Value, Reason: fe.Reason})
@@ -186,8 +192,11 @@ func (s *Server) claimKey(ctx context.Context, key string, body []byte, id strin
 	return got, gotDigest == digest, nil
 }
 
+// bodyDigest identifies what a request body says, not how it is laid out:
+// the same JSON re-formatted, or with its keys in another order, is the
+// same request.
 func bodyDigest(body []byte) string {
-	sum := sha256.Sum256(body)
+	sum := sha256.Sum256(canonicalJSON(body))
 	return hex.EncodeToString(sum[:])
 }
 

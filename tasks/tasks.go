@@ -207,7 +207,7 @@ func (o PingOptions) Validate() error {
 	case o.TOS < 0 || o.TOS > 255:
 		return &FieldError{"tos", strconv.Itoa(o.TOS), "must be between 0 and 255"}
 	case len(o.Interface) > 15 || strings.ContainsAny(o.Interface, "/ \t"):
-		return &FieldError{"interface", o.Interface, "must be a network device name"}
+		return &FieldError{"iface", o.Interface, "must be a network device name"}
 	}
 	if o.Source != "" {
 		src, err := netip.ParseAddr(o.Source)

@@ -149,8 +149,8 @@ func TestE2EDeadlineWithoutWorkers(t *testing.T) {
 	rcv := &callbackCounter{ok: map[string]int{}}
 	hs := httptest.NewServer(rcv)
 	defer hs.Close()
-	api := startServe(t, srv.URL())
-	w := startWorker(t, srv.URL(), "--concurrency", "10", "--shutdown-timeout", "5s")
+	api := startServe(t, srv.URL(), "--callback-allow", "127.0.0.0/8") // the receiver is on loopback
+	w := startWorker(t, srv.URL(), "--concurrency", "10", "--shutdown-timeout", "5s", "--callback-allow", "127.0.0.0/8")
 
 	id := postBatch(t, api, fmt.Sprintf(`{"hosts": ["127.0.7.1-127.0.7.200"], "options": {"count": 3, "interval": "1s"}, "deadline": "8s", "callback_url": %q}`, hs.URL))
 	testkit.Eventually(t, 30*time.Second, func() bool { return getSummary(t, api, id).Done >= 10 })

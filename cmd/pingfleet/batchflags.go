@@ -1,6 +1,8 @@
 package main
 
 import (
+	"cmp"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -78,6 +80,9 @@ func (b *batchFlags) register(fs *pflag.FlagSet) {
 	fs.Uint32Var(&b.mark, "mark", 0, "socket mark (SO_MARK) of requests, for policy routing")
 }
 
+// flagOf names the flag of the options whose JSON name is not the flag's.
+var flagOf = map[string]string{"iface": "interface", "batch_rate": "batch-rate", "df": "dont-fragment"}
+
 // options returns the ping options the flags describe, validated.
 func (b *batchFlags) options() (tasks.PingOptions, error) {
 	if b.ipv4 && b.ipv6 {
@@ -131,6 +136,10 @@ func (b *batchFlags) options() (tasks.PingOptions, error) {
 		o.Network = tasks.NetworkIP6
 	}
 	if err := o.Normalize().Validate(); err != nil {
+		var fe *tasks.FieldError
+		if errors.As(err, &fe) { // named as in JSON: say the flag
+			return o, usageErr("--%s %q: %s", cmp.Or(flagOf[fe.Field], fe.Field), fe.Value, fe.Reason)
+		}
 		return o, usageErr("--%v", err)
 	}
 	return o, nil
