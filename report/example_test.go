@@ -41,10 +41,10 @@ func ExampleResultWriter_table() {
 func ExampleResultWriter_csv() {
 	write("csv")
 	// Output:
-	// host,ip,status,sent,received,loss_pct,rtt_min_ms,rtt_avg_ms,rtt_max_ms,rtt_stddev_ms,reply_ttl,error,attempts,worker,started,finished,rtts_ms
-	// 10.0.0.1,10.0.0.1,up,3,3,0,0.412,0.53,0.701,0.12,64,,1,w1,,,
-	// db.internal,10.0.0.9,down,3,0,100,,,,,,,1,w1,,,
-	// nope.invalid,,error,0,0,,,,,,,lookup nope.invalid: no such host,1,w2,,,
+	// host,ip,status,sent,received,loss_pct,rtt_min_ms,rtt_avg_ms,rtt_max_ms,rtt_stddev_ms,reply_ttl,error,attempts,worker,started,finished,rtts_ms,name
+	// 10.0.0.1,10.0.0.1,up,3,3,0,0.412,0.53,0.701,0.12,64,,1,w1,,,,
+	// db.internal,10.0.0.9,down,3,0,100,,,,,,,1,w1,,,,
+	// nope.invalid,,error,0,0,,,,,,,lookup nope.invalid: no such host,1,w2,,,,
 }
 
 // ndjson is one JSON object per line, for jq and log pipelines.
