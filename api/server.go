@@ -52,6 +52,19 @@ type Config struct {
 	// callbacks may not reach (422); the zero one refuses loopback,
 	// private, link-local and multicast ones. Give it the senders' Allow.
 	CallbackPolicy notify.CallbackPolicy
+	// StreamAggregator reads the event streams (GET .../events): give it a
+	// Redis client of its own, with a connection per stream (each waits
+	// in a blocking read), so that streams never take the connections the
+	// other routes need. If nil, Aggregator.
+	StreamAggregator *aggregator.Aggregator
+	// MaxStreams bounds the event streams open at once (429 past it); if
+	// zero, DefaultMaxStreams. MaxStreamsPerToken bounds those of one
+	// bearer token (all clients, without tokens); if zero,
+	// DefaultMaxStreamsPerToken.
+	MaxStreams, MaxStreamsPerToken int
+	// StreamWriteTimeout bounds each write of an event stream; if zero,
+	// DefaultStreamWriteTimeout.
+	StreamWriteTimeout time.Duration
 	// Retention is how long idempotency keys live; the batches' retention.
 	// If zero, aggregator.DefaultRetention.
 	Retention time.Duration
@@ -60,9 +73,11 @@ type Config struct {
 
 // Server serves the API.
 type Server struct {
-	cfg    Config
-	tokens [][sha256.Size]byte
-	mux    *http.ServeMux
+	cfg     Config
+	tokens  [][sha256.Size]byte
+	mux     *http.ServeMux
+	streams streamCount
+	hubs    hubs // the batches followed by several event streams
 }
 
 // Routes lists every route of the API (method and pattern), as registered;
@@ -89,7 +104,11 @@ func New(cfg Config) (*Server, error) {
 	cfg.MaxExpand = cmp.Or(cfg.MaxExpand, enqueuer.DefaultMaxExpand)
 	cfg.Retention = cmp.Or(cfg.Retention, aggregator.DefaultRetention)
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
-	s := &Server{cfg: cfg, mux: http.NewServeMux()}
+	cfg.StreamAggregator = cmp.Or(cfg.StreamAggregator, cfg.Aggregator)
+	cfg.MaxStreams = cmp.Or(cfg.MaxStreams, DefaultMaxStreams)
+	cfg.MaxStreamsPerToken = cmp.Or(cfg.MaxStreamsPerToken, DefaultMaxStreamsPerToken)
+	cfg.StreamWriteTimeout = cmp.Or(cfg.StreamWriteTimeout, DefaultStreamWriteTimeout)
+	s := &Server{cfg: cfg, mux: http.NewServeMux(), streams: streamCount{byToken: map[[sha256.Size]byte]int{}}}
 	for _, t := range cfg.Tokens {
 		if t == "" {
 			return nil, errors.New("api: empty token")

@@ -32,6 +32,13 @@ const MinPoolSize = 64
 // Open returns a client for rawURL. It does not connect: the first command
 // does.
 func Open(rawURL string) (redis.UniversalClient, error) {
+	return OpenPool(rawURL, MinPoolSize)
+}
+
+// OpenPool is Open with a pool of at least pool connections per node (the
+// URL's pool_size, if larger, wins): for a client whose users each hold a
+// connection, in blocking reads.
+func OpenPool(rawURL string, pool int) (redis.UniversalClient, error) {
 	scheme, rest, ok := strings.Cut(rawURL, "://")
 	if !ok {
 		return nil, fmt.Errorf("redis URL %s: %w", Redact(rawURL), ErrScheme)
@@ -47,14 +54,14 @@ func Open(rawURL string) (redis.UniversalClient, error) {
 		if err != nil {
 			return nil, fmt.Errorf("redis URL %s: %w", Redact(rawURL), err)
 		}
-		opt.PoolSize = max(opt.PoolSize, MinPoolSize)
+		opt.PoolSize = max(opt.PoolSize, pool)
 		return redis.NewClient(opt), nil
 	case "cluster":
 		opt, err := redis.ParseClusterURL(plain)
 		if err != nil {
 			return nil, fmt.Errorf("redis cluster URL %s: %w", Redact(rawURL), err)
 		}
-		opt.PoolSize = max(opt.PoolSize, MinPoolSize)
+		opt.PoolSize = max(opt.PoolSize, pool)
 		return redis.NewClusterClient(opt), nil
 	case "sentinel":
 		opt, err := redis.ParseFailoverURL(plain)
@@ -64,7 +71,7 @@ func Open(rawURL string) (redis.UniversalClient, error) {
 		if opt.MasterName == "" {
 			return nil, fmt.Errorf("redis sentinel URL %s: master_name is required", Redact(rawURL))
 		}
-		opt.PoolSize = max(opt.PoolSize, MinPoolSize)
+		opt.PoolSize = max(opt.PoolSize, pool)
 		return redis.NewFailoverClient(opt), nil
 	}
 	return nil, fmt.Errorf("redis URL %s: %w", Redact(rawURL), ErrScheme)

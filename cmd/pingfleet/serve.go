@@ -15,10 +15,12 @@ import (
 	"golang.org/x/net/netutil"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/pingfleet/pingfleet/aggregator"
 	"github.com/pingfleet/pingfleet/api"
 	"github.com/pingfleet/pingfleet/enqueuer"
 	"github.com/pingfleet/pingfleet/exporter"
 	"github.com/pingfleet/pingfleet/notify"
+	"github.com/pingfleet/pingfleet/redisconn"
 	"github.com/pingfleet/pingfleet/worker"
 )
 
@@ -43,8 +45,8 @@ func (a *app) serveCommand() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			if limits.read <= 0 || limits.write <= 0 || limits.idle <= 0 || limits.conns < 1 {
-				return usageErr("--read-timeout, --write-timeout and --idle-timeout must be positive, --max-connections at least 1")
+			if limits.read <= 0 || limits.write <= 0 || limits.idle <= 0 || limits.streamWrite <= 0 || limits.conns < 1 || limits.streams < 1 || limits.streamsPerToken < 1 {
+				return usageErr("--read-timeout, --write-timeout, --idle-timeout and --stream-write-timeout must be positive, --max-connections, --max-streams and --max-streams-per-token at least 1")
 			}
 			if v := a.getenv("PINGFLEET_TOKENS"); v != "" {
 				tokens = append(tokens, strings.Split(v, ",")...)
@@ -76,9 +78,22 @@ func (a *app) serveCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// Event streams wait in blocking reads, a connection each: on
+			// a client of their own, they never take the other routes'.
+			streamRDB, err := redisconn.OpenPool(a.redisURL, limits.streams+8)
+			if err != nil {
+				return usageErr("--redis: %v", err)
+			}
+			defer streamRDB.Close()
+			streamAgg, err := aggregator.New(aggregator.Config{Client: streamRDB, Retention: a.retention})
+			if err != nil {
+				return systemErr(err)
+			}
 			srv, err := api.New(api.Config{
 				Redis: rdb, Aggregator: agg, Enqueuer: enq, Canceller: canceller,
-				Tokens: tokens, MaxBodyBytes: maxBody, MaxHosts: maxHosts,
+				StreamAggregator: streamAgg, MaxStreams: limits.streams, MaxStreamsPerToken: limits.streamsPerToken,
+				StreamWriteTimeout: limits.streamWrite,
+				Tokens:             tokens, MaxBodyBytes: maxBody, MaxHosts: maxHosts,
 				Policy: policy, CallbackPolicy: callbackPolicy, Retention: a.retention, Logger: a.logger,
 			})
 			if err != nil {
@@ -165,7 +180,10 @@ func (a *app) serveCommand() *cobra.Command {
 	fs.StringVar(&metrics, "metrics-addr", "", "serve Prometheus metrics (queues, batches, API requests) at http://ADDR/metrics")
 	callbacks.register(fs, "every worker")
 	fs.DurationVar(&limits.read, "read-timeout", 30*time.Second, "most time to read a request, body included (a slow client is cut off)")
-	fs.DurationVar(&limits.write, "write-timeout", time.Minute, "most time to write an answer; an event stream's writes get "+api.StreamWriteTimeout.String()+" each instead")
+	fs.DurationVar(&limits.write, "write-timeout", time.Minute, "most time to write an answer (an event stream's writes get --stream-write-timeout each instead)")
+	fs.DurationVar(&limits.streamWrite, "stream-write-timeout", api.DefaultStreamWriteTimeout, "most time for each write of an event stream: a client that reads nothing for that long is dropped")
+	fs.IntVar(&limits.streams, "max-streams", api.DefaultMaxStreams, "most event streams open at once (429 past it); each holds a Redis connection")
+	fs.IntVar(&limits.streamsPerToken, "max-streams-per-token", api.DefaultMaxStreamsPerToken, "most event streams one bearer token holds open at once (429 past it)")
 	fs.DurationVar(&limits.idle, "idle-timeout", 2*time.Minute, "how long an idle keep-alive connection stays open")
 	fs.IntVar(&limits.conns, "max-connections", 1000, "most connections served at once; more wait to be accepted (keep it below the open-file limit)")
 	a.retentionFlag(cmd)
@@ -176,6 +194,8 @@ func (a *app) serveCommand() *cobra.Command {
 
 // serverLimits bound what clients can hold of the API server.
 type serverLimits struct {
-	read, write, idle time.Duration
-	conns             int
+	read, write, idle        time.Duration
+	streamWrite              time.Duration
+	conns                    int
+	streams, streamsPerToken int
 }

@@ -1,0 +1,169 @@
+//go:build linux
+
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pingfleet/pingfleet/internal/testkit"
+)
+
+// Scenario 10: how the API answers submissions while many clients follow
+// a running batch's event stream, with serve's defaults: POST latency with
+// no stream, then with N of them, in the same run.
+func (b *bench) streamsLoad() error {
+	if err := b.flush(); err != nil {
+		return err
+	}
+	clients, posts := b.size(300, 20), b.size(200, 20)
+	port, err := testkit.FreePort()
+	if err != nil {
+		return err
+	}
+	api := "http://127.0.0.1:" + strconv.Itoa(port)
+	serve, err := start(b.bin, []string{"serve", "--redis", b.url, "--addr", "127.0.0.1:" + strconv.Itoa(port)})
+	if err != nil {
+		return err
+	}
+	defer serve.stop()
+	w, err := start(b.bin, []string{"worker", "--redis", b.url})
+	if err != nil {
+		return err
+	}
+	defer w.stop()
+	if err := waitListening("127.0.0.1:" + strconv.Itoa(port)); err != nil {
+		return err
+	}
+	// A batch that runs for the whole scenario, its results coming all
+	// the time: 400 hosts a second.
+	followed, err := postBatch(api, `{"hosts": ["127.0.48.0/20"], "options": {"count": 1, "batch_rate": 400}}`)
+	if err != nil {
+		return err
+	}
+	var rows [][]string
+	row := func(n int) error {
+		lat, err := postLatencies(api, posts)
+		if err != nil {
+			return err
+		}
+		rows = append(rows, []string{strconv.Itoa(n), ms(pct(lat, 50)), ms(pct(lat, 99)), ms(lat[len(lat)-1])})
+		return nil
+	}
+	if err := row(0); err != nil {
+		return err
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	opened, events := 0, 0
+	for range clients {
+		wg.Go(func() {
+			resp, err := http.Get(api + "/v1/batches/" + followed + "/events") //nolint:bodyclose // closed below, or on stop
+			if err != nil {
+				return
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return
+			}
+			mu.Lock()
+			opened++
+			mu.Unlock()
+			go func() { <-stop; resp.Body.Close() }()
+			sc := bufio.NewScanner(resp.Body)
+			for sc.Scan() {
+				if bytes.HasPrefix(sc.Bytes(), []byte("event: result")) {
+					mu.Lock()
+					events++
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	time.Sleep(2 * time.Second) // every client connected and reading
+	err = row(clients)
+	close(stop)
+	wg.Wait()
+	if err != nil {
+		return err
+	}
+	if opened < clients {
+		return fmt.Errorf("%d of %d event streams opened", opened, clients)
+	}
+	fmt.Printf("## 10. POST /v1/batches while clients follow a running batch's events (serve and worker defaults, %d sequential POSTs of one host each)\n\n", posts)
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 1, ' ', tabwriter.Debug)
+	fmt.Fprintln(tw, "event-stream clients\tPOST p50 ms\tp99 ms\tmax ms")
+	for _, r := range rows {
+		fmt.Fprintln(tw, r[0]+"\t"+r[1]+"\t"+r[2]+"\t"+r[3])
+	}
+	_ = tw.Flush()
+	fmt.Printf("\n(%d result events reached the clients meanwhile)\n\n", events)
+	return nil
+}
+
+func waitListening(addr string) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			return c.Close()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("serve not listening on %s: %w", addr, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func postBatch(api, body string) (string, error) {
+	resp, err := http.Post(api+"/v1/batches", "application/json", bytes.NewReader([]byte(body)))
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var v struct {
+		ID string `json:"id"`
+	}
+	if resp.StatusCode != http.StatusAccepted || json.Unmarshal(b, &v) != nil {
+		return "", fmt.Errorf("POST: %s %s", resp.Status, b)
+	}
+	return v.ID, nil
+}
+
+// postLatencies submits n one-host batches one after the other and returns
+// their latencies, sorted.
+func postLatencies(api string, n int) ([]time.Duration, error) {
+	lat := make([]time.Duration, 0, n)
+	for range n {
+		began := time.Now()
+		if _, err := postBatch(api, `{"hosts": ["127.0.0.1"], "options": {"count": 1}}`); err != nil {
+			return nil, err
+		}
+		lat = append(lat, time.Since(began))
+	}
+	slices.Sort(lat)
+	return lat, nil
+}
+
+// pct is the nearest-rank p-th percentile of sorted.
+func pct(sorted []time.Duration, p int) time.Duration {
+	i := (len(sorted)*p + 99) / 100
+	return sorted[max(i-1, 0)]
+}
+
+func ms(d time.Duration) string {
+	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 1, 64)
+}
