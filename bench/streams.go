@@ -167,3 +167,83 @@ func pct(sorted []time.Duration, p int) time.Duration {
 func ms(d time.Duration) string {
 	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 1, 64)
 }
+
+// Scenario 11: /healthz while 1,000 clients hold connections to serve,
+// half sending a request body a byte at a time, half idle after a
+// request (serve's defaults), against none, in the same run.
+func (b *bench) heldConnections() error {
+	held := b.size(1000, 50)
+	probes := b.size(200, 20)
+	port, err := testkit.FreePort()
+	if err != nil {
+		return err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	serve, err := start(b.bin, []string{"serve", "--redis", b.url, "--addr", addr})
+	if err != nil {
+		return err
+	}
+	defer serve.stop()
+	if err := waitListening(addr); err != nil {
+		return err
+	}
+	var rows [][]string
+	probe := func(n int) error {
+		lat := make([]time.Duration, 0, probes)
+		for range probes {
+			began := time.Now()
+			c, err := net.Dial("tcp", addr) // a new connection each: accept is what a flood holds up
+			if err != nil {
+				return err
+			}
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+			status, err := bufio.NewReader(c).ReadString('\n')
+			c.Close()
+			if err != nil || !bytes.Contains([]byte(status), []byte(" 200 ")) {
+				return fmt.Errorf("healthz with %d connections held: %q, %w", n, status, err)
+			}
+			lat = append(lat, time.Since(began))
+		}
+		slices.Sort(lat)
+		rows = append(rows, []string{strconv.Itoa(n), ms(pct(lat, 50)), ms(pct(lat, 99)), ms(lat[len(lat)-1])})
+		return nil
+	}
+	if err := probe(0); err != nil {
+		return err
+	}
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := range held {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("connection %d: %w", i, err)
+		}
+		conns = append(conns, c)
+		if i%2 == 0 { // a body promised, one byte sent
+			fmt.Fprintf(c, "POST /v1/batches HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{")
+			continue
+		}
+		// One request, then idle on a keep-alive connection.
+		fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+		if _, err := bufio.NewReader(c).ReadString('\n'); err != nil {
+			return fmt.Errorf("connection %d: %w", i, err)
+		}
+	}
+	if err := probe(held); err != nil {
+		return err
+	}
+	fmt.Printf("## 11. GET /healthz on a new connection while clients hold connections to serve (defaults: --max-connections from the open-file limit, --read-timeout 30s, --idle-timeout 2m; %d probes)\n\n", probes)
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 1, ' ', tabwriter.Debug)
+	fmt.Fprintln(tw, "connections held (half slow bodies, half idle)\thealthz p50 ms\tp99 ms\tmax ms")
+	for _, r := range rows {
+		fmt.Fprintln(tw, r[0]+"\t"+r[1]+"\t"+r[2]+"\t"+r[3])
+	}
+	_ = tw.Flush()
+	fmt.Println()
+	return nil
+}

@@ -47,7 +47,7 @@ type Capacity struct {
 // else its cgroup's, else the machine's RAM) and open-file limit.
 // goMemLimit is the limit set through GOMEMLIMIT, 0 if none.
 func MachineCapacity(goMemLimit int64) (Capacity, error) {
-	c := Capacity{Files: openFileLimit()}
+	c := Capacity{Files: OpenFileLimit()}
 	if goMemLimit > 0 {
 		c.Memory, c.MemorySource = goMemLimit, "GOMEMLIMIT"
 		return c, nil

@@ -4,7 +4,9 @@ package worker
 
 import "syscall"
 
-func openFileLimit() uint64 {
+// OpenFileLimit is the process's limit on open files (the soft limit,
+// which the Go runtime raises to the hard one), 0 if unknown.
+func OpenFileLimit() uint64 {
 	var l syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
 		return 0

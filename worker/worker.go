@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -64,6 +65,10 @@ type Config struct {
 	// for tasks again. If zero, DefaultTaskCheckInterval (asynq's 1 s
 	// default would add up to a second to every small batch).
 	TaskCheckInterval time.Duration
+	// RecoverInterval is how often the worker puts back in their queues
+	// the tasks of leases that ran out (a worker died or froze, Redis
+	// restarted); if zero, DefaultRecoverInterval. See Recoverer.
+	RecoverInterval time.Duration
 	// Logger receives the worker's and asynq's logs. If nil, slog.Default().
 	Logger *slog.Logger
 }
@@ -75,6 +80,9 @@ type Worker struct {
 	fetch  *fetchClient
 	mux    *asynq.ServeMux
 	logger *slog.Logger
+	// recoverer hands tasks of expired leases to the fleet again: one per
+	// process, whatever the number of asynq servers.
+	recoverer *Recoverer
 }
 
 // New returns a Worker for cfg. Call Run to start it.
@@ -99,6 +107,11 @@ func New(cfg Config) (*Worker, error) {
 		w.mux.Handle(tasks.TypeBatchCallback, cfg.Callbacks)
 	}
 	shards := cmp.Or(cfg.Shards, tasks.DefaultShards)
+	rec, err := NewRecoverer(RecovererConfig{Redis: cfg.Redis, Shards: shards, Interval: cfg.RecoverInterval, Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	w.recoverer = rec
 	interval := cmp.Or(cfg.TaskCheckInterval, DefaultTaskCheckInterval)
 	w.fetch = newFetchClient(cfg.Redis, interval)
 	for i := range servers {
@@ -176,6 +189,8 @@ func RetryDelay(n int, _ error, t *asynq.Task) time.Duration {
 // back to the queue. Call it once.
 func (w *Worker) Run(ctx context.Context) error {
 	w.fetch.StartPipe()
+	w.recoverer.Start()
+	defer w.recoverer.Close()
 	// Wake-up messages from enqueuers, until the servers have stopped.
 	wakes := w.rdb.Subscribe(context.WithoutCancel(ctx), tasks.WakeChannel)
 	heard := make(chan struct{})
@@ -221,19 +236,41 @@ func ID() string {
 	return h + ":" + strconv.Itoa(os.Getpid())
 }
 
-// asynqLogger sends asynq's logs to slog.
-type asynqLogger struct{ l *slog.Logger }
+// asynqLogger sends asynq's logs to slog. Its warnings and errors repeat
+// per task during an incident (a Redis outage: "Failed to extend lease
+// for tasks [...]" every 5 s from each server), so each kind is logged at
+// most once a minute, with the count of those held back.
+type asynqLogger struct {
+	l       *slog.Logger
+	limited *rateLimitedLog
+}
 
 // NewAsynqLogger returns an asynq.Logger that writes to l. Fatal logs at
 // error level and exits, as asynq expects.
 func NewAsynqLogger(l *slog.Logger) asynq.Logger {
-	return asynqLogger{l.With("component", "asynq")}
+	l = l.With("component", "asynq")
+	return asynqLogger{l, newRateLimitedLog(l, time.Minute)}
+}
+
+// logKind is what makes two of asynq's messages the same kind: the text
+// before any list of task IDs or addresses, at most 60 bytes of it.
+func logKind(msg string) string {
+	if i := strings.IndexAny(msg, "[{"); i >= 0 {
+		msg = msg[:i]
+	}
+	return msg[:min(len(msg), 60)]
 }
 
 func (a asynqLogger) Debug(args ...any) { a.l.Debug(fmt.Sprint(args...)) }
 func (a asynqLogger) Info(args ...any)  { a.l.Info(fmt.Sprint(args...)) }
-func (a asynqLogger) Warn(args ...any)  { a.l.Warn(fmt.Sprint(args...)) }
-func (a asynqLogger) Error(args ...any) { a.l.Error(fmt.Sprint(args...)) }
+func (a asynqLogger) Warn(args ...any) {
+	msg := fmt.Sprint(args...)
+	a.limited.log(slog.LevelWarn, logKind(msg), msg)
+}
+func (a asynqLogger) Error(args ...any) {
+	msg := fmt.Sprint(args...)
+	a.limited.log(slog.LevelError, logKind(msg), msg)
+}
 func (a asynqLogger) Fatal(args ...any) {
 	a.l.Error(fmt.Sprint(args...))
 	os.Exit(1)

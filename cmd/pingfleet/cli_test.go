@@ -630,3 +630,17 @@ func TestRunLoop(t *testing.T) {
 		}
 	}
 }
+
+// serve accepts by default as many connections as its open-file limit
+// leaves, so that a flood of idle clients makes accept wait, not fail.
+func TestDefaultMaxConnections(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		files uint64
+		want  int
+	}{{0, 1000}, {1024, 1000}, {4096, 2996}, {20000, 18900}, {1 << 20, 100000}, {1 << 62, 100000}} {
+		if got := defaultMaxConnections(tc.files); got != tc.want {
+			t.Errorf("defaultMaxConnections(%d) = %d; want %d", tc.files, got, tc.want)
+		}
+	}
+}

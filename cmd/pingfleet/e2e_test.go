@@ -300,46 +300,72 @@ func TestE2EReenqueueAddsNoTasks(t *testing.T) {
 	checkExactlyOnce(t, hosts, results, sum, aggregator.StatusUp)
 }
 
-// A worker killed mid-batch: asynq hands its tasks to the other worker
-// once their lease expires (30 s after its last heartbeat, found by a
-// recoverer that runs every minute), and each host is still counted once.
+// A worker killed (SIGKILL) or frozen (SIGSTOP) mid-batch: its tasks in
+// flight go to another worker once their leases run out (30 s after its
+// last heartbeat, found within seconds by the workers' recoverers), each
+// host is counted once, and the batch completes within 45 s of the fault
+// plus a ping's time (the bound). A frozen worker that comes back
+// later records nothing twice.
 func TestE2EWorkerKilled(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t)
-	victim := startWorker(t, srv.URL(), "--concurrency", "40")
-	startWorker(t, srv.URL(), "--concurrency", "40")
-
-	hosts := loopbackHosts(300, 100)
-	r := runBinary(t, hosts, "enqueue", "--redis", srv.URL(), "-", "--count", "3", "-p", "1s", "--batch-id", "killed")
-	if r.code != ExitOK {
-		t.Fatalf("enqueue: exit %d\n%s", r.code, r.stderr)
+	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGSTOP} {
+		t.Run(sig.String(), func(t *testing.T) {
+			t.Parallel()
+			srv := redistest.Start(t)
+			// Alone at first, so that every task in flight when it stops is its.
+			victim := startWorker(t, srv.URL(), "--concurrency", "40")
+			hosts := loopbackHosts(300, 100)
+			id := map[syscall.Signal]string{syscall.SIGKILL: "killed", syscall.SIGSTOP: "frozen"}[sig]
+			r := runBinary(t, hosts, "enqueue", "--redis", srv.URL(), "-", "--count", "3", "-p", "1s", "--batch-id", id)
+			if r.code != ExitOK {
+				t.Fatalf("enqueue: exit %d\n%s", r.code, r.stderr)
+			}
+			rdb := srv.Client()
+			testkit.Eventually(t, time.Minute, func() bool {
+				done, _ := rdb.HGet(context.Background(), aggregator.Keys(id)[0], "done").Int()
+				return done >= 60
+			})
+			startWorker(t, srv.URL(), "--concurrency", "40")
+			if err := victim.cmd.Process.Signal(sig); err != nil {
+				t.Fatal(err)
+			}
+			faulted := time.Now()
+			if sig == syscall.SIGSTOP {
+				defer func() { _ = victim.cmd.Process.Signal(syscall.SIGCONT) }()
+			}
+			w := runBinary(t, "", "wait", id, "--redis", srv.URL(), "-o", "ndjson")
+			took := time.Since(faulted)
+			if w.code != ExitOK {
+				t.Fatalf("wait: exit %d\n%s", w.code, w.stderr)
+			}
+			results, sum := ndjsonReport(t, w.stdout)
+			checkExactlyOnce(t, hosts, results, sum, aggregator.StatusUp)
+			retried := 0
+			for _, res := range results {
+				if res.Attempts > 1 {
+					retried++
+				}
+			}
+			if retried == 0 {
+				t.Errorf("no result came from a recovered task; the fault hit no task in flight")
+			}
+			t.Logf("%s: %d hosts recovered from the stopped worker; the batch completed %s after the fault", sig, retried, took.Round(100*time.Millisecond))
+			if bound := 45*time.Second + 3*time.Second; took > bound {
+				t.Errorf("the batch completed %s after the fault; want within %s (45 s and a host's -c 3 -p 1s)", took.Round(100*time.Millisecond), bound)
+			}
+			if sig == syscall.SIGSTOP {
+				// Back, the frozen worker finishes its pings: they are
+				// duplicates now, and change nothing.
+				_ = victim.cmd.Process.Signal(syscall.SIGCONT)
+				time.Sleep(4 * time.Second)
+				again := runBinary(t, "", "status", id, "--redis", srv.URL(), "-o", "json")
+				var s aggregator.Summary
+				if err := json.Unmarshal([]byte(again.stdout), &s); err != nil || s.Done != 300 || s.Up != 300 {
+					t.Errorf("after SIGCONT: %+v (%v); want 300 done, 300 up, as before", s, err)
+				}
+			}
+		})
 	}
-	rdb := srv.Client()
-	testkit.Eventually(t, time.Minute, func() bool {
-		done, _ := rdb.HGet(context.Background(), aggregator.Keys("killed")[0], "done").Int()
-		return done >= 60
-	})
-	if err := victim.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	<-victim.done
-
-	w := runBinary(t, "", "wait", "killed", "--redis", srv.URL(), "-o", "ndjson")
-	if w.code != ExitOK {
-		t.Fatalf("wait: exit %d\n%s", w.code, w.stderr)
-	}
-	results, sum := ndjsonReport(t, w.stdout)
-	checkExactlyOnce(t, hosts, results, sum, aggregator.StatusUp)
-	retried := 0
-	for _, res := range results {
-		if res.Attempts > 1 {
-			retried++
-		}
-	}
-	if retried == 0 {
-		t.Errorf("no result came from a recovered task; the kill hit no task in flight")
-	}
-	t.Logf("%d hosts were recovered from the killed worker", retried)
 }
 
 // Unprivileged ICMP sockets are allowed per network namespace by
@@ -638,6 +664,40 @@ func TestE2EWaitAcrossRedisRestart(t *testing.T) {
 	}
 	if log := p.stderr.String(); !strings.Contains(log, "Redis does not answer") || !strings.Contains(log, "Redis answers again") {
 		t.Errorf("stderr does not tell the outage:\n%s", log)
+	}
+}
+
+// Redis killed (SIGKILL) mid-batch and started again on its append-only
+// file: the workers ride it out, the tasks the outage stranded (their
+// results not recorded, their leases gone stale) are pinged again, each
+// host is counted once, and the batch completes within 45 s of Redis
+// answering again (the bound), with a 10 s outage.
+func TestE2ERedisKilledMidBatch(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, "--appendonly", "yes", "--appendfsync", "always")
+	startWorker(t, srv.URL(), "--concurrency", "50")
+	startWorker(t, srv.URL(), "--concurrency", "50")
+	hosts := loopbackHosts(600, 140)
+	if r := runBinary(t, hosts, "enqueue", "--redis", srv.URL(), "-", "-c", "2", "-p", "500ms", "--batch-id", "outage"); r.code != ExitOK {
+		t.Fatalf("enqueue: exit %d\n%s", r.code, r.stderr)
+	}
+	rdb := srv.Client()
+	testkit.Eventually(t, time.Minute, func() bool {
+		done, _ := rdb.HGet(context.Background(), aggregator.Keys("outage")[0], "done").Int()
+		return done >= 100
+	}, "a sixth of the batch done")
+	srv.Restart(10 * time.Second)
+	back := time.Now()
+	w := runBinary(t, "", "wait", "outage", "--redis", srv.URL(), "-o", "ndjson")
+	took := time.Since(back)
+	if w.code != ExitOK {
+		t.Fatalf("wait: exit %d\n%s", w.code, w.stderr)
+	}
+	results, sum := ndjsonReport(t, w.stdout)
+	checkExactlyOnce(t, hosts, results, sum, aggregator.StatusUp)
+	t.Logf("the batch completed %s after Redis answered again", took.Round(100*time.Millisecond))
+	if took > 45*time.Second {
+		t.Errorf("the batch completed %s after Redis answered again; want within 45 s", took.Round(100*time.Millisecond))
 	}
 }
 

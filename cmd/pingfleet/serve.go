@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -185,7 +186,7 @@ func (a *app) serveCommand() *cobra.Command {
 	fs.IntVar(&limits.streams, "max-streams", api.DefaultMaxStreams, "most event streams open at once (429 past it); each holds a Redis connection")
 	fs.IntVar(&limits.streamsPerToken, "max-streams-per-token", api.DefaultMaxStreamsPerToken, "most event streams one bearer token holds open at once (429 past it)")
 	fs.DurationVar(&limits.idle, "idle-timeout", 2*time.Minute, "how long an idle keep-alive connection stays open")
-	fs.IntVar(&limits.conns, "max-connections", 1000, "most connections served at once; more wait to be accepted (keep it below the open-file limit)")
+	fs.IntVar(&limits.conns, "max-connections", defaultMaxConnections(worker.OpenFileLimit()), "most connections served at once; more wait to be accepted (default: the open-file limit less "+strconv.Itoa(reservedFiles)+" for Redis and the rest, from 1000 to 100000)")
 	a.retentionFlag(cmd)
 	a.shardsFlag(cmd)
 	a.pprofFlag(cmd)
@@ -193,6 +194,23 @@ func (a *app) serveCommand() *cobra.Command {
 }
 
 // serverLimits bound what clients can hold of the API server.
+// reservedFiles are the open files serve keeps for other uses than client
+// connections: Redis connections (the event streams hold one each, up to
+// --max-streams), logs, the metrics listener.
+const reservedFiles = 1100
+
+// defaultMaxConnections is the most connections serve accepts at once by
+// default: what the open-file limit leaves (so that a flood of idle or
+// slow clients makes accept wait rather than fail with "too many open
+// files"), at least 1000 and at most 100,000; 1000 if the limit is
+// unknown.
+func defaultMaxConnections(openFiles uint64) int {
+	if openFiles == 0 {
+		return 1000
+	}
+	return max(1000, min(100000, int(min(openFiles, 1<<20))-reservedFiles))
+}
+
 type serverLimits struct {
 	read, write, idle        time.Duration
 	streamWrite              time.Duration
