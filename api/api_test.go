@@ -58,7 +58,7 @@ func setup(t *testing.T, mod func(*api.Config)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	canceller, err := notify.NewCanceller(notify.CancellerConfig{Aggregator: agg, Notifier: notifier, Inspector: asynq.NewInspectorFromRedisClient(rdb)})
+	canceller, err := notify.NewCanceller(notify.CancellerConfig{Aggregator: agg, Notifier: notifier, Client: rdb})
 	if err != nil {
 		t.Fatal(err)
 	}

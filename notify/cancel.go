@@ -5,21 +5,20 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
-
-	"github.com/hibiken/asynq"
 
 	"github.com/pingfleet/pingfleet/aggregator"
 	"github.com/pingfleet/pingfleet/tasks"
+	"github.com/redis/go-redis/v9"
 )
 
 // CancellerConfig configures a Canceller.
 type CancellerConfig struct {
 	Aggregator *aggregator.Aggregator // required
 	Notifier   *Notifier              // required
-	// Inspector deletes the cancelled batch's queued tasks. If nil, they
-	// stay queued and workers skip them when they come up.
-	Inspector *asynq.Inspector
+	// Client deletes the cancelled batch's queued tasks, in asynq's
+	// layout. If nil, they stay queued and workers skip them when they
+	// come up.
+	Client redis.UniversalClient
 	// Shards is the number of ping queues the batches were enqueued on.
 	// If zero, tasks.DefaultShards.
 	Shards int
@@ -92,25 +91,68 @@ func (c *Canceller) Cancel(ctx context.Context, id string) (aggregator.Summary, 
 	return sum, nil
 }
 
-// deleteQueued deletes the queued tasks of the hosts of id that were never
-// pinged. Tasks running now finish, and their results are not counted.
+// deleteQueued deletes the queued tasks of batch id (pending, scheduled or
+// waiting for a retry): one script per ping queue, which finds them by
+// their task IDs ("<batch>/<host>"), rather than a call per host. Tasks
+// running now finish, and their results are not counted.
 func (c *Canceller) deleteQueued(ctx context.Context, id string) error {
-	if c.cfg.Inspector == nil {
+	if c.cfg.Client == nil {
 		return nil
 	}
-	return c.cfg.Aggregator.Results(ctx, id, func(res aggregator.Result) error {
-		err := c.cfg.Inspector.DeleteTask(tasks.Queue(res.Host, c.cfg.Shards), tasks.TaskID(id, res.Host))
-		switch {
-		case err == nil, errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound), isActive(err):
-			return nil
+	var errs []error
+	deleted := 0
+	for q := range tasks.Queues(c.cfg.Shards) {
+		base := "asynq:{" + q + "}"
+		n, err := deleteBatchScript.Run(ctx, c.cfg.Client, []string{base + ":pending", base + ":scheduled", base + ":retry"},
+			tasks.TaskID(id, ""), base+":t:").Int()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("queue %s: %w", q, err))
 		}
-		return err
-	}, aggregator.StatusCancelled)
+		deleted += n
+	}
+	c.cfg.Logger.Debug("cancel: queued tasks deleted", "batch", id, "tasks", deleted)
+	return errors.Join(errs...)
 }
 
-// isActive reports whether DeleteTask refused a task because a worker runs
-// it. asynq (v0.26) exports no error for that, only this text; the test
-// TestCancelRunningTask checks that it still says so.
-func isActive(err error) bool {
-	return strings.Contains(err.Error(), "in active state")
-}
+// deleteBatchScript deletes from one queue every task of one batch that
+// waits there (asynq's DeleteTask, for many): the pending list keeps the
+// others in their order, the scheduled and retry sets lose the batch's,
+// and their hashes go.
+//
+// KEYS[1] -> asynq:{<queue>}:pending
+// KEYS[2] -> asynq:{<queue>}:scheduled
+// KEYS[3] -> asynq:{<queue>}:retry
+// --
+// ARGV[1] -> the batch's task ID prefix, "<batch>/"
+// ARGV[2] -> the queue's task key prefix
+//
+// Returns how many tasks it deleted.
+var deleteBatchScript = redis.NewScript(`
+local p, n = ARGV[1], 0
+local function mine(id) return string.sub(id, 1, #p) == p end
+local keep = {}
+for _, id in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  if mine(id) then
+    redis.call('DEL', ARGV[2] .. id)
+    n = n + 1
+  else
+    keep[#keep + 1] = id
+  end
+end
+if n > 0 then
+  redis.call('DEL', KEYS[1])
+  for i = 1, #keep, 4000 do
+    redis.call('RPUSH', KEYS[1], unpack(keep, i, math.min(i + 3999, #keep)))
+  end
+end
+for k = 2, 3 do
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[k], 0, -1)) do
+    if mine(id) then
+      redis.call('ZREM', KEYS[k], id)
+      redis.call('DEL', ARGV[2] .. id)
+      n = n + 1
+    end
+  end
+end
+return n
+`)

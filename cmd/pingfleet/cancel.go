@@ -67,7 +67,7 @@ func (a *app) lifecycle(rdb redis.UniversalClient, agg *aggregator.Aggregator) (
 		return nil, nil, systemErr(err)
 	}
 	canceller, err := notify.NewCanceller(notify.CancellerConfig{
-		Aggregator: agg, Notifier: notifier, Inspector: asynq.NewInspectorFromRedisClient(rdb),
+		Aggregator: agg, Notifier: notifier, Client: rdb,
 		Shards: a.shards, Logger: a.logger,
 	})
 	if err != nil {
