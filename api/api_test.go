@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -868,5 +869,54 @@ func TestCallbackToLoopbackRefused(t *testing.T) {
 	}
 	if n := e.rdb.DBSize(context.Background()).Val(); n != keys {
 		t.Errorf("refused submissions left %d keys", n-keys)
+	}
+}
+
+// With Redis full (maxmemory, noeviction): /readyz says so, and cancelling
+// a big batch frees memory rather than adding any: the final state is a
+// few counters, the hosts never pinged are derived from the pending set,
+// and the batch's queued tasks go.
+func TestCancelWithRedisFull(t *testing.T) {
+	t.Parallel()
+	e := setup(t, func(c *api.Config) { c.MaxHosts = 70000 })
+	ctx := context.Background()
+	cr := e.create(`{"hosts": ["127.2.0.0/16"]}`) // 65,534 hosts, all queued: no worker
+	used := func() int64 {
+		info := e.rdb.Info(ctx, "memory").Val()
+		for _, line := range strings.Split(info, "\r\n") {
+			if v, ok := strings.CutPrefix(line, "used_memory:"); ok {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				return n
+			}
+		}
+		t.Fatal("no used_memory")
+		return 0
+	}
+	// Full: writes refused from here on.
+	if err := e.rdb.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.rdb.ConfigSet(ctx, "maxmemory", strconv.FormatInt(used(), 10)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := e.do("GET", "/readyz", ""); code != http.StatusServiceUnavailable {
+		t.Errorf("readyz with Redis full: %d %s; want 503", code, body)
+	}
+	if code, body := e.do("POST", "/v1/batches", `{"hosts": ["127.0.0.1"]}`); code != http.StatusServiceUnavailable {
+		t.Errorf("POST with Redis full: %d %s; want 503 (Redis's trouble, not the client's)", code, body)
+	}
+	before := used()
+	code, body := e.do("DELETE", "/v1/batches/"+cr.ID, "")
+	after := used()
+	t.Logf("cancel with Redis full: %d; used_memory %d -> %d bytes", code, before, after)
+	if code != http.StatusOK {
+		t.Fatalf("DELETE with Redis full: %d %s; want 200", code, body)
+	}
+	if after > before+8<<10 {
+		t.Errorf("the cancel added %d bytes to a full Redis; want a few KB at most", after-before)
+	}
+	s, err := e.agg.Summary(ctx, cr.ID)
+	if err != nil || s.State != aggregator.StateCancelled || s.Cancelled != cr.Total {
+		t.Errorf("after the cancel: %+v, %v; want %d cancelled", s, err, cr.Total)
 	}
 }
