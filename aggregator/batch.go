@@ -147,6 +147,9 @@ type Summary struct {
 	Options     tasks.PingOptions `json:"options"`
 	Labels      map[string]string `json:"labels,omitempty"`
 	CallbackURL string            `json:"callback_url,omitempty"`
+	// Cleaning says the tasks still queued of a cancelled or expired batch
+	// are being deleted (see CleanedUp): workers skip them meanwhile.
+	Cleaning bool `json:"cleaning,omitempty"`
 }
 
 // Completed reports whether the batch has reached a final state.

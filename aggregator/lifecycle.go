@@ -57,6 +57,9 @@ type OpenBatch struct {
 	Idle        time.Duration
 	Progress    time.Time
 	CallbackURL string
+	// Cleanup means the batch is final and its queued tasks may not all
+	// be deleted yet: whoever finalized it died before, or is at it.
+	Cleanup bool
 	// Gone means the batch's keys expired: drop it from the index.
 	Gone bool
 }
@@ -70,7 +73,7 @@ func (a *Aggregator) OpenBatches(ctx context.Context, limit int) ([]OpenBatch, e
 	cmds := make([]*redis.SliceCmd, len(zs))
 	_, err = a.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, z := range zs {
-			cmds[i] = p.HMGet(ctx, metaKey(z.Member.(string)), "state", "callback", "idle", "progress", "created")
+			cmds[i] = p.HMGet(ctx, metaKey(z.Member.(string)), "state", "callback", "idle", "progress", "created", "cleanup")
 		}
 		return nil
 	})
@@ -91,10 +94,18 @@ func (a *Aggregator) OpenBatches(ctx context.Context, limit int) ([]OpenBatch, e
 		if progress == 0 {
 			progress = num(v[4])
 		}
-		out[i] = OpenBatch{ID: z.Member.(string), State: State(st), Deadline: time.UnixMilli(int64(z.Score)).UTC(), CallbackURL: cb, Gone: v[0] == nil,
+		out[i] = OpenBatch{ID: z.Member.(string), State: State(st), Deadline: time.UnixMilli(int64(z.Score)).UTC(), CallbackURL: cb, Gone: v[0] == nil, Cleanup: v[5] != nil,
 			Idle: time.Duration(num(v[2])) * time.Millisecond, Progress: time.UnixMilli(progress).UTC()}
 	}
 	return out, nil
+}
+
+// CleanedUp records that batch id's queued tasks are deleted.
+func (a *Aggregator) CleanedUp(ctx context.Context, id string) error {
+	if err := a.rdb.HDel(ctx, metaKey(id), "cleanup").Err(); err != nil {
+		return fmt.Errorf("batch %s cleaned up: %w", id, err)
+	}
+	return nil
 }
 
 // Close removes batch id from the open batches: it is final and its

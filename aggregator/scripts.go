@@ -207,8 +207,9 @@ return out
 
 // finalizeScript ends a batch that is not final yet, cancelled or expired:
 // its hosts still pending are counted under the status of that state (a
-// host without a result in a cancelled batch is cancelled), and the event
-// stream gets the final event.
+// host without a result in a cancelled batch is cancelled), the event
+// stream gets the final event, and the batch is marked for the clean-up
+// of its queued tasks (field cleanup, until CleanedUp).
 //
 // KEYS[1] -> pingfleet:{<id>}:meta
 // KEYS[2] -> pingfleet:{<id>}:pending
@@ -230,7 +231,7 @@ redis.call('UNLINK', KEYS[2])
 local counted = tonumber(redis.call('HGET', KEYS[1], 'done'))
 redis.call('HINCRBY', KEYS[1], ARGV[3], left)
 redis.call('HINCRBY', KEYS[1], 'done', left)
-redis.call('HSET', KEYS[1], 'state', ARGV[1], 'finished', ARGV[2], 'fseq', counted + 1)
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'finished', ARGV[2], 'fseq', counted + 1, 'cleanup', ARGV[2])
 if ARGV[4] ~= '0' then
   redis.call('XADD', KEYS[3], '0-' .. (counted + 1), 't', ARGV[1])
   redis.call('XTRIM', KEYS[3], 'MAXLEN', ARGV[4])

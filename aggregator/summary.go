@@ -96,6 +96,7 @@ func parseMeta(m map[string]string) (Summary, error) {
 	s.Created, s.Started, s.Finished = ms("created"), ms("started"), ms("finished")
 	s.Deadline = ms("deadline")
 	s.CallbackURL = m["callback"]
+	s.Cleaning = m["cleanup"] != ""
 	if err != nil {
 		return Summary{}, err
 	}

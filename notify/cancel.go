@@ -82,13 +82,26 @@ func (c *Canceller) Cancel(ctx context.Context, id string) (aggregator.Summary, 
 		}
 		return sum, nil
 	}
-	if err := c.deleteQueued(ctx, id); err != nil {
-		c.cfg.Logger.Warn("cancel: some queued tasks not deleted (workers will skip them)", "batch", id, "error", err)
+	if err := c.cleanUp(ctx, id); err != nil {
+		c.cfg.Logger.Warn("cancel: some queued tasks not deleted yet (workers skip them; a janitor will go on)", "batch", id, "error", err)
 	}
 	if err := c.cfg.Notifier.Finished(ctx, id, sum.CallbackURL); err != nil {
 		c.cfg.Logger.Warn("cancel: callback not handed over yet (the janitor will)", "batch", id, "error", err)
 	}
 	return sum, nil
+}
+
+// cleanUp deletes batch id's queued tasks, then records it is done: until
+// then the batch says it is cleaning, and a janitor in any process takes
+// the job over if this one stops half-way (it is idempotent).
+func (c *Canceller) cleanUp(ctx context.Context, id string) error {
+	if c.cfg.Client == nil {
+		return nil
+	}
+	if err := c.deleteQueued(ctx, id); err != nil {
+		return err
+	}
+	return c.cfg.Aggregator.CleanedUp(ctx, id)
 }
 
 // deleteQueued deletes the queued tasks of batch id (pending, scheduled or

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/pingfleet/pingfleet/aggregator"
 )
 
@@ -18,6 +20,7 @@ import (
 type Janitor struct {
 	agg      *aggregator.Aggregator
 	notifier *Notifier
+	cleaner  *Canceller // deletes the queued tasks of final batches
 	interval time.Duration
 	now      func() time.Time
 	logger   *slog.Logger
@@ -27,6 +30,12 @@ type Janitor struct {
 type JanitorConfig struct {
 	Aggregator *aggregator.Aggregator // required
 	Notifier   *Notifier              // required
+	// Client and Shards let it delete the queued tasks of the batches it
+	// expires, and finish the clean-up of cancelled ones whose canceller
+	// stopped half-way. If Client is nil, those tasks stay queued (workers
+	// ping them, uncounted).
+	Client redis.UniversalClient
+	Shards int
 	// Interval is the time between sweeps. If zero, DefaultJanitorInterval.
 	Interval time.Duration
 	Logger   *slog.Logger // if nil, slog.Default()
@@ -40,7 +49,12 @@ func NewJanitor(cfg JanitorConfig) (*Janitor, error) {
 	if cfg.Interval < 0 {
 		return nil, fmt.Errorf("notify: janitor interval %s", cfg.Interval)
 	}
-	return &Janitor{agg: cfg.Aggregator, notifier: cfg.Notifier, interval: cmp.Or(cfg.Interval, DefaultJanitorInterval), now: time.Now, logger: cmp.Or(cfg.Logger, slog.Default())}, nil
+	logger := cmp.Or(cfg.Logger, slog.Default())
+	cleaner, err := NewCanceller(CancellerConfig{Aggregator: cfg.Aggregator, Notifier: cfg.Notifier, Client: cfg.Client, Shards: cfg.Shards, Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	return &Janitor{agg: cfg.Aggregator, notifier: cfg.Notifier, cleaner: cleaner, interval: cmp.Or(cfg.Interval, DefaultJanitorInterval), now: time.Now, logger: logger}, nil
 }
 
 // Run sweeps until ctx ends.
@@ -84,14 +98,22 @@ func (j *Janitor) Sweep(ctx context.Context) error {
 			if err == nil {
 				if acted {
 					j.logger.Warn("batch expired", "batch", b.ID, "deadline", b.Deadline)
+					err = j.cleaner.cleanUp(ctx, b.ID) // its hosts left are expired: none is to be pinged
 				}
-				err = j.notifier.Finished(ctx, b.ID, b.CallbackURL)
+				if err == nil {
+					err = j.notifier.Finished(ctx, b.ID, b.CallbackURL)
+				}
 			}
 		case b.State.Final():
 			var s aggregator.Summary
 			s, err = j.agg.Summary(ctx, b.ID)
 			if err == nil && now.Sub(s.Finished) > finalGrace {
-				err = j.notifier.Finished(ctx, b.ID, b.CallbackURL)
+				if b.Cleanup { // whoever finalized it stopped before the end
+					err = j.cleaner.cleanUp(ctx, b.ID)
+				}
+				if err == nil {
+					err = j.notifier.Finished(ctx, b.ID, b.CallbackURL)
+				}
 			}
 		}
 		if err != nil {

@@ -2,110 +2,70 @@ package notify
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
 
 	"github.com/pingfleet/pingfleet/aggregator"
+	"github.com/pingfleet/pingfleet/enqueuer"
 	"github.com/pingfleet/pingfleet/internal/redistest"
-	"github.com/pingfleet/pingfleet/tasks"
+	"github.com/pingfleet/pingfleet/internal/testkit"
 )
 
-// A batch without a deadline of its own expires only once its results stop
-// coming for the idle timeout; one with a deadline expires at it, results
-// or not.
-func TestDeadlineFollowsProgress(t *testing.T) {
+// The janitor deletes the queued tasks of the batches it expires, and
+// finishes the clean-up of a cancelled batch whose canceller stopped
+// before deleting them (a process killed mid-DELETE): until then the
+// batch says it is cleaning.
+func TestJanitorCleansUp(t *testing.T) {
 	t.Parallel()
-	rdb := redistest.Start(t).Client()
+	srv := redistest.Start(t)
+	rdb := srv.Client()
+	st := testkit.NewStore(t, rdb, aggregator.Config{})
+	notifier, err := NewNotifier(NotifierConfig{Client: asynq.NewClientFromRedisClient(rdb), Aggregator: st.Aggregator, Retention: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := NewJanitor(JanitorConfig{Aggregator: st.Aggregator, Notifier: notifier, Client: rdb, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
-	start := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
-	var mu sync.Mutex
-	clock := start
-	now := func() time.Time {
-		mu.Lock()
-		defer mu.Unlock()
-		return clock
+	hosts := make([]string, 500)
+	for i := range hosts {
+		hosts[i] = fmt.Sprintf("127.0.%d.%d", 30+i/250, 1+i%250)
 	}
-	at := func(d time.Duration) {
-		mu.Lock()
-		clock = start.Add(d)
-		mu.Unlock()
-	}
-	agg, err := aggregator.New(aggregator.Config{Client: rdb, Now: now})
-	if err != nil {
+	// One batch past its deadline, one cancelled by a canceller that died
+	// right after the batch became final.
+	if _, err := st.Enqueuer.Submit(ctx, enqueuer.Batch{ID: "late", Hosts: hosts[:250], Deadline: time.Now().Add(time.Millisecond)}); err != nil {
 		t.Fatal(err)
 	}
-	notifier, err := NewNotifier(NotifierConfig{Client: asynq.NewClientFromRedisClient(rdb), Aggregator: agg})
-	if err != nil {
+	if _, err := st.Enqueuer.Submit(ctx, enqueuer.Batch{ID: "orphan", Hosts: hosts[250:]}); err != nil {
 		t.Fatal(err)
 	}
-	j, err := NewJanitor(JanitorConfig{Aggregator: agg, Notifier: notifier, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
+	if n := st.Queued(t); n != 500 {
+		t.Fatalf("%d tasks queued; want 500", n)
+	}
+	if _, err := st.Aggregator.Finalize(ctx, "orphan", aggregator.StateCancelled); err != nil {
 		t.Fatal(err)
 	}
-	j.now = now
-	opts := tasks.PingOptions{Count: 1}
-	idle := aggregator.IdleTimeout(opts) // 5 min and one ping time
-	hosts := []string{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"}
-	for _, b := range []aggregator.Batch{
-		{ID: "draining", Hosts: hosts, Options: opts},
-		{ID: "fixed", Hosts: hosts, Options: opts, Deadline: start.Add(6 * time.Minute)},
-	} {
-		if _, err := agg.Create(ctx, b); err != nil {
-			t.Fatal(err)
-		}
+	if s, _ := st.Aggregator.Summary(ctx, "orphan"); !s.Cleaning {
+		t.Errorf("a cancelled batch whose tasks are queued: cleaning %v; want true", s.Cleaning)
 	}
-	record := func(id, host string) {
-		t.Helper()
-		if _, err := agg.Record(ctx, id, aggregator.Result{Host: host, Status: aggregator.StatusUp, Sent: 1, Received: 1, RTTAvg: 1}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	state := func(id string) aggregator.State {
-		t.Helper()
-		s, err := agg.Summary(ctx, id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s.State
-	}
-	// A result every four minutes: slower than the first deadline
-	// (5 min + one ping time per 1,000 hosts), faster than the idle timeout.
-	for i, host := range hosts[:3] {
-		at(time.Duration(4*(i+1)) * time.Minute)
-		record("draining", host)
-		record("fixed", host)
-		at(time.Duration(4*(i+1))*time.Minute + 3*time.Minute)
-		if err := j.Sweep(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if got := state("draining"); got != aggregator.StateRunning && got != aggregator.StateEnqueuing {
-			t.Fatalf("after %d results, 3 min after the last: the draining batch is %s", i+1, got)
-		}
-	}
-	if got := state("fixed"); got != aggregator.StateExpired {
-		t.Errorf("the batch with a deadline of its own is %s past it; want expired", got)
-	}
-	// Then no result: the batch expires once idle for the timeout.
-	at(12*time.Minute + idle - time.Second)
+	time.Sleep(5 * time.Millisecond)
+	j.now = func() time.Time { return time.Now().Add(time.Minute) } // past the canceller's grace
 	if err := j.Sweep(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := state("draining"); got == aggregator.StateExpired {
-		t.Fatalf("expired %s before its idle timeout", time.Second)
+	if n := st.Queued(t); n != 0 {
+		t.Errorf("%d tasks still queued after the janitor's sweep; want none", n)
 	}
-	at(12*time.Minute + idle + time.Second)
-	if err := j.Sweep(ctx); err != nil {
-		t.Fatal(err)
-	}
-	s, err := agg.Summary(ctx, "draining")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.State != aggregator.StateExpired || s.Up != 3 || s.Expired != 1 {
-		t.Errorf("idle batch: %+v; want expired with 3 up and 1 expired", s)
+	for _, id := range []string{"late", "orphan"} {
+		s, err := st.Aggregator.Summary(ctx, id)
+		if err != nil || !s.State.Final() || s.Cleaning {
+			t.Errorf("batch %s after the sweep: %+v, %v; want final, cleaned up", id, s, err)
+		}
 	}
 }

@@ -80,6 +80,11 @@ func TestGoldenResults(t *testing.T) {
 	if _, err := agg.Finalize(ctx, "golden-expired", aggregator.StateExpired); err != nil {
 		t.Fatal(err)
 	}
+	for _, id := range ids[1:] { // as their canceller and janitor do once the queued tasks are gone
+		if err := agg.CleanedUp(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
 	type output struct {
 		args []string
 		file string

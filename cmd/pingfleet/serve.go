@@ -142,7 +142,7 @@ func (a *app) serveCommand() *cobra.Command {
 			// Requests (event streams above all) end when the server stops.
 			hs.BaseContext = func(net.Listener) context.Context { return gctx }
 			if janitor {
-				j, err := notify.NewJanitor(notify.JanitorConfig{Aggregator: agg, Notifier: notifier, Logger: a.logger})
+				j, err := notify.NewJanitor(notify.JanitorConfig{Aggregator: agg, Notifier: notifier, Client: rdb, Shards: a.shards, Logger: a.logger})
 				if err != nil {
 					return systemErr(err)
 				}

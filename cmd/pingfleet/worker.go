@@ -183,7 +183,7 @@ func (a *app) startWorker(ctx context.Context, g *errgroup.Group, w *workerFlags
 		sender = s
 	}
 	if w.janitor {
-		j, err := notify.NewJanitor(notify.JanitorConfig{Aggregator: agg, Notifier: notifier, Logger: a.logger})
+		j, err := notify.NewJanitor(notify.JanitorConfig{Aggregator: agg, Notifier: notifier, Client: rdb, Shards: a.shards, Logger: a.logger})
 		if err != nil {
 			return systemErr(err)
 		}
