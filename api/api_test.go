@@ -63,6 +63,7 @@ func setup(t *testing.T, mod func(*api.Config)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(canceller.Close)
 	cfg := api.Config{
 		Redis: rdb, Aggregator: agg, Enqueuer: enq, Canceller: canceller, Tokens: []string{token},
 		MaxHosts: 6000, Logger: slog.New(slog.DiscardHandler),

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
+	"time"
 
 	"github.com/pingfleet/pingfleet/aggregator"
 	"github.com/pingfleet/pingfleet/tasks"
@@ -30,7 +32,8 @@ type CancellerConfig struct {
 // step, its hosts not yet pinged count as cancelled (never as up), their
 // queued tasks are deleted, and its callback is handed over once.
 type Canceller struct {
-	cfg CancellerConfig
+	cfg     CancellerConfig
+	running sync.WaitGroup // the clean-ups under way
 }
 
 // FinalError is Cancel's answer for a batch that had already ended.
@@ -60,36 +63,57 @@ func NewCanceller(cfg CancellerConfig) (*Canceller, error) {
 
 // Cancel cancels batch id and returns its summary. Cancelling a cancelled
 // batch again is no error. It returns aggregator.ErrNotFound for an
-// unknown batch and a *FinalError for one that ended otherwise. Once the
-// batch is cancelled, the clean-up goes on even if ctx ends: a caller that
-// gives up must not leave the batch's tasks queued.
+// unknown batch and a *FinalError for one that ended otherwise.
+//
+// Once the batch is cancelled, the deletion of its queued tasks and the
+// hand-over of its callback run in the background, owned by the
+// Canceller (Close waits for them) and whatever ctx does: a caller that
+// gives up must not leave the batch's tasks queued. Cancel waits for them
+// up to CancelWait, so that its answer usually says they are done; past
+// it, the summary says the batch is still cleaning.
 func (c *Canceller) Cancel(ctx context.Context, id string) (aggregator.Summary, error) {
 	agg := c.cfg.Aggregator
 	acted, err := agg.Finalize(ctx, id, aggregator.StateCancelled)
 	if err != nil && !acted {
 		return aggregator.Summary{}, err
 	}
-	if acted {
-		ctx = context.WithoutCancel(ctx)
-	}
-	sum, err := agg.Summary(ctx, id)
-	if err != nil {
-		return aggregator.Summary{}, err
-	}
 	if !acted {
+		sum, err := agg.Summary(ctx, id)
+		if err != nil {
+			return aggregator.Summary{}, err
+		}
 		if sum.State != aggregator.StateCancelled {
 			return sum, &FinalError{ID: id, State: sum.State}
 		}
 		return sum, nil
 	}
-	if err := c.cleanUp(ctx, id); err != nil {
-		c.cfg.Logger.Warn("cancel: some queued tasks not deleted yet (workers skip them; a janitor will go on)", "batch", id, "error", err)
+	done := make(chan struct{})
+	c.running.Go(func() {
+		defer close(done)
+		bg := context.WithoutCancel(ctx)
+		if err := c.cleanUp(bg, id); err != nil {
+			c.cfg.Logger.Warn("cancel: some queued tasks not deleted yet (workers skip them; a janitor will go on)", "batch", id, "error", err)
+			return // the batch stays open: the janitor finishes it
+		}
+		if err := c.cfg.Notifier.FinishedBatch(bg, id); err != nil {
+			c.cfg.Logger.Warn("cancel: callback not handed over yet (the janitor will)", "batch", id, "error", err)
+		}
+	})
+	select {
+	case <-done:
+	case <-time.After(CancelWait):
+	case <-ctx.Done():
 	}
-	if err := c.cfg.Notifier.Finished(ctx, id, sum.CallbackURL); err != nil {
-		c.cfg.Logger.Warn("cancel: callback not handed over yet (the janitor will)", "batch", id, "error", err)
-	}
-	return sum, nil
+	return agg.Summary(context.WithoutCancel(ctx), id)
 }
+
+// CancelWait is how long Cancel waits for the clean-up of a cancelled
+// batch before it answers: the queued tasks of 100,000 hosts take about
+// half a second to delete.
+const CancelWait = 2 * time.Second
+
+// Close waits for the clean-ups under way.
+func (c *Canceller) Close() { c.running.Wait() }
 
 // cleanUp deletes batch id's queued tasks, then records it is done: until
 // then the batch says it is cleaning, and a janitor in any process takes

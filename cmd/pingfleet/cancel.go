@@ -32,6 +32,7 @@ Exit code 3 if a batch is unknown or had already ended otherwise.`,
 			if err != nil {
 				return err
 			}
+			defer canceller.Close() // the clean-ups of what it cancelled
 			refused := 0
 			for _, id := range args {
 				s, err := canceller.Cancel(cmd.Context(), id)

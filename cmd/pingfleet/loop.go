@@ -189,6 +189,7 @@ func (a *app) abandon(rdb redis.UniversalClient, agg *aggregator.Aggregator, id 
 	if err != nil {
 		return
 	}
+	defer canceller.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := canceller.Cancel(ctx, id); err != nil {

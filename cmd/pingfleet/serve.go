@@ -79,6 +79,7 @@ func (a *app) serveCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			defer canceller.Close() // after the server: the clean-ups of DELETEs
 			// Event streams wait in blocking reads, a connection each: on
 			// a client of their own, they never take the other routes'.
 			streamRDB, err := redisconn.OpenPool(a.redisURL, limits.streams+8)
