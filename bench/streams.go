@@ -14,6 +14,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -103,15 +104,22 @@ func (b *bench) streamsLoad() error {
 	if opened < clients {
 		return fmt.Errorf("%d of %d event streams opened", opened, clients)
 	}
-	fmt.Printf("## 10. POST /v1/batches while clients follow a running batch's events (serve and worker defaults, %d sequential POSTs of one host each)\n\n", posts)
+	printLatencies(fmt.Sprintf("10. POST /v1/batches while clients follow a running batch's events (serve and worker defaults, %d sequential POSTs of one host each)", posts),
+		"event-stream clients\tPOST p50 ms", rows, fmt.Sprintf("%d result events reached the clients meanwhile", events))
+	return nil
+}
+
+// printLatencies prints a scenario's table of latencies: first the
+// column of what varies and the p50's, then the p99 and the max.
+func printLatencies(title, first string, rows [][]string, note string) {
+	fmt.Printf("## %s\n\n", title)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 1, ' ', tabwriter.Debug)
-	fmt.Fprintln(tw, "event-stream clients\tPOST p50 ms\tp99 ms\tmax ms")
+	fmt.Fprintln(tw, first+"\tp99 ms\tmax ms")
 	for _, r := range rows {
-		fmt.Fprintln(tw, r[0]+"\t"+r[1]+"\t"+r[2]+"\t"+r[3])
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
 	}
 	_ = tw.Flush()
-	fmt.Printf("\n(%d result events reached the clients meanwhile)\n\n", events)
-	return nil
+	fmt.Printf("\n(%s)\n\n", note)
 }
 
 func waitListening(addr string) error {
@@ -252,13 +260,7 @@ func (b *bench) heldConnections() error {
 		}
 		closedIn = fmt.Sprintf("%d of %d slow-body connections closed by serve within %.1f s of the last one's opening", closed, (len(conns)+1)/2, time.Since(opened).Seconds())
 	}
-	fmt.Printf("## 11. GET /healthz on a new connection while clients hold connections to serve (defaults: --max-connections from the open-file limit, --read-timeout 30s, --idle-timeout 2m; %d probes)\n\n", probes)
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 1, ' ', tabwriter.Debug)
-	fmt.Fprintln(tw, "connections held (half slow bodies, half idle)\thealthz p50 ms\tp99 ms\tmax ms")
-	for _, r := range rows {
-		fmt.Fprintln(tw, r[0]+"\t"+r[1]+"\t"+r[2]+"\t"+r[3])
-	}
-	_ = tw.Flush()
-	fmt.Printf("\n(%s)\n\n", closedIn)
+	printLatencies(fmt.Sprintf("11. GET /healthz on a new connection while clients hold connections to serve (defaults: --max-connections from the open-file limit, --read-timeout 30s, --idle-timeout 2m; %d probes)", probes),
+		"connections held (half slow bodies, half idle)\thealthz p50 ms", rows, closedIn)
 	return nil
 }
