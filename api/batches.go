@@ -53,8 +53,9 @@ func (s *Server) decodeCreate(body []byte) (enqueuer.Batch, *problem) {
 	if err := checkKeys(body); err != nil {
 		return enqueuer.Batch{}, &problem{http.StatusBadRequest, "invalid JSON body: " + err.Error(), nil}
 	}
-	details := explicitZeros(body)
-	if req.Options.Count == 0 && req.Options.Retries == 0 && hasOption(body, "retries") {
+	given := givenOptions(body)
+	details := explicitZeros(given)
+	if _, retries := given["retries"]; retries && req.Options.Count == 0 && req.Options.Retries == 0 {
 		req.Options.Count = 1 // "retries": 0 is one request, as fping -r 0
 	}
 	opts := req.Options.Normalize()

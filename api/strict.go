@@ -69,18 +69,24 @@ func walkKeys(dec *json.Decoder, path string, free bool) error {
 	return nil
 }
 
-// explicitZeros returns, for each option of body set to a zero that the
-// options would silently replace by their default, the detail that
-// refuses it: "interval": "0s" is not "no interval", and "count": 0 is
-// not fping's reachability check (leaving count out is). An explicit
-// "retries": 0 is kept, as "one request": see decodeCreate.
-func explicitZeros(body []byte) []Detail {
+// givenOptions returns the options body names, as given: the fields its
+// decoding into PingOptions cannot tell from their absence.
+func givenOptions(body []byte) map[string]json.RawMessage {
 	var req struct {
 		Options map[string]json.RawMessage `json:"options"`
 	}
 	if json.Unmarshal(body, &req) != nil {
 		return nil
 	}
+	return req.Options
+}
+
+// explicitZeros returns, for each given option set to a zero that the
+// options would silently replace by their default, the detail that
+// refuses it: "interval": "0s" is not "no interval", and "count": 0 is
+// not fping's reachability check (leaving count out is). An explicit
+// "retries": 0 is kept, as "one request": see decodeCreate.
+func explicitZeros(given map[string]json.RawMessage) []Detail {
 	var details []Detail
 	for _, f := range []struct{ name, reason string }{
 		{"count", "must be between 1 and 10000 (leave it out for fping's reachability check)"},
@@ -90,25 +96,13 @@ func explicitZeros(body []byte) []Detail {
 		{"ttl", "must be between 1 and 255 (leave it out for the default 64)"},
 		{"backoff", "must be at least 1 (leave it out for the default 1.5)"},
 	} {
-		raw, ok := req.Options[f.name]
+		raw, ok := given[f.name]
 		if !ok || !isZero(raw) {
 			continue
 		}
 		details = append(details, Detail{Field: "options." + f.name, Value: strings.Trim(string(raw), `"`), Reason: f.reason})
 	}
 	return details
-}
-
-// hasOption reports whether body's options name key.
-func hasOption(body []byte, key string) bool {
-	var req struct {
-		Options map[string]json.RawMessage `json:"options"`
-	}
-	if json.Unmarshal(body, &req) != nil {
-		return false
-	}
-	_, ok := req.Options[key]
-	return ok
 }
 
 // isZero reports whether raw is a JSON 0 or a duration string of 0.
