@@ -33,6 +33,7 @@ type CancellerConfig struct {
 // queued tasks are deleted, and its callback is handed over once.
 type Canceller struct {
 	cfg     CancellerConfig
+	cleaner cleaner
 	running sync.WaitGroup // the clean-ups under way
 }
 
@@ -58,7 +59,7 @@ func NewCanceller(cfg CancellerConfig) (*Canceller, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Canceller{cfg: cfg}, nil
+	return &Canceller{cfg: cfg, cleaner: cleaner{agg: cfg.Aggregator, client: cfg.Client, shards: cfg.Shards, logger: cfg.Logger}}, nil
 }
 
 // Cancel cancels batch id and returns its summary. Cancelling a cancelled
@@ -91,7 +92,7 @@ func (c *Canceller) Cancel(ctx context.Context, id string) (aggregator.Summary, 
 	c.running.Go(func() {
 		defer close(done)
 		bg := context.WithoutCancel(ctx)
-		if err := c.cleanUp(bg, id); err != nil {
+		if err := c.cleaner.cleanUp(bg, id); err != nil {
 			c.cfg.Logger.Warn("cancel: some queued tasks not deleted yet (workers skip them; a janitor will go on)", "batch", id, "error", err)
 			return // the batch stays open: the janitor finishes it
 		}
@@ -115,39 +116,46 @@ const CancelWait = 2 * time.Second
 // Close waits for the clean-ups under way.
 func (c *Canceller) Close() { c.running.Wait() }
 
+// cleaner deletes the queued tasks of final batches, for the Canceller
+// and the Janitor: with no Redis client, it does nothing and they stay
+// queued.
+type cleaner struct {
+	agg    *aggregator.Aggregator
+	client redis.UniversalClient
+	shards int
+	logger *slog.Logger
+}
+
 // cleanUp deletes batch id's queued tasks, then records it is done: until
 // then the batch says it is cleaning, and a janitor in any process takes
 // the job over if this one stops half-way (it is idempotent).
-func (c *Canceller) cleanUp(ctx context.Context, id string) error {
-	if c.cfg.Client == nil {
+func (c cleaner) cleanUp(ctx context.Context, id string) error {
+	if c.client == nil {
 		return nil
 	}
 	if err := c.deleteQueued(ctx, id); err != nil {
 		return err
 	}
-	return c.cfg.Aggregator.CleanedUp(ctx, id)
+	return c.agg.CleanedUp(ctx, id)
 }
 
 // deleteQueued deletes the queued tasks of batch id (pending, scheduled or
 // waiting for a retry): one script per ping queue, which finds them by
 // their task IDs ("<batch>/<host>"), rather than a call per host. Tasks
 // running now finish, and their results are not counted.
-func (c *Canceller) deleteQueued(ctx context.Context, id string) error {
-	if c.cfg.Client == nil {
-		return nil
-	}
+func (c cleaner) deleteQueued(ctx context.Context, id string) error {
 	var errs []error
 	deleted := 0
-	for q := range tasks.Queues(c.cfg.Shards) {
-		base := "asynq:{" + q + "}"
-		n, err := deleteBatchScript.Run(ctx, c.cfg.Client, []string{base + ":pending", base + ":scheduled", base + ":retry"},
+	for q := range tasks.Queues(c.shards) {
+		base := tasks.AsynqKeys(q)
+		n, err := deleteBatchScript.Run(ctx, c.client, []string{base + ":pending", base + ":scheduled", base + ":retry"},
 			tasks.TaskID(id, ""), base+":t:").Int()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("queue %s: %w", q, err))
 		}
 		deleted += n
 	}
-	c.cfg.Logger.Debug("cancel: queued tasks deleted", "batch", id, "tasks", deleted)
+	c.logger.Debug("queued tasks of a final batch deleted", "batch", id, "tasks", deleted)
 	return errors.Join(errs...)
 }
 

@@ -42,7 +42,7 @@ func TestDeleteQueued(t *testing.T) {
 	rdb.LPush(context.Background(), "asynq:{"+q+"}:active", "A/running")
 	rdb.HSet(context.Background(), "asynq:{"+q+"}:t:A/running", "state", "active")
 
-	c := &Canceller{cfg: CancellerConfig{Client: rdb, Shards: 1, Logger: slog.New(slog.DiscardHandler)}}
+	c := cleaner{client: rdb, shards: 1, logger: slog.New(slog.DiscardHandler)}
 	if err := c.deleteQueued(context.Background(), "A"); err != nil {
 		t.Fatal(err)
 	}

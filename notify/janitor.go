@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/pingfleet/pingfleet/aggregator"
+	"github.com/pingfleet/pingfleet/tasks"
 )
 
 // Janitor finishes open batches: it expires those past their deadline and
@@ -20,7 +21,7 @@ import (
 type Janitor struct {
 	agg      *aggregator.Aggregator
 	notifier *Notifier
-	cleaner  *Canceller // deletes the queued tasks of final batches
+	cleaner  cleaner // deletes the queued tasks of final batches
 	interval time.Duration
 	now      func() time.Time
 	logger   *slog.Logger
@@ -49,12 +50,12 @@ func NewJanitor(cfg JanitorConfig) (*Janitor, error) {
 	if cfg.Interval < 0 {
 		return nil, fmt.Errorf("notify: janitor interval %s", cfg.Interval)
 	}
-	logger := cmp.Or(cfg.Logger, slog.Default())
-	cleaner, err := NewCanceller(CancellerConfig{Aggregator: cfg.Aggregator, Notifier: cfg.Notifier, Client: cfg.Client, Shards: cfg.Shards, Logger: logger})
-	if err != nil {
-		return nil, err
+	if cfg.Shards < 0 {
+		return nil, fmt.Errorf("notify: %d shards", cfg.Shards)
 	}
-	return &Janitor{agg: cfg.Aggregator, notifier: cfg.Notifier, cleaner: cleaner, interval: cmp.Or(cfg.Interval, DefaultJanitorInterval), now: time.Now, logger: logger}, nil
+	logger := cmp.Or(cfg.Logger, slog.Default())
+	c := cleaner{agg: cfg.Aggregator, client: cfg.Client, shards: cmp.Or(cfg.Shards, tasks.DefaultShards), logger: logger}
+	return &Janitor{agg: cfg.Aggregator, notifier: cfg.Notifier, cleaner: c, interval: cmp.Or(cfg.Interval, DefaultJanitorInterval), now: time.Now, logger: logger}, nil
 }
 
 // Run sweeps until ctx ends.

@@ -81,7 +81,7 @@ func (p CallbackPolicy) CheckURL(u string) error {
 	if ip, err := netip.ParseAddr(host); err == nil {
 		return p.CheckAddr(ip)
 	}
-	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") || strings.HasSuffix(strings.ToLower(strings.TrimSuffix(host, ".")), ".localhost") {
+	if name := strings.ToLower(strings.TrimSuffix(host, ".")); name == "localhost" || strings.HasSuffix(name, ".localhost") {
 		return p.CheckAddr(netip.IPv6Loopback()) // RFC 6761: always loopback
 	}
 	return nil
