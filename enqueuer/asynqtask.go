@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/pingfleet/pingfleet/tasks"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -20,8 +21,8 @@ import (
 // asynq's Redis key layout (internal/base/base.go).
 const asynqAllQueues = "asynq:queues"
 
-func asynqPendingKey(queue string) string    { return "asynq:{" + queue + "}:pending" }
-func asynqTaskKeyPrefix(queue string) string { return "asynq:{" + queue + "}:t:" }
+func asynqPendingKey(queue string) string    { return tasks.AsynqKeys(queue) + ":pending" }
+func asynqTaskKeyPrefix(queue string) string { return tasks.AsynqKeys(queue) + ":t:" }
 
 // appendTaskMessage appends asynq's TaskMessage protobuf (proto/asynq.proto)
 // for a task with these fields, in field order, as proto.Marshal writes it:

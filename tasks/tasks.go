@@ -46,6 +46,13 @@ func Queue(host string, shards int) string {
 	return QueuePrefix + strconv.Itoa(int(h.Sum32()%uint32(shards)))
 }
 
+// AsynqKeys is what every Redis key asynq (v0.26, internal/base) keeps
+// for queue starts with: then ":pending", ":active", ":lease", ":t:<task
+// ID>"... Those of pingfleet's packages that write asynq's tasks
+// themselves (the enqueuer, the workers' recoverer, a cancel's clean-up)
+// take it from here.
+func AsynqKeys(queue string) string { return "asynq:{" + queue + "}" }
+
 // WakeChannel is the Redis channel an enqueuer publishes on when it has put
 // tasks in the queues. An idle worker looks at its queues only every
 // --task-check-interval; one that hears this looks at once.

@@ -71,8 +71,8 @@ func NewRecoverer(cfg RecovererConfig) (*Recoverer, error) {
 		cfg.Now = time.Now
 	}
 	r := &Recoverer{cfg: cfg, stop: make(chan struct{}), warn: newRateLimitedLog(cfg.Logger, time.Minute)}
-	for i := range cmp.Or(cfg.Shards, tasks.DefaultShards) {
-		r.queues = append(r.queues, tasks.QueuePrefix+strconv.Itoa(i))
+	for q := range tasks.Queues(cmp.Or(cfg.Shards, tasks.DefaultShards)) {
+		r.queues = append(r.queues, q)
 	}
 	r.queues = append(r.queues, tasks.CallbackQueue)
 	return r, nil
@@ -127,7 +127,7 @@ func (r *Recoverer) Recover(ctx context.Context) (int, error) {
 }
 
 func (r *Recoverer) recoverQueue(ctx context.Context, q string, cutoff int64, now time.Time) (int, error) {
-	base := "asynq:{" + q + "}"
+	base := tasks.AsynqKeys(q)
 	ids, err := r.cfg.Redis.ZRangeByScore(ctx, base+":lease", &redis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(cutoff, 10), Count: recoverPage}).Result()
 	if err != nil || len(ids) == 0 {
 		return 0, err
