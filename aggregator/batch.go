@@ -60,6 +60,9 @@ type Batch struct {
 	Labels  map[string]string
 	// CallbackURL is POSTed the summary once the batch is final.
 	CallbackURL string
+	// Priority is the batch's claim on the fleet against other batches
+	// (tasks.Priority); if empty, tasks.PriorityNormal.
+	Priority tasks.Priority
 	// Deadline is when hosts still pending expire. If zero, the batch gets
 	// DefaultDeadline, which follows its progress: each result moves it to
 	// IdleTimeout after that result, so only a batch whose results stopped
@@ -141,8 +144,14 @@ type Summary struct {
 	Created  time.Time `json:"created"`
 	Started  time.Time `json:"started,omitzero"`
 	Finished time.Time `json:"finished,omitzero"`
+	// WaitSec is Started-Created: how long the batch waited for the fleet
+	// (queued behind other batches, or for a free worker); absent until
+	// its first result.
+	WaitSec float64 `json:"wait_s,omitempty"`
 	// DurationSec is Finished-Created, or the time since Created so far.
-	DurationSec float64           `json:"duration_s"`
+	DurationSec float64 `json:"duration_s"`
+	// Priority is the batch's level against other batches (tasks.Priority).
+	Priority    tasks.Priority    `json:"priority"`
 	Deadline    time.Time         `json:"deadline,omitzero"`
 	Options     tasks.PingOptions `json:"options"`
 	Labels      map[string]string `json:"labels,omitempty"`

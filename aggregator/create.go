@@ -1,6 +1,7 @@
 package aggregator
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/pingfleet/pingfleet/tasks"
 )
 
 // Create writes the record of a new batch and its host list, before any of
@@ -35,7 +38,7 @@ func (a *Aggregator) Create(ctx context.Context, b Batch) (existed bool, err err
 	}
 	res, err := createScript.Run(ctx, a.rdb, []string{metaKey(b.ID)},
 		digest(b.Hosts, opts), b.ID, len(b.Hosts), now.UnixMilli(), opts, labels, a.retention.Milliseconds(),
-		deadline.UnixMilli(), b.CallbackURL, idle.Milliseconds()).Int()
+		deadline.UnixMilli(), b.CallbackURL, idle.Milliseconds(), string(cmp.Or(b.Priority, tasks.PriorityNormal))).Int()
 	if err != nil {
 		return false, fmt.Errorf("create batch %s: %w", b.ID, err)
 	}

@@ -24,6 +24,8 @@ import "github.com/redis/go-redis/v9"
 //
 //	fixed)
 //
+// ARGV[11] -> priority (tasks.Priority)
+//
 // Returns 1 when it created the record, 0 when a record with the same
 // digest exists (a re-run), -1 when one with another digest exists.
 var createScript = redis.NewScript(`
@@ -35,7 +37,8 @@ end
 redis.call('HSET', KEYS[1], 'digest', ARGV[1], 'id', ARGV[2], 'state', 'enqueuing',
   'total', ARGV[3], 'created', ARGV[4], 'opts', ARGV[5], 'labels', ARGV[6],
   'done', 0, 'up', 0, 'down', 0, 'error', 0, 'cancelled', 0, 'expired', 0,
-  'sent', 0, 'recv', 0, 'loaded', 0, 'deadline', ARGV[8], 'callback', ARGV[9], 'idle', ARGV[10])
+  'sent', 0, 'recv', 0, 'loaded', 0, 'deadline', ARGV[8], 'callback', ARGV[9], 'idle', ARGV[10],
+  'priority', ARGV[11])
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
 return 1
 `)

@@ -1,14 +1,18 @@
 package aggregator
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/pingfleet/pingfleet/tasks"
 )
 
 // Summary returns the state and figures of batch id.
@@ -96,6 +100,10 @@ func parseMeta(m map[string]string) (Summary, error) {
 	s.Created, s.Started, s.Finished = ms("created"), ms("started"), ms("finished")
 	s.Deadline = ms("deadline")
 	s.CallbackURL = m["callback"]
+	s.Priority = tasks.Priority(cmp.Or(m["priority"], string(tasks.PriorityNormal)))
+	if !s.Started.IsZero() {
+		s.WaitSec = math.Max(0, s.Started.Sub(s.Created).Seconds())
+	}
 	s.Cleaning = m["cleanup"] != ""
 	if err != nil {
 		return Summary{}, err

@@ -116,11 +116,14 @@ func (e *env) create(body string, headers ...string) api.CreateResponse {
 
 func (e *env) queued() int {
 	e.t.Helper()
-	ins := asynq.NewInspectorFromRedisClient(e.rdb)
+	queues, err := tasks.PingQueues(context.Background(), e.rdb, tasks.DefaultShards)
+	if err != nil {
+		e.t.Fatal(err)
+	}
 	n := 0
-	for q := range tasks.Queues(tasks.DefaultShards) {
-		if info, err := ins.GetQueueInfo(q); err == nil {
-			n += info.Pending + info.Active + info.Completed
+	for _, q := range queues {
+		for _, list := range []string{":pending", ":active"} {
+			n += int(e.rdb.LLen(context.Background(), tasks.AsynqKeys(q)+list).Val())
 		}
 	}
 	return n
@@ -228,6 +231,9 @@ func TestCreateErrors(t *testing.T) {
 		{"callback to AWS's IPv6 metadata address", `{"hosts": ["127.0.0.1"], "callback_url": "http://[fd00:ec2::254]/"}`, 422, []string{"fd00:ec2::254 is private"}},
 		{"deadline in the past", `{"hosts": ["127.0.0.1"], "deadline": "2001-01-01T00:00:00Z"}`, 422, []string{"deadline"}},
 		{"deadline past the retention", `{"hosts": ["127.0.0.1"], "deadline": "100000h"}`, 422, []string{"must be within the batches' retention"}},
+		{"unknown priority", `{"hosts": ["127.0.0.1"], "priority": "asap"}`, 422, []string{`"field": "priority"`, `"value": "asap"`, "low, normal, high or urgent"}},
+		{"priority of another case", `{"hosts": ["127.0.0.1"], "priority": "Urgent"}`, 422, []string{`"field": "priority"`}},
+		{"priority not a string", `{"hosts": ["127.0.0.1"], "priority": 3}`, 400, nil},
 		{"too many hosts", `{"hosts": ["127.1.0.0/19"]}`, 413, []string{"limit of 6000 hosts"}},
 		{"body too large", `{"hosts": ["` + strings.Repeat("a", 5000) + `"]}`, 413, nil},
 		{"label value too long", `{"hosts": ["127.0.0.1"], "labels": {"job": "` + strings.Repeat("x", 300) + `"}}`, 422, []string{"values are at most 256 characters"}},
@@ -418,6 +424,33 @@ func TestExplicitOptions(t *testing.T) {
 	}
 }
 
+// A batch's priority is recorded with it, shown in its summary, and given
+// to its lane, where the workers read it; without one it is normal.
+func TestPriority(t *testing.T) {
+	t.Parallel()
+	e := setup(t, nil)
+	urgent := e.create(`{"hosts": ["127.0.0.1", "127.0.0.2"], "priority": "urgent"}`)
+	plain := e.create(`{"hosts": ["127.0.0.3"]}`)
+	code, body := e.do("GET", "/v1/batches/"+urgent.ID, "")
+	if code != 200 || !strings.Contains(body, `"priority": "urgent"`) {
+		t.Errorf("GET the urgent batch: %d %s; want its priority", code, body)
+	}
+	lanes, bad, err := tasks.ReadLanes(context.Background(), e.rdb)
+	if err != nil || len(bad) > 0 {
+		t.Fatal(err, bad)
+	}
+	got := map[string]tasks.Priority{}
+	for _, l := range lanes {
+		got[l.Batch] = l.Priority
+	}
+	if got[urgent.ID] != tasks.PriorityUrgent || got[plain.ID] != tasks.PriorityNormal {
+		t.Errorf("lanes %v; want %s urgent and %s normal", lanes, urgent.ID, plain.ID)
+	}
+	if s, err := e.agg.Summary(context.Background(), plain.ID); err != nil || s.Priority != tasks.PriorityNormal {
+		t.Errorf("summary of a batch without a priority: %+v, %v; want normal", s, err)
+	}
+}
+
 // Queries and routes a client can get wrong: each is a 4xx naming the
 // problem, never a 5xx.
 func TestHostileQueries(t *testing.T) {
@@ -552,15 +585,7 @@ func TestCancelMidBatch(t *testing.T) {
 		t.Fatalf("DELETE: %d %s", code, body)
 	}
 	// Once nothing is queued or running, no ping can start any more.
-	ins := asynq.NewInspectorFromRedisClient(e.rdb)
-	testkit.Eventually(t, 30*time.Second, func() bool {
-		for q := range tasks.Queues(tasks.DefaultShards) {
-			if info, err := ins.GetQueueInfo(q); err != nil || info.Pending+info.Active > 0 {
-				return false
-			}
-		}
-		return true
-	}, "queues of the cancelled batch empty and idle")
+	testkit.Eventually(t, 30*time.Second, func() bool { return e.queued() == 0 }, "queues of the cancelled batch empty and idle")
 	pl.mu.Lock()
 	late := 0
 	for _, s := range pl.starts {

@@ -27,6 +27,9 @@ type CreateRequest struct {
 	Labels      map[string]string `json:"labels,omitempty"`
 	// Deadline is an RFC 3339 time or a duration from now ("15m").
 	Deadline string `json:"deadline,omitempty"`
+	// Priority is low, normal (the default), high or urgent
+	// (tasks.Priority).
+	Priority string `json:"priority,omitempty"`
 }
 
 // CreateResponse answers POST /v1/batches.
@@ -106,6 +109,10 @@ func (s *Server) decodeCreate(body []byte) (enqueuer.Batch, *problem) {
 			details = append(details, Detail{Field: "deadline", Value: req.Deadline, Reason: "must be within the batches' retention (" + s.cfg.Retention.String() + "): the batch would be gone before it"})
 		}
 	}
+	prio, err := tasks.ParsePriority(req.Priority)
+	if err != nil {
+		details = append(details, Detail{Field: "priority", Value: truncate(req.Priority, 64), Reason: "must be low, normal, high or urgent"})
+	}
 	for _, err := range aggregator.CheckLabels(req.Labels) {
 		var le *aggregator.LabelError
 		if errors.As(err, &le) {
@@ -121,7 +128,7 @@ func (s *Server) decodeCreate(body []byte) (enqueuer.Batch, *problem) {
 		}
 		return enqueuer.Batch{}, &problem{code, fmt.Sprintf("invalid batch: %d problem(s), nothing was created", len(details)), details}
 	}
-	return enqueuer.Batch{Hosts: hosts, Options: opts, Labels: req.Labels, CallbackURL: req.CallbackURL, Deadline: deadline}, nil
+	return enqueuer.Batch{Hosts: hosts, Options: opts, Labels: req.Labels, CallbackURL: req.CallbackURL, Deadline: deadline, Priority: prio}, nil
 }
 
 func (s *Server) createBatch(w http.ResponseWriter, r *http.Request) {

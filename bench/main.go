@@ -161,7 +161,7 @@ func (b *bench) all() error {
 		fn func() error
 	}{
 		{1, b.smallBatch}, {2, b.tenThousand}, {3, b.hundredThousand}, {4, b.enqueueOnly}, {5, b.labLatency},
-		{6, b.inFlightMemory}, {7, b.twentyThousand}, {8, b.threePings}, {9, b.growthTable}, {10, b.streamsLoad}, {11, b.heldConnections},
+		{6, b.inFlightMemory}, {7, b.twentyThousand}, {8, b.threePings}, {9, b.growthTable}, {10, b.streamsLoad}, {11, b.heldConnections}, {12, b.fairSharing},
 	}
 	for _, s := range steps {
 		if !b.want(s.n) {

@@ -46,8 +46,9 @@ type Config struct {
 	Redis redis.UniversalClient
 	// Aggregator writes the batch record. Required.
 	Aggregator *aggregator.Aggregator
-	// Shards is the number of queues tasks are spread over; it must match
-	// the workers'. If zero, tasks.DefaultShards.
+	// Shards is the most queues a batch's lane spreads its tasks over (one
+	// per 1,000 hosts, tasks.LaneShards): the fleet's number. If zero,
+	// tasks.DefaultShards.
 	Shards int
 	// FanOut is the number of chunks of tasks in flight to Redis at once,
 	// so that Redis works on one while the enqueuer encodes the next. If
@@ -185,6 +186,11 @@ func (e *Enqueuer) Start(ctx context.Context, b Batch) (*Submission, error) {
 	if err := b.Options.Validate(); err != nil {
 		return none, err
 	}
+	prio, err := tasks.ParsePriority(string(b.Priority))
+	if err != nil {
+		return none, err
+	}
+	b.Priority = prio
 	if _, err := tasks.NewPayloadWriter(b.ID, b.Options); err != nil {
 		return none, err
 	}
@@ -246,19 +252,23 @@ func (e *Enqueuer) enqueue(ctx context.Context, b Batch, hosts []string, p *pace
 	if err != nil {
 		return 0, err
 	}
-	// asynq's client adds each queue it enqueues to to its set of queues,
-	// which its Inspector (and asynqmon) list; so does this.
-	queues := make(map[string]bool)
-	for _, h := range hosts {
-		queues[tasks.Queue(h, e.shards)] = true
-	}
-	names := make([]any, 0, len(queues))
-	for q := range queues {
-		names = append(names, q)
-	}
-	if len(names) > 0 {
-		if err := e.rdb.SAdd(ctx, asynqAllQueues, names...).Err(); err != nil {
-			return 0, fmt.Errorf("register queues: %w", err)
+	// The batch's lane is registered before its first task, so that
+	// workers look at its queues; asynq's client adds each queue it
+	// enqueues to to its set of queues, which its Inspector (and asynqmon)
+	// list, and so does this.
+	lane := tasks.Lane{Batch: b.ID, Priority: cmp.Or(b.Priority, tasks.PriorityNormal), Shards: tasks.LaneShards(len(b.Hosts), e.shards)}
+	if len(hosts) > 0 {
+		names := make([]any, 0, lane.Shards)
+		for _, q := range lane.Queues() {
+			names = append(names, q)
+		}
+		_, err := e.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.HSet(ctx, tasks.LanesKey, lane.Batch, lane.String())
+			p.SAdd(ctx, asynqAllQueues, names...)
+			return nil
+		})
+		if err != nil {
+			return 0, fmt.Errorf("register the batch's queues: %w", err)
 		}
 	}
 	timeout := b.Options.RunTime() + TaskSlack
@@ -272,7 +282,7 @@ func (e *Enqueuer) enqueue(ctx context.Context, b Batch, hosts []string, p *pace
 	g, gctx := errgroup.WithContext(ctx)
 	for range min(e.fanOut, (len(hosts)+size-1)/size) {
 		g.Go(func() error {
-			c := newChunk(e.shards)
+			c := newChunk(lane)
 			for {
 				start := int(next.Add(int64(size))) - size
 				if start >= len(hosts) {
@@ -298,16 +308,16 @@ func (e *Enqueuer) enqueue(ctx context.Context, b Batch, hosts []string, p *pace
 	return int(added.Load()), err
 }
 
-// chunk builds the script calls of one chunk of tasks, one per queue,
-// reusing its buffers from chunk to chunk.
+// chunk builds the script calls of one chunk of a lane's tasks, one per
+// queue, reusing its buffers from chunk to chunk.
 type chunk struct {
-	shards int
-	args   map[string][]any // queue -> enqueueScript's ARGV
-	buf    []byte
+	lane tasks.Lane
+	args map[string][]any // queue -> enqueueScript's ARGV
+	buf  []byte
 }
 
-func newChunk(shards int) *chunk {
-	return &chunk{shards: shards, args: make(map[string][]any)}
+func newChunk(lane tasks.Lane) *chunk {
+	return &chunk{lane: lane, args: make(map[string][]any)}
 }
 
 // send enqueues hosts' tasks in one round trip and returns how many it
@@ -321,7 +331,7 @@ func (c *chunk) send(ctx context.Context, rdb redis.UniversalClient, payloads *t
 	// of it, so it is not reused while they are in flight.
 	c.buf = make([]byte, 0, len(hosts)*(256+len(batchID)))
 	for _, h := range hosts {
-		q := tasks.Queue(h, c.shards)
+		q := tasks.LaneQueueOf(batchID, h, c.lane.Shards)
 		id := tasks.TaskID(batchID, h)
 		start := len(c.buf)
 		var err error

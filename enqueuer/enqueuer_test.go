@@ -77,7 +77,7 @@ func TestSubmitAndResubmit(t *testing.T) {
 		if _, err := e.agg.Record(ctx, res.ID, aggregator.Result{Host: h, Status: aggregator.StatusUp, Sent: 2, Received: 2}); err != nil {
 			t.Fatal(err)
 		}
-		if err := e.ins.DeleteTask(tasks.Queue(h, tasks.DefaultShards), tasks.TaskID(res.ID, h)); err != nil {
+		if err := e.ins.DeleteTask(tasks.LaneQueueOf(res.ID, h, tasks.LaneShards(len(hosts), tasks.DefaultShards)), tasks.TaskID(res.ID, h)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -152,7 +152,7 @@ func TestAsynqReadsOurTasks(t *testing.T) {
 	rdb := e.srv.Client()
 	opts := tasks.PingOptions{Count: 3, Interval: tasks.Duration(200 * time.Millisecond), Timeout: tasks.Duration(time.Second)}
 	const id, host = "compat", "127.0.0.1"
-	queue := tasks.Queue(host, tasks.DefaultShards)
+	queue := tasks.LaneQueue(id, 0) // a batch of one host has a lane of one queue
 	taskKey := "asynq:{" + queue + "}:t:" + tasks.TaskID(id, host)
 	written := func() (map[string]string, []string) {
 		t.Helper()
@@ -218,9 +218,16 @@ func TestSubmitWindow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	pingQueues := func() []string {
+		q, err := tasks.PingQueues(ctx, rdb, tasks.DefaultShards)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return q
+	}
 	waiting := func() int {
 		n := 0
-		for q := range tasks.Queues(tasks.DefaultShards) {
+		for _, q := range pingQueues() {
 			n += int(rdb.LLen(ctx, "asynq:{"+q+"}:pending").Val())
 		}
 		return n
@@ -232,7 +239,7 @@ func TestSubmitWindow(t *testing.T) {
 	most, taken := 0, 0
 	for taken < n {
 		most = max(most, waiting())
-		for q := range tasks.Queues(tasks.DefaultShards) {
+		for _, q := range pingQueues() {
 			for {
 				id, err := rdb.RPop(ctx, "asynq:{"+q+"}:pending").Result()
 				if err != nil {

@@ -140,7 +140,8 @@ func (c cleaner) cleanUp(ctx context.Context, id string) error {
 }
 
 // deleteQueued deletes the queued tasks of batch id (pending, scheduled or
-// waiting for a retry): one script per ping queue, which finds them by
+// waiting for a retry): those of its lane, and those an older enqueuer put
+// in the static queues, with one script per queue, which finds them by
 // their task IDs ("<batch>/<host>"), rather than a call per host. Tasks
 // running now finish, and their results are not counted.
 func (c cleaner) deleteQueued(ctx context.Context, id string) error {
@@ -155,6 +156,9 @@ func (c cleaner) deleteQueued(ctx context.Context, id string) error {
 		}
 		deleted += n
 	}
+	n, err := c.dropLaneTasks(ctx, id)
+	deleted += n
+	errs = append(errs, err)
 	c.logger.Debug("queued tasks of a final batch deleted", "batch", id, "tasks", deleted)
 	return errors.Join(errs...)
 }

@@ -121,6 +121,11 @@ func (j *Janitor) Sweep(ctx context.Context) error {
 			return fmt.Errorf("janitor: batch %s: %w", b.ID, err)
 		}
 	}
+	if n, err := j.cleaner.sweepLanes(ctx, now); err != nil {
+		return fmt.Errorf("janitor: %w", err)
+	} else if n > 0 {
+		j.logger.Debug("lanes of ended batches deleted", "lanes", n)
+	}
 	return nil
 }
 

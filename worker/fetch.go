@@ -3,10 +3,13 @@ package worker
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/pingfleet/pingfleet/tasks"
 )
 
 // fetchClient is the Redis client a worker's asynq servers share.
@@ -30,6 +33,7 @@ type fetchClient struct {
 	redis.UniversalClient // everything but script calls goes straight through
 	pipe                  *asynqPipe
 	window                time.Duration
+	lanes                 *laneScheduler // chooses the queue of each dequeue of a ping queue
 
 	mu    sync.Mutex
 	empty map[string]time.Time // queue's pending key → when to ask Redis again
@@ -37,7 +41,7 @@ type fetchClient struct {
 }
 
 func newFetchClient(c redis.UniversalClient, window time.Duration) *fetchClient {
-	return &fetchClient{UniversalClient: c, pipe: newAsynqPipe(c), window: window, empty: make(map[string]time.Time)}
+	return &fetchClient{UniversalClient: c, pipe: newAsynqPipe(c), window: window, lanes: newLaneScheduler(window), empty: make(map[string]time.Time)}
 }
 
 // StartPipe starts the pipelining. (Close is the client's own.)
@@ -52,14 +56,48 @@ func (c *fetchClient) wake() {
 	clear(c.empty)
 	c.wakes++
 	c.mu.Unlock()
+	c.lanes.wake()
 }
 
-// EvalSha runs a script call through the pipeline, answering dequeues of
-// queues known to be empty without asking Redis.
+// EvalSha runs a script call through the pipeline. A dequeue of one of the
+// static ping queues dequeues from the lane the scheduler picks instead
+// (asynq then acknowledges the task on the lane's queue, which its message
+// names); dequeues of queues known to be empty are answered without asking
+// Redis.
 func (c *fetchClient) EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
 	if !isDequeue(keys, args) {
 		return c.pipe.EvalSha(ctx, sha1, keys, args...)
 	}
+	if !isShardQueue(keys[0]) {
+		return c.dequeue(ctx, sha1, keys, args)
+	}
+	q, gen, ok := c.lanes.pick(time.Now())
+	if !ok || q == staticLane {
+		cmd := c.dequeue(ctx, sha1, keys, args)
+		if ok {
+			c.lanes.answered(staticLane, errors.Is(cmd.Err(), redis.Nil), gen, time.Now())
+		}
+		return cmd
+	}
+	base := tasks.AsynqKeys(q)
+	cmd := c.pipe.EvalSha(ctx, sha1, []string{base + ":pending", base + ":paused", base + ":active", base + ":lease"}, args[0], base+":t:")
+	c.lanes.answered(q, errors.Is(cmd.Err(), redis.Nil), gen, time.Now())
+	return cmd
+}
+
+// isShardQueue reports whether pending is the pending list of one of the
+// static ping queues ("asynq:{pingfleet-<n>}:pending").
+func isShardQueue(pending string) bool {
+	n, ok := strings.CutPrefix(pending, "asynq:{"+tasks.QueuePrefix)
+	if !ok {
+		return false
+	}
+	n, _ = strings.CutSuffix(n, "}:pending")
+	return n != "" && strings.Trim(n, "0123456789") == ""
+}
+
+// dequeue runs a dequeue of the queue of keys, unless it is known empty.
+func (c *fetchClient) dequeue(ctx context.Context, sha1 string, keys []string, args []any) *redis.Cmd {
 	queue := keys[0]
 	now := time.Now()
 	c.mu.Lock()

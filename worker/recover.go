@@ -39,6 +39,11 @@ const (
 type RecovererConfig struct {
 	Redis  redis.UniversalClient // required
 	Shards int                   // the ping queues; if zero, tasks.DefaultShards
+	// Lanes, if set, returns the queues of the batches' lanes, looked at
+	// too: for expired leases, and for tasks due again (scheduled, or
+	// waiting for a retry), which asynq's servers move only for the queues
+	// they were started with.
+	Lanes func() []string
 	// Interval is how often it looks; if zero, DefaultRecoverInterval.
 	Interval time.Duration
 	// Grace is how long past its end a lease must be; if zero,
@@ -123,8 +128,80 @@ func (r *Recoverer) Recover(ctx context.Context) (int, error) {
 			errs = append(errs, fmt.Errorf("queue %s: %w", q, err))
 		}
 	}
+	if r.cfg.Lanes != nil {
+		n, err := r.recoverLanes(ctx, r.cfg.Lanes(), cutoff, now)
+		total += n
+		errs = append(errs, err)
+	}
 	return total, errors.Join(errs...)
 }
+
+// recoverLanes does what Recover does for the lanes' queues, and moves
+// their tasks due again to their pending lists. It asks about all the
+// queues in one round trip, and acts only on those with work.
+func (r *Recoverer) recoverLanes(ctx context.Context, queues []string, cutoff int64, now time.Time) (int, error) {
+	if len(queues) == 0 {
+		return 0, nil
+	}
+	type probe struct{ lease, scheduled, retry *redis.StringSliceCmd }
+	probes := make([]probe, len(queues))
+	due := strconv.FormatInt(now.Unix(), 10)
+	_, err := r.cfg.Redis.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, q := range queues {
+			base := tasks.AsynqKeys(q)
+			first := func(key, max string) *redis.StringSliceCmd {
+				return p.ZRangeByScore(ctx, key, &redis.ZRangeBy{Min: "-inf", Max: max, Count: 1})
+			}
+			probes[i] = probe{first(base+":lease", strconv.FormatInt(cutoff, 10)), first(base+":scheduled", due), first(base+":retry", due)}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("look at the lanes: %w", err)
+	}
+	total := 0
+	var errs []error
+	for i, q := range queues {
+		pr := probes[i]
+		if len(pr.lease.Val()) > 0 {
+			n, err := r.recoverQueue(ctx, q, cutoff, now)
+			total += n
+			if err != nil {
+				errs = append(errs, fmt.Errorf("queue %s: %w", q, err))
+			}
+		}
+		base := tasks.AsynqKeys(q)
+		for _, set := range []struct {
+			cmd *redis.StringSliceCmd
+			key string
+		}{{pr.scheduled, base + ":scheduled"}, {pr.retry, base + ":retry"}} {
+			if len(set.cmd.Val()) == 0 {
+				continue
+			}
+			n, err := forwardScript.Run(ctx, r.cfg.Redis, []string{set.key, base + ":pending"}, now.Unix(), base+":t:", recoverPage, now.UnixNano()).Int()
+			total += n
+			if err != nil {
+				errs = append(errs, fmt.Errorf("queue %s: forward %s: %w", q, set.key, err))
+			}
+		}
+	}
+	return total, errors.Join(errs...)
+}
+
+// forwardScript moves tasks due again from a scheduled or retry set to
+// their pending list, as asynq's forwarder does for the queues its server
+// knows. KEYS: the set and the pending list; ARGV: now in Unix seconds,
+// the task key prefix, the most to move, now in Unix nanoseconds. Returns
+// how many.
+var forwardScript = redis.NewScript(`
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+for _, id in ipairs(ids) do
+  redis.call('LPUSH', KEYS[2], id)
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('HSET', ARGV[2] .. id, 'state', 'pending', 'pending_since', ARGV[4])
+end
+return #ids
+`)
 
 func (r *Recoverer) recoverQueue(ctx context.Context, q string, cutoff int64, now time.Time) (int, error) {
 	base := tasks.AsynqKeys(q)

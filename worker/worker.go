@@ -83,6 +83,7 @@ type Worker struct {
 	// recoverer hands tasks of expired leases to the fleet again: one per
 	// process, whatever the number of asynq servers.
 	recoverer *Recoverer
+	lanes     *laneReader // keeps the fetch client's lanes up to date
 }
 
 // New returns a Worker for cfg. Call Run to start it.
@@ -107,13 +108,14 @@ func New(cfg Config) (*Worker, error) {
 		w.mux.Handle(tasks.TypeBatchCallback, cfg.Callbacks)
 	}
 	shards := cmp.Or(cfg.Shards, tasks.DefaultShards)
-	rec, err := NewRecoverer(RecovererConfig{Redis: cfg.Redis, Shards: shards, Interval: cfg.RecoverInterval, Logger: logger})
+	interval := cmp.Or(cfg.TaskCheckInterval, DefaultTaskCheckInterval)
+	w.fetch = newFetchClient(cfg.Redis, interval)
+	w.lanes = newLaneReader(cfg.Redis, w.fetch.lanes, logger)
+	rec, err := NewRecoverer(RecovererConfig{Redis: cfg.Redis, Shards: shards, Lanes: w.fetch.lanes.queues, Interval: cfg.RecoverInterval, Logger: logger})
 	if err != nil {
 		return nil, err
 	}
 	w.recoverer = rec
-	interval := cmp.Or(cfg.TaskCheckInterval, DefaultTaskCheckInterval)
-	w.fetch = newFetchClient(cfg.Redis, interval)
 	for i := range servers {
 		// Spread the concurrency; the first servers take the remainder.
 		n := concurrency / servers
@@ -189,6 +191,8 @@ func RetryDelay(n int, _ error, t *asynq.Task) time.Duration {
 // back to the queue. Call it once.
 func (w *Worker) Run(ctx context.Context) error {
 	w.fetch.StartPipe()
+	w.lanes.Start()
+	defer w.lanes.Close()
 	w.recoverer.Start()
 	defer w.recoverer.Close()
 	// Wake-up messages from enqueuers, until the servers have stopped.
@@ -198,6 +202,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		defer close(heard)
 		for range wakes.Channel() {
 			w.fetch.wake()
+			w.lanes.Kick() // a new batch's lane, perhaps
 		}
 	}()
 	defer func() {

@@ -275,8 +275,11 @@ func TestE2EMetrics(t *testing.T) {
 			t.Errorf("serve %s = %q; want %s", series, got, want)
 		}
 	}
-	if !strings.Contains(sm, `pingfleet_queue_tasks{queue="pingfleet-0",state="pending"}`) {
-		t.Errorf("serve metrics lack queue sizes:\n%s", sm)
+	for _, series := range []string{`pingfleet_lane_tasks{priority="normal",state="pending"}`, `pingfleet_lane_tasks{priority="urgent",state="active"}`,
+		`pingfleet_lane_latency_seconds{priority="high"}`, `pingfleet_lanes{priority="low"}`} {
+		if metricValue(sm, series) == "" {
+			t.Errorf("serve metrics lack %s:\n%s", series, sm)
+		}
 	}
 	if strings.Contains(sm+wm, id) || strings.Contains(sm+wm, "127.0.8.1") {
 		t.Error("a batch ID or host appears in metrics: label sets must stay bounded")

@@ -27,6 +27,7 @@ type batchFlags struct {
 	deadline    time.Duration
 	callbackURL string
 	callbacks   callbackFlags // --callback-allow, with --callback-url
+	priority    string
 
 	count    int
 	perReq   int // -C: count, each request's RTT kept
@@ -57,6 +58,7 @@ func (b *batchFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&b.batchID, "batch-id", "", "batch ID (default: a new ULID); the ID of an interrupted batch resumes it")
 	fs.StringArrayVar(&b.labels, "label", nil, "label the batch with `KEY=VALUE`; repeatable")
 	fs.DurationVar(&b.deadline, "deadline", 0, "expire the hosts not pinged this long after submission (default: once no result came for 5 minutes)")
+	fs.StringVar(&b.priority, "priority", string(tasks.PriorityNormal), "the batch's share of the fleet against other batches: low, normal, high (weights 1, 3, 9) or urgent (served before all others, for a few hosts)")
 
 	b.fs = fs
 	fs.IntVarP(&b.count, "count", "c", 0, "echo requests per host, as fping -c (default: fping's reachability check: one request, retried until the first reply, see --retries)")

@@ -19,8 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hibiken/asynq"
-
 	"github.com/pingfleet/pingfleet/aggregator"
 	"github.com/pingfleet/pingfleet/internal/deathsig"
 	"github.com/pingfleet/pingfleet/internal/redistest"
@@ -267,13 +265,14 @@ func TestE2ETwoWorkers(t *testing.T) {
 func TestE2EReenqueueAddsNoTasks(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
-	ins := asynq.NewInspectorFromRedisClient(srv.Client())
 	queued := func() int {
+		queues, err := tasks.PingQueues(context.Background(), srv.Client(), tasks.DefaultShards)
+		if err != nil {
+			t.Fatal(err)
+		}
 		n := 0
-		for q := range tasks.Queues(tasks.DefaultShards) {
-			if info, err := ins.GetQueueInfo(q); err == nil {
-				n += info.Pending
-			}
+		for _, q := range queues {
+			n += int(srv.Client().LLen(context.Background(), tasks.AsynqKeys(q)+":pending").Val())
 		}
 		return n
 	}
@@ -492,9 +491,13 @@ func TestE2EEnqueueWaitPaces(t *testing.T) {
 		t.Fatal(err)
 	}
 	queued := func() int {
+		queues, err := tasks.PingQueues(context.Background(), srv.Client(), tasks.DefaultShards)
+		if err != nil {
+			t.Fatal(err)
+		}
 		total := 0
-		for q := range tasks.Queues(tasks.DefaultShards) {
-			total += int(srv.Client().LLen(context.Background(), "asynq:{"+q+"}:pending").Val())
+		for _, q := range queues {
+			total += int(srv.Client().LLen(context.Background(), tasks.AsynqKeys(q)+":pending").Val())
 		}
 		return total
 	}

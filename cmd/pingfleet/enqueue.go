@@ -8,6 +8,7 @@ import (
 
 	"github.com/pingfleet/pingfleet/aggregator"
 	"github.com/pingfleet/pingfleet/enqueuer"
+	"github.com/pingfleet/pingfleet/tasks"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 )
@@ -95,7 +96,11 @@ func (a *app) batch(bf *batchFlags, args []string) (enqueuer.Batch, error) {
 			return enqueuer.Batch{}, usageErr("--callback-url %q: %v", bf.callbackURL, err)
 		}
 	}
-	b := enqueuer.Batch{ID: bf.batchID, Hosts: hosts, Options: opts, Labels: labels, CallbackURL: bf.callbackURL}
+	prio, err := tasks.ParsePriority(bf.priority)
+	if err != nil {
+		return enqueuer.Batch{}, usageErr("--%v", err)
+	}
+	b := enqueuer.Batch{ID: bf.batchID, Hosts: hosts, Options: opts, Labels: labels, CallbackURL: bf.callbackURL, Priority: prio}
 	if bf.deadline > 0 {
 		b.Deadline = time.Now().Add(bf.deadline)
 	}

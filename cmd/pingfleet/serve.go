@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/spf13/cobra"
 	"golang.org/x/net/netutil"
 	"golang.org/x/sync/errgroup"
@@ -118,7 +117,7 @@ func (a *app) serveCommand() *cobra.Command {
 			g, gctx := errgroup.WithContext(ctx)
 			if metrics != "" {
 				reg := exporter.NewRegistry()
-				reg.MustRegister(exporter.NewCollector(asynq.NewInspectorFromRedisClient(rdb), agg, a.shards, a.logger))
+				reg.MustRegister(exporter.NewCollector(rdb, agg, a.shards, a.logger))
 				hm, err := exporter.NewHTTPMetrics(reg)
 				if err != nil {
 					return systemErr(err)

@@ -108,16 +108,17 @@ func NewStore(t testing.TB, rdb redis.UniversalClient, cfg aggregator.Config) *S
 	return &Store{Client: rdb, Aggregator: agg, Enqueuer: enq, Inspector: asynq.NewInspectorFromRedisClient(rdb)}
 }
 
-// Queued counts the tasks waiting in the default set of ping queues.
+// Queued counts the tasks waiting in the ping queues: the default set of
+// static ones and the batches' lanes.
 func (s *Store) Queued(t testing.TB) int {
 	t.Helper()
+	queues, err := tasks.PingQueues(context.Background(), s.Client, tasks.DefaultShards)
+	if err != nil {
+		t.Fatal(err)
+	}
 	n := 0
-	for q := range tasks.Queues(tasks.DefaultShards) {
-		info, err := s.Inspector.GetQueueInfo(q)
-		if err != nil {
-			continue // a queue that never had a task
-		}
-		n += info.Pending
+	for _, q := range queues {
+		n += int(s.Client.LLen(context.Background(), tasks.AsynqKeys(q)+":pending").Val())
 	}
 	return n
 }
