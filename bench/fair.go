@@ -4,6 +4,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -12,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -20,91 +22,117 @@ import (
 
 // Scenario 12: fair sharing, with serve's and one worker's defaults.
 // (a) A 10-host -c 2 batch, 20 times one after the other: alone, then
-// while a big -c 2 sweep runs; time from submission to its first result
-// and to its end. (b) Two equal batches submitted together: how far
-// apart they end.
+// while a big -c 2 sweep runs; its wait (submission to first ping) and
+// time to its end. (b) Two equal batches submitted together: how far
+// apart they end. With -baseline, for that build first.
 func (b *bench) fairSharing() error {
-	if err := b.flush(); err != nil {
-		return err
+	bins := [][2]string{{"this build", b.bin}}
+	if b.opts.baseline != "" {
+		bins = append([][2]string{{"baseline", b.opts.baseline}}, bins...)
 	}
-	sweep, smalls := b.size(100000, 5000), b.size(20, 5)
+	sweep, smalls, pair := b.size(100000, 5000), b.size(20, 5), b.size(20000, 2000)
+	fmt.Printf("## 12. Fair sharing (serve and one worker, defaults only)\n\n")
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 1, ' ', tabwriter.Debug)
+	fmt.Fprintln(tw, "build\t10-host -c 2 batch\truns\twait p50 ms\tp95 ms\tcomplete p50 ms\tp95 ms\tmax ms")
+	var notes []string
+	for _, bin := range bins {
+		f, err := b.fairRun(bin[1], sweep, smalls, pair)
+		if err != nil {
+			return fmt.Errorf("%s: %w", bin[0], err)
+		}
+		for _, r := range []struct {
+			what string
+			runs []smallRun
+		}{{"alone, one after the other", f.alone}, {fmt.Sprintf("one every %s while a %d-host -c 2 batch runs", smallEvery, f.sweep.Total), f.beside}} {
+			wait, done := durations(r.runs, func(s smallRun) time.Duration { return s.wait }), durations(r.runs, func(s smallRun) time.Duration { return s.done })
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", bin[0], r.what, len(r.runs), ms(pct(wait, 50)), ms(pct(wait, 95)), ms(pct(done, 50)), ms(pct(done, 95)), ms(done[len(done)-1]))
+		}
+		d0, d1 := f.pair[0].DurationSec, f.pair[1].DurationSec
+		notes = append(notes, fmt.Sprintf("%s: the sweep took %.1f s; two batches of %d hosts (-c 2) submitted together were done in %.2f s and %.2f s, %.1f %% apart",
+			bin[0], f.sweep.DurationSec, f.pair[0].Total, d0, d1, 100*math.Abs(d0-d1)/max(d0, d1)))
+	}
+	_ = tw.Flush()
+	fmt.Printf("\n(wait: from submission to the first ping, the summary's wait_s; complete: to the end, as the client saw it)\n\n%s\n\n", strings.Join(notes, "\n"))
+	return nil
+}
+
+type fairRun struct {
+	alone, beside []smallRun
+	sweep         batchState
+	pair          [2]batchState
+}
+
+// fairRun measures scenario 12 on pingfleet binary bin: its serve and a
+// worker on b's Redis, both with their defaults.
+func (b *bench) fairRun(bin string, sweep, smalls, pair int) (fairRun, error) {
+	var f fairRun
+	if err := b.flush(); err != nil {
+		return f, err
+	}
 	port, err := testkit.FreePort()
 	if err != nil {
-		return err
+		return f, err
 	}
 	api := "http://127.0.0.1:" + strconv.Itoa(port)
-	serve, err := start(b.bin, []string{"serve", "--redis", b.url, "--addr", "127.0.0.1:" + strconv.Itoa(port)})
+	serve, err := start(bin, []string{"serve", "--redis", b.url, "--addr", "127.0.0.1:" + strconv.Itoa(port)})
 	if err != nil {
-		return err
+		return f, err
 	}
 	defer serve.stop()
-	w, err := start(b.bin, []string{"worker", "--redis", b.url})
+	w, err := start(bin, []string{"worker", "--redis", b.url})
 	if err != nil {
-		return err
+		return f, err
 	}
 	defer w.stop()
 	if err := waitListening("127.0.0.1:" + strconv.Itoa(port)); err != nil {
-		return err
+		return f, err
 	}
 	time.Sleep(500 * time.Millisecond) // the worker polls
-
 	small := func(i int) string {
 		return fmt.Sprintf(`{"hosts": ["127.0.%d.1-10"], "options": {"count": 2}}`, 200+i%50)
 	}
-	alone, err := smallRuns(api, smalls, small)
-	if err != nil {
-		return err
+	// Each small batch (10 hosts, 1 s) alone, one after the other.
+	for i := range smalls {
+		began := time.Now()
+		id, err := postBatch(api, small(i))
+		if err != nil {
+			return f, err
+		}
+		s, err := waitBatch(api, id, func(s batchState) bool { return s.State == "complete" }, time.Minute)
+		if err != nil {
+			return f, err
+		}
+		f.alone = append(f.alone, smallRun{wait: time.Duration(s.WaitSec * float64(time.Second)), done: time.Since(began)})
 	}
 	// The sweep: -c 2 over 127.1.0.0 on.
 	hosts, next := slash24s(256, sweep)
 	sweepID, err := postBatch(api, `{"hosts": `+hosts+`, "options": {"count": 2}}`)
 	if err != nil {
-		return err
+		return f, err
 	}
 	if _, err := waitBatch(api, sweepID, func(s batchState) bool { return s.Done >= min(2000, sweep/10) }, 10*time.Minute); err != nil {
-		return err
+		return f, err
 	}
-	beside, err := smallRuns(api, smalls, small)
-	if err != nil {
-		return err
+	if f.beside, err = smallRuns(api, smalls, small); err != nil {
+		return f, err
 	}
-	sw, err := waitBatch(api, sweepID, func(s batchState) bool { return s.State != "running" && s.State != "enqueuing" }, 30*time.Minute)
-	if err != nil {
-		return err
+	if f.sweep, err = waitBatch(api, sweepID, func(s batchState) bool { return s.State != "running" && s.State != "enqueuing" }, 30*time.Minute); err != nil {
+		return f, err
 	}
-	fmt.Printf("## 12. Fair sharing (serve and one worker, defaults only)\n\n")
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 1, ' ', tabwriter.Debug)
-	fmt.Fprintln(tw, "10-host -c 2 batch, submitted one after the other\truns\tfirst result p50 ms\tp95 ms\tcomplete p50 ms\tp95 ms\tmax ms")
-	for _, r := range []struct {
-		what string
-		runs []smallRun
-	}{{"alone", alone}, {fmt.Sprintf("while a %d-host -c 2 batch runs", sweep), beside}} {
-		first, done := durations(r.runs, func(s smallRun) time.Duration { return s.first }), durations(r.runs, func(s smallRun) time.Duration { return s.done })
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", r.what, len(r.runs), ms(pct(first, 50)), ms(pct(first, 95)), ms(pct(done, 50)), ms(pct(done, 95)), ms(done[len(done)-1]))
-	}
-	_ = tw.Flush()
-	fmt.Printf("\n(the sweep: %d hosts in %.1f s, %s, wait %.3f s)\n\n", sweep, sw.DurationSec, sw.State, sw.WaitSec)
-
-	// (b) Two equal batches submitted together.
-	pair := b.size(20000, 2000)
 	var ids [2]string
 	for i := range ids {
 		var hosts string
 		hosts, next = slash24s(next, pair)
 		if ids[i], err = postBatch(api, `{"hosts": `+hosts+`, "options": {"count": 2}}`); err != nil {
-			return err
+			return f, err
 		}
 	}
-	var ends [2]batchState
 	for i, id := range ids {
-		if ends[i], err = waitBatch(api, id, func(s batchState) bool { return s.State == "complete" }, 30*time.Minute); err != nil {
-			return err
+		if f.pair[i], err = waitBatch(api, id, func(s batchState) bool { return s.State == "complete" }, 30*time.Minute); err != nil {
+			return f, err
 		}
 	}
-	d0, d1 := ends[0].DurationSec, ends[1].DurationSec
-	fmt.Printf("two batches of %d hosts (-c 2) submitted together: done in %.2f s and %.2f s, %.1f %% apart\n\n",
-		ends[0].Total, d0, d1, 100*math.Abs(d0-d1)/max(d0, d1))
-	return nil
+	return f, nil
 }
 
 // slash24s returns, as a JSON list, the /24s of 127/8 from the first
@@ -119,34 +147,37 @@ func slash24s(first, n int) (string, int) {
 	return "[" + strings.Join(q, ", ") + "]", i
 }
 
-type smallRun struct{ first, done time.Duration }
+type smallRun struct{ wait, done time.Duration }
 
-// smallRuns submits n batches body(i) one after the other, each once the
-// one before has ended, and times each from its submission to its first
-// result and to its end.
+// smallRuns submits n batches body(i), one every smallEvery (each
+// without waiting for the one before, so that all of them meet the same
+// sweep), and times each from its submission to its end; its wait is the
+// summary's.
 func smallRuns(api string, n int, body func(int) string) ([]smallRun, error) {
-	var runs []smallRun
+	runs := make([]smallRun, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
 	for i := range n {
-		began := time.Now()
-		id, err := postBatch(api, body(i))
-		if err != nil {
-			return nil, err
+		if i > 0 {
+			time.Sleep(smallEvery)
 		}
-		var r smallRun
-		_, err = waitBatch(api, id, func(s batchState) bool {
-			if s.Done > 0 && r.first == 0 {
-				r.first = time.Since(began)
+		wg.Go(func() {
+			began := time.Now()
+			id, err := postBatch(api, body(i))
+			if err != nil {
+				errs[i] = err
+				return
 			}
-			return s.State == "complete"
-		}, time.Minute)
-		if err != nil {
-			return nil, err
-		}
-		r.done = time.Since(began)
-		runs = append(runs, r)
+			s, err := waitBatch(api, id, func(s batchState) bool { return s.State == "complete" }, time.Minute)
+			runs[i], errs[i] = smallRun{wait: time.Duration(s.WaitSec * float64(time.Second)), done: time.Since(began)}, err
+		})
 	}
-	return runs, nil
+	wg.Wait()
+	return runs, errors.Join(errs...)
 }
+
+// smallEvery spaces the small batches of scenario 12.
+const smallEvery = 300 * time.Millisecond
 
 type batchState struct {
 	State       string  `json:"state"`

@@ -33,9 +33,10 @@ import (
 func main() { os.Exit(run()) }
 
 type options struct {
-	smoke bool
-	only  []int
-	runs  int
+	smoke    bool
+	only     []int
+	runs     int
+	baseline string
 }
 
 func run() int {
@@ -44,6 +45,7 @@ func run() int {
 	flag.BoolVar(&o.smoke, "smoke", false, "small sizes: check that every scenario runs (for CI)")
 	flag.StringVar(&only, "only", "", "comma-separated scenario numbers (default all)")
 	flag.IntVar(&o.runs, "runs", 3, "runs per measurement; the median is reported")
+	flag.StringVar(&o.baseline, "baseline", "", "a pingfleet `binary` of another build, measured first in the scenarios that compare builds (12)")
 	flag.Parse()
 	for _, s := range strings.Split(only, ",") {
 		if n, err := strconv.Atoi(strings.TrimSpace(s)); err == nil {
