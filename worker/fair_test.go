@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/pingfleet/pingfleet/aggregator"
 	"github.com/pingfleet/pingfleet/enqueuer"
 	"github.com/pingfleet/pingfleet/internal/redistest"
@@ -50,10 +52,10 @@ func (p *orderPinger) served() []byte {
 // fairFleet runs a worker of concurrency slots on a private Redis with p,
 // and returns a function that submits n hosts of 127.<b>.0.0/16 as a
 // batch of priority prio.
-func fairFleet(t *testing.T, p worker.Pinger, concurrency int) (submit func(b byte, n int, prio tasks.Priority) string, agg *aggregator.Aggregator) {
+func fairFleet(t *testing.T, p worker.Pinger, concurrency int) (submit func(b byte, n int, prio tasks.Priority) string, agg *aggregator.Aggregator, rdb *redis.Client) {
 	t.Helper()
 	srv := redistest.Start(t)
-	rdb := srv.Client()
+	rdb = srv.Client()
 	agg, err := aggregator.New(aggregator.Config{Client: rdb})
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +93,7 @@ func fairFleet(t *testing.T, p worker.Pinger, concurrency int) (submit func(b by
 			t.Fatal(err)
 		}
 		return res.ID
-	}, agg
+	}, agg, rdb
 }
 
 // A small batch submitted while a big one runs is served beside it, not
@@ -100,7 +102,7 @@ func fairFleet(t *testing.T, p worker.Pinger, concurrency int) (submit func(b by
 func TestFairSmallBatchBesideSweep(t *testing.T) {
 	t.Parallel()
 	p := &orderPinger{pause: 2 * time.Millisecond}
-	submit, agg := fairFleet(t, p, 1)
+	submit, agg, rdb := fairFleet(t, p, 1)
 	submit(1, 2000, "")
 	testkit.Eventually(t, 10*time.Second, func() bool { return len(p.served()) >= 50 }, "the sweep under way")
 	small := submit(2, 20, "")
@@ -133,6 +135,12 @@ func TestFairSmallBatchBesideSweep(t *testing.T) {
 	if s.Priority != tasks.PriorityNormal || s.WaitSec <= 0 || s.WaitSec > 5 {
 		t.Errorf("summary: priority %q, wait %v s; want normal and a wait of a little above 0", s.Priority, s.WaitSec)
 	}
+	// asynq acknowledged each task on the lane's queue, which its message
+	// names: none is left running there, and asynq counted 20 done.
+	base := tasks.AsynqKeys(tasks.LaneQueue(small, 0))
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		return rdb.LLen(context.Background(), base+":active").Val() == 0 && rdb.Get(context.Background(), base+":processed").Val() == "20"
+	}, "the small batch's tasks acknowledged in its lane")
 }
 
 // Two equal batches submitted together share the fleet: each has half of
@@ -140,7 +148,7 @@ func TestFairSmallBatchBesideSweep(t *testing.T) {
 func TestFairSharesAndUrgent(t *testing.T) {
 	t.Parallel()
 	p := &orderPinger{pause: 2 * time.Millisecond}
-	submit, _ := fairFleet(t, p, 1)
+	submit, _, _ := fairFleet(t, p, 1)
 	submit(1, 600, "")
 	submit(2, 600, "")
 	testkit.Eventually(t, 20*time.Second, func() bool { return len(p.served()) >= 400 }, "400 tasks served")
