@@ -70,16 +70,19 @@ func TestLabAccuracy(t *testing.T) {
 			code:  ExitOK,
 			check: func(t *testing.T, rs []aggregator.Result, s aggregator.Summary) {
 				// Jitter is uniform in ±5 ms, so every RTT lies in
-				// [45, 55] ms plus the machine's own delay (bounded
-				// generously: this may run beside other tests).
+				// [45, 55] ms plus the machine's own delay, bounded
+				// generously: this runs beside other tests under the race
+				// detector, which starve both the lab's responder (in
+				// this process) and the pinging binary (CI saw an average
+				// of 60.7 ms once).
 				for _, r := range rs {
-					if r.Received != 5 || r.RTTMin < 45 || r.RTTAvg < 46 || r.RTTAvg > 60 || r.RTTMax > 80 {
-						t.Errorf("%s: %d received, RTT min/avg/max %.1f/%.1f/%.1f ms; want 5 within 45-60 ms on average",
+					if r.Received != 5 || r.RTTMin < 45 || r.RTTAvg < 46 || r.RTTAvg > 66 || r.RTTMax > 90 {
+						t.Errorf("%s: %d received, RTT min/avg/max %.1f/%.1f/%.1f ms; want 5 within 46-66 ms on average",
 							r.Host, r.Received, r.RTTMin, r.RTTAvg, r.RTTMax)
 					}
 				}
-				if s.RTTP50 < 46 || s.RTTP50 > 60 {
-					t.Errorf("p50 %.1f ms; want 46-60", s.RTTP50)
+				if s.RTTP50 < 46 || s.RTTP50 > 66 {
+					t.Errorf("p50 %.1f ms; want 46-66", s.RTTP50)
 				}
 			},
 		},
