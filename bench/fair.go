@@ -48,8 +48,9 @@ func (b *bench) fairSharing() error {
 			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", bin[0], r.what, len(r.runs), ms(pct(wait, 50)), ms(pct(wait, 95)), ms(pct(done, 50)), ms(pct(done, 95)), ms(done[len(done)-1]))
 		}
 		d0, d1 := f.pair[0].DurationSec, f.pair[1].DurationSec
-		notes = append(notes, fmt.Sprintf("%s: the sweep took %.1f s; two batches of %d hosts (-c 2) submitted together were done in %.2f s and %.2f s, %.1f %% apart",
-			bin[0], f.sweep.DurationSec, f.pair[0].Total, d0, d1, 100*math.Abs(d0-d1)/max(d0, d1)))
+		notes = append(notes, fmt.Sprintf("%s: the sweep took %.1f s; two batches of %d hosts (-c 2) submitted together were done in %.2f s and %.2f s, %.1f %% apart; a %d-host -c 2 batch took %.2f s alone and %.2f s (%+.1f %%) submitted 1 s after a %d-host batch limited to 500 pings/s",
+			bin[0], f.sweep.DurationSec, f.pair[0].Total, d0, d1, 100*math.Abs(d0-d1)/max(d0, d1),
+			f.freeAlone.Total, f.freeAlone.DurationSec, f.freeBeside.DurationSec, 100*(f.freeBeside.DurationSec/f.freeAlone.DurationSec-1), f.pair[0].Total))
 	}
 	_ = tw.Flush()
 	fmt.Printf("\n(wait: from submission to the first ping, the summary's wait_s; complete: to the end, as the client saw it)\n\n%s\n\n", strings.Join(notes, "\n"))
@@ -60,6 +61,9 @@ type fairRun struct {
 	alone, beside []smallRun
 	sweep         batchState
 	pair          [2]batchState
+	// (c): an unlimited batch alone, then submitted just after a big batch
+	// limited to a rate far below the fleet's capacity.
+	freeAlone, freeBeside batchState
 }
 
 // fairRun measures scenario 12 on pingfleet binary bin: its serve and a
@@ -132,7 +136,40 @@ func (b *bench) fairRun(bin string, sweep, smalls, pair int) (fairRun, error) {
 			return f, err
 		}
 	}
+	// (c) The unlimited batch alone, then behind a rate-limited one.
+	free, next := slash24s(next, pair/2)
+	if f.freeAlone, err = b.batchDone(api, `{"hosts": `+free+`, "options": {"count": 2}}`); err != nil {
+		return f, err
+	}
+	limited, _ := slash24s(next, pair)
+	limitedID, err := postBatch(api, `{"hosts": `+limited+`, "options": {"count": 2, "batch_rate": 500}}`)
+	if err != nil {
+		return f, err
+	}
+	time.Sleep(time.Second) // the limited batch fills what it holds
+	if f.freeBeside, err = b.batchDone(api, `{"hosts": `+free+`, "options": {"count": 2}}`); err != nil {
+		return f, err
+	}
+	// The limited batch would take a minute more: cancel it.
+	req, err := http.NewRequest(http.MethodDelete, api+"/v1/batches/"+limitedID, nil)
+	if err != nil {
+		return f, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return f, err
+	}
+	resp.Body.Close()
 	return f, nil
+}
+
+// batchDone submits body and waits for the batch to complete.
+func (b *bench) batchDone(api, body string) (batchState, error) {
+	id, err := postBatch(api, body)
+	if err != nil {
+		return batchState{}, err
+	}
+	return waitBatch(api, id, func(s batchState) bool { return s.State == "complete" }, 30*time.Minute)
 }
 
 // slash24s returns, as a JSON list, the /24s of 127/8 from the first

@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -256,7 +255,8 @@ func (e *Enqueuer) enqueue(ctx context.Context, b Batch, hosts []string, p *pace
 	// workers look at its queues; asynq's client adds each queue it
 	// enqueues to to its set of queues, which its Inspector (and asynqmon)
 	// list, and so does this.
-	lane := tasks.Lane{Batch: b.ID, Priority: cmp.Or(b.Priority, tasks.PriorityNormal), Shards: tasks.LaneShards(len(b.Hosts), e.shards)}
+	lane := tasks.Lane{Batch: b.ID, Priority: cmp.Or(b.Priority, tasks.PriorityNormal), Shards: tasks.LaneShards(len(b.Hosts), e.shards),
+		Rate: b.Options.BatchRate, Cost: max(b.Options.Count, 1)}
 	if len(hosts) > 0 {
 		names := make([]any, 0, lane.Shards)
 		for _, q := range lane.Queues() {
@@ -274,7 +274,6 @@ func (e *Enqueuer) enqueue(ctx context.Context, b Batch, hosts []string, p *pace
 	timeout := b.Options.RunTime() + TaskSlack
 	var added atomic.Int64
 	var next atomic.Int64
-	var woke sync.Once
 	size := chunkSize
 	if e.window > 0 {
 		size = min(size, max(e.window/2, 1)) // a chunk must fit in the window
@@ -297,13 +296,16 @@ func (e *Enqueuer) enqueue(ctx context.Context, b Batch, hosts []string, p *pace
 				if err != nil {
 					return err
 				}
-				woke.Do(func() { e.wake(gctx) })
+				// Workers that found the batch's queues empty wait before
+				// they look again (longer each time, up to a second): each
+				// chunk tells them it came.
+				e.wake(gctx, b.ID)
 			}
 		})
 	}
 	err = g.Wait()
 	if added.Load() > 0 {
-		e.wake(ctx) // workers that found the queues empty in between look again
+		e.wake(ctx, b.ID) // workers that found the queues empty in between look again
 	}
 	return int(added.Load()), err
 }
@@ -377,8 +379,8 @@ func (c *chunk) send(ctx context.Context, rdb redis.UniversalClient, payloads *t
 	return added, nil
 }
 
-// wake tells idle workers that tasks are waiting. It is a hint: a worker
-// that misses it finds the tasks at its next look anyway.
-func (e *Enqueuer) wake(ctx context.Context) {
-	_ = e.rdb.Publish(ctx, tasks.WakeChannel, "").Err()
+// wake tells idle workers that tasks of batch id are waiting. It is a
+// hint: a worker that misses it finds the tasks at its next look anyway.
+func (e *Enqueuer) wake(ctx context.Context, id string) {
+	_ = e.rdb.Publish(ctx, tasks.WakeChannel, id).Err()
 }

@@ -116,6 +116,22 @@ func (l *Limiter) Wait(ctx context.Context, batchID string, batchRate, n int) er
 	return nil
 }
 
+// Grant takes up to n tokens, without waiting, from the bucket of batch
+// batchID at batchRate pings per second, and returns how many it took
+// and, when none, how long until one is due. It is for a fetcher that
+// takes a batch's tasks only once their pings are granted.
+func (l *Limiter) Grant(ctx context.Context, batchID string, batchRate, n int) (int, time.Duration, error) {
+	if batchRate <= 0 || n <= 0 || batchID == "" {
+		return 0, 0, fmt.Errorf("rate limit grant: batch %q, rate %d, %d tokens", batchID, batchRate, n)
+	}
+	limit := redis_rate.Limit{Rate: batchRate, Burst: max(1, batchRate/10), Period: time.Second}
+	res, err := l.rl.AllowAtMost(ctx, batchKey(batchID), limit, n)
+	if err != nil {
+		return 0, 0, fmt.Errorf("rate limit %s: %w", batchKey(batchID), err)
+	}
+	return res.Allowed, res.RetryAfter, nil
+}
+
 // take takes n tokens from the bucket at key.
 //
 // A caller with nobody of this process in line asks for its n tokens at once,

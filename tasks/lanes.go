@@ -87,6 +87,9 @@ func LaneQueue(batch string, shard int) string {
 	return QueuePrefix + "b-" + batch + "-" + strconv.Itoa(shard)
 }
 
+// IsLaneQueue reports whether queue is one of a lane's.
+func IsLaneQueue(queue string) bool { return strings.HasPrefix(queue, QueuePrefix+"b-") }
+
 // LaneQueueOf returns the queue of batch's lane, of shards queues, that
 // host's task goes to: a hash of the host, as Queue, so a re-run enqueue
 // finds the task it added before.
@@ -104,6 +107,11 @@ type Lane struct {
 	Batch    string
 	Priority Priority
 	Shards   int
+	// Rate is the batch's own limit in pings per second
+	// (PingOptions.BatchRate), 0 for none, and Cost the pings of one of its
+	// tasks: workers fetch a task of a limited lane only once its pings
+	// are granted, so a throttled batch holds no worker slot.
+	Rate, Cost int
 }
 
 // Queues returns the names of the lane's queues.
@@ -115,18 +123,40 @@ func (l Lane) Queues() []string {
 	return q
 }
 
-// String is the lane's value under LanesKey: "<priority> <shards>".
-func (l Lane) String() string { return string(l.Priority) + " " + strconv.Itoa(l.Shards) }
+// String is the lane's value under LanesKey: "<priority> <shards>", and
+// " <rate> <cost>" for a limited batch.
+func (l Lane) String() string {
+	s := string(l.Priority) + " " + strconv.Itoa(l.Shards)
+	if l.Rate > 0 {
+		s += " " + strconv.Itoa(l.Rate) + " " + strconv.Itoa(max(l.Cost, 1))
+	}
+	return s
+}
 
 // ParseLane reads batch's entry under LanesKey.
 func ParseLane(batch, v string) (Lane, error) {
-	prio, shards, ok := strings.Cut(v, " ")
-	n, err := strconv.Atoi(shards)
-	p, perr := ParsePriority(prio)
-	if !ok || err != nil || n < 1 || n > MaxShards || perr != nil {
-		return Lane{}, fmt.Errorf("lane of batch %s: %q is not \"<priority> <shards>\"", batch, v)
+	f := strings.Split(v, " ")
+	bad := fmt.Errorf("lane of batch %s: %q is not \"<priority> <shards> [<rate> <cost>]\"", batch, v)
+	if len(f) != 2 && len(f) != 4 {
+		return Lane{}, bad
 	}
-	return Lane{Batch: batch, Priority: p, Shards: n}, nil
+	p, err := ParsePriority(f[0])
+	if err != nil {
+		return Lane{}, bad
+	}
+	l := Lane{Batch: batch, Priority: p}
+	nums := []*int{&l.Shards, &l.Rate, &l.Cost}
+	for i, x := range f[1:] {
+		n, err := strconv.Atoi(x)
+		if err != nil || n < 1 {
+			return Lane{}, bad
+		}
+		*nums[i] = n
+	}
+	if l.Shards > MaxShards {
+		return Lane{}, bad
+	}
+	return l, nil
 }
 
 // ReadLanes returns the lanes registered on rdb. An entry it cannot read

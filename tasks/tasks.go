@@ -54,7 +54,8 @@ func Queue(host string, shards int) string {
 func AsynqKeys(queue string) string { return "asynq:{" + queue + "}" }
 
 // WakeChannel is the Redis channel an enqueuer publishes on when it has put
-// tasks in the queues. An idle worker looks at its queues only every
+// tasks in the queues, the batch's ID as the message ("" from older
+// enqueuers: any queue). An idle worker looks at its queues only every
 // --task-check-interval; one that hears this looks at once.
 const WakeChannel = "pingfleet:wake"
 

@@ -17,6 +17,7 @@ import (
 	"github.com/pingfleet/pingfleet/internal/redistest"
 	"github.com/pingfleet/pingfleet/internal/testkit"
 	"github.com/pingfleet/pingfleet/ping"
+	"github.com/pingfleet/pingfleet/ratelimit"
 	"github.com/pingfleet/pingfleet/tasks"
 	"github.com/pingfleet/pingfleet/worker"
 )
@@ -54,6 +55,16 @@ func (p *orderPinger) served() []byte {
 // batch of priority prio.
 func fairFleet(t *testing.T, p worker.Pinger, concurrency int) (submit func(b byte, n int, prio tasks.Priority) string, agg *aggregator.Aggregator, rdb *redis.Client) {
 	t.Helper()
+	submitWith, agg, rdb := fairFleetWith(t, p, concurrency, false)
+	return func(b byte, n int, prio tasks.Priority) string {
+		return submitWith(b, n, prio, tasks.PingOptions{Count: 1})
+	}, agg, rdb
+}
+
+// fairFleetWith is fairFleet with the options of each batch given, and,
+// with rates, a rate limiter (as the worker command has).
+func fairFleetWith(t *testing.T, p worker.Pinger, concurrency int, rates bool) (submit func(b byte, n int, prio tasks.Priority, opts tasks.PingOptions) string, agg *aggregator.Aggregator, rdb *redis.Client) {
+	t.Helper()
 	srv := redistest.Start(t)
 	rdb = srv.Client()
 	agg, err := aggregator.New(aggregator.Config{Client: rdb})
@@ -61,11 +72,21 @@ func fairFleet(t *testing.T, p worker.Pinger, concurrency int) (submit func(b by
 		t.Fatal(err)
 	}
 	logger := slog.New(slog.DiscardHandler)
-	h, err := worker.NewHandler(worker.HandlerConfig{Recorder: agg, Pinger: p, Logger: logger})
+	hc := worker.HandlerConfig{Recorder: agg, Pinger: p, Logger: logger}
+	wc := worker.Config{Redis: rdb, Logger: logger, Concurrency: concurrency, Servers: 1}
+	if rates {
+		l, err := ratelimit.New(ratelimit.Config{Client: rdb})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hc.Limiter, wc.Rates = l, l
+	}
+	h, err := worker.NewHandler(hc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := worker.New(worker.Config{Redis: rdb, Handler: h, Logger: logger, Concurrency: concurrency, Servers: 1})
+	wc.Handler = h
+	w, err := worker.New(wc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,13 +103,13 @@ func fairFleet(t *testing.T, p worker.Pinger, concurrency int) (submit func(b by
 	if err != nil {
 		t.Fatal(err)
 	}
-	return func(b byte, n int, prio tasks.Priority) string {
+	return func(b byte, n int, prio tasks.Priority, opts tasks.PingOptions) string {
 		t.Helper()
 		hosts := make([]string, n)
 		for i := range hosts {
 			hosts[i] = fmt.Sprintf("127.%d.%d.%d", b, i/250, i%250+1)
 		}
-		res, err := enq.Submit(context.Background(), enqueuer.Batch{Hosts: hosts, Priority: prio, Options: tasks.PingOptions{Count: 1}})
+		res, err := enq.Submit(context.Background(), enqueuer.Batch{Hosts: hosts, Priority: prio, Options: opts})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -173,4 +194,54 @@ func countOf(order []byte, b byte) int {
 		}
 	}
 	return n
+}
+
+// A batch held back by its own rate holds no worker slot: its tasks are
+// fetched only once their pings are granted, so with two slots a batch
+// submitted after it runs at once, and the throttled one never has more
+// than the granted task running, while it keeps its rate.
+func TestFairThrottledHoldsNoSlot(t *testing.T) {
+	t.Parallel()
+	p := &orderPinger{pause: 2 * time.Millisecond}
+	submit, agg, rdb := fairFleetWith(t, p, 2, true)
+	began := time.Now()
+	slow := submit(1, 100, "", tasks.PingOptions{Count: 1, BatchRate: 4})
+	testkit.Eventually(t, 10*time.Second, func() bool { return countOf(p.served(), 1) >= 1 }, "the throttled batch under way")
+	// Sample the throttled lane's running tasks meanwhile.
+	stop := make(chan struct{})
+	most := make(chan int64, 1)
+	go func() {
+		var m int64
+		defer func() { most <- m }()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+			m = max(m, rdb.LLen(context.Background(), tasks.AsynqKeys(tasks.LaneQueue(slow, 0))+":active").Val())
+		}
+	}()
+	start := time.Now()
+	fast := submit(2, 40, "", tasks.PingOptions{Count: 1})
+	testkit.Eventually(t, 20*time.Second, func() bool {
+		s, err := agg.Progress(context.Background(), fast)
+		return err == nil && s.Completed()
+	}, "the unlimited batch complete")
+	took := time.Since(start)
+	time.Sleep(time.Second) // the throttled batch goes on at its rate
+	close(stop)
+	if m := <-most; m > 1 {
+		t.Errorf("the throttled batch had %d tasks running at once; want at most the one granted (4 pings/s, 2 ms each)", m)
+	}
+	// 40 tasks of 2 ms on 2 slots: about 40 ms, and well under the 10 s
+	// the throttled batch's 40 next tasks take at its rate.
+	if took > 2*time.Second {
+		t.Errorf("the unlimited batch took %v beside a throttled one; want it unhindered", took)
+	}
+	// The throttled batch keeps its rate: 4/s and a burst of 1.
+	elapsed := time.Since(began).Seconds()
+	if n := countOf(p.served(), 1); float64(n) > 4*elapsed+2 || n < 2 {
+		t.Errorf("the throttled batch had %d tasks in %.1f s; want about 4 a second", n, elapsed)
+	}
 }

@@ -51,12 +51,12 @@ func (c *fetchClient) StartPipe() { c.pipe.Start() }
 func (c *fetchClient) StopPipe() { c.pipe.Close() }
 
 // wake forgets which queues were empty: tasks have been enqueued.
-func (c *fetchClient) wake() {
+func (c *fetchClient) wake(batch string) {
 	c.mu.Lock()
 	clear(c.empty)
 	c.wakes++
 	c.mu.Unlock()
-	c.lanes.wake()
+	c.lanes.wake(batch)
 }
 
 // EvalSha runs a script call through the pipeline. A dequeue of one of the
@@ -71,19 +71,32 @@ func (c *fetchClient) EvalSha(ctx context.Context, sha1 string, keys []string, a
 	if !isShardQueue(keys[0]) {
 		return c.dequeue(ctx, sha1, keys, args)
 	}
-	q, gen, ok := c.lanes.pick(time.Now())
-	if !ok || q == staticLane {
-		cmd := c.dequeue(ctx, sha1, keys, args)
-		if ok {
-			c.lanes.answered(staticLane, errors.Is(cmd.Err(), redis.Nil), gen, time.Now())
+	// A lane found empty (a batch whose tasks all run, or ran) makes the
+	// scheduler pick another at once, a few times: returned to asynq, a
+	// run of empty answers makes its server sleep a fetch window.
+	var cmd *redis.Cmd
+	for range laneTries {
+		q, gen, ok := c.lanes.pick(time.Now())
+		if !ok || q == staticLane {
+			cmd := c.dequeue(ctx, sha1, keys, args)
+			if ok {
+				c.lanes.answered(staticLane, errors.Is(cmd.Err(), redis.Nil), gen, time.Now())
+			}
+			return cmd
 		}
-		return cmd
+		base := tasks.AsynqKeys(q)
+		cmd = c.pipe.EvalSha(ctx, sha1, []string{base + ":pending", base + ":paused", base + ":active", base + ":lease"}, args[0], base+":t:")
+		empty := errors.Is(cmd.Err(), redis.Nil)
+		c.lanes.answered(q, empty, gen, time.Now())
+		if !empty {
+			break
+		}
 	}
-	base := tasks.AsynqKeys(q)
-	cmd := c.pipe.EvalSha(ctx, sha1, []string{base + ":pending", base + ":paused", base + ":active", base + ":lease"}, args[0], base+":t:")
-	c.lanes.answered(q, errors.Is(cmd.Err(), redis.Nil), gen, time.Now())
 	return cmd
 }
+
+// laneTries is how many lanes one dequeue of a ping queue may ask.
+const laneTries = 4
 
 // isShardQueue reports whether pending is the pending list of one of the
 // static ping queues ("asynq:{pingfleet-<n>}:pending").

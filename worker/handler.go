@@ -85,6 +85,9 @@ type Handler struct {
 	metrics    *Metrics
 	policy     tasks.Policy
 	payloads   tasks.Decoder // remembers the options of the batches it runs
+	// ratedAtFetch: the worker grants a lane's batch rate before it
+	// fetches the task (Config.Rates); only the fleet's is waited for here.
+	ratedAtFetch bool
 }
 
 // NewHandler returns a Handler for cfg.
@@ -161,7 +164,11 @@ func (h *Handler) prepare(ctx context.Context, payload []byte) (*tasks.PingPaylo
 		return nil, nil
 	}
 	if h.limiter != nil {
-		if err := h.limiter.Wait(ctx, p.BatchID, p.Options.BatchRate, p.Options.Count); err != nil {
+		rate := p.Options.BatchRate
+		if q, _ := asynq.GetQueueName(ctx); h.ratedAtFetch && tasks.IsLaneQueue(q) {
+			rate = 0 // granted before it was fetched
+		}
+		if err := h.limiter.Wait(ctx, p.BatchID, rate, p.Options.Count); err != nil {
 			return nil, fmt.Errorf("rate limit: %w", err)
 		}
 	}

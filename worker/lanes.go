@@ -47,11 +47,26 @@ type laneState struct {
 	next   int         // the shard to try first
 	until  []time.Time // per shard: do not ask before
 	streak []int       // per shard: empty answers in a row
+	// A limited lane (lane.Rate): pings granted and not spent yet, and
+	// when to ask for more after a refusal.
+	tokens   int
+	tokensAt time.Time
+	gated    bool // the worker grants rates at fetch (Config.Rates)
+}
+
+// limited reports whether l is fetched only with its pings granted, and
+// whether it has them for one more task.
+func (l *laneState) limited() (limited, granted bool) {
+	if l.lane.Rate <= 0 || !l.gated {
+		return false, true
+	}
+	return true, l.tokens >= max(l.lane.Cost, 1)
 }
 
 // laneScheduler chooses the queue of each dequeue.
 type laneScheduler struct {
 	backoff time.Duration // the first wait after an empty answer
+	gated   bool          // limited lanes wait for their pings (a Granter gets them)
 
 	mu      sync.Mutex
 	lanes   map[string]*laneState // batch → lane
@@ -82,7 +97,7 @@ func (s *laneScheduler) set(lanes []tasks.Lane) {
 	for _, l := range lanes {
 		st, ok := s.lanes[l.Batch]
 		if !ok || st.lane != l {
-			st = &laneState{lane: l, queues: l.Queues(), weight: float64(l.Priority.Weight()), until: make([]time.Time, l.Shards), streak: make([]int, l.Shards)}
+			st = &laneState{lane: l, queues: l.Queues(), weight: float64(l.Priority.Weight()), until: make([]time.Time, l.Shards), streak: make([]int, l.Shards), gated: s.gated}
 			if l.Batch == staticLane {
 				st.queues = []string{staticLane}
 			}
@@ -140,6 +155,9 @@ func (s *laneScheduler) pick(now time.Time) (queue string, gen uint64, ok bool) 
 	var best *laneState
 	bestShard, bestPass := -1, 0.0
 	for _, l := range s.order {
+		if _, granted := l.limited(); !granted {
+			continue // not fetched until its pings are granted: it holds no slot
+		}
 		shard := l.shardAt(now)
 		if shard < 0 {
 			continue
@@ -154,6 +172,9 @@ func (s *laneScheduler) pick(now time.Time) (queue string, gen uint64, ok bool) 
 	}
 	s.vtime[best.class()] = bestPass
 	best.pass = bestPass + best.step()
+	if limited, _ := best.limited(); limited {
+		best.tokens -= max(best.lane.Cost, 1)
+	}
 	best.next = bestShard + 1
 	return best.queues[bestShard], gen, true
 }
@@ -175,6 +196,9 @@ func (s *laneScheduler) answered(queue string, empty bool, gen uint64, now time.
 		return
 	}
 	l.pass -= l.step()
+	if limited, _ := l.limited(); limited {
+		l.tokens += max(l.lane.Cost, 1) // not spent
+	}
 	if gen != s.gen {
 		return
 	}
@@ -182,14 +206,60 @@ func (s *laneScheduler) answered(queue string, empty bool, gen uint64, now time.
 	l.until[i] = now.Add(min(s.backoff<<min(l.streak[i]-1, 10), maxLaneBackoff))
 }
 
-// wake ends every wait after an empty answer: tasks were enqueued.
-func (s *laneScheduler) wake() {
+// wake ends the waits after an empty answer: tasks were enqueued.
+//
+// A message naming a batch ends only the waits of its lane and of the
+// static queues: the lanes of other batches, drained, would otherwise all
+// be asked again, and a worker's asynq servers that find a run of empty
+// queues sleep a fetch window.
+func (s *laneScheduler) wake(batch string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.gen++
-	for _, l := range s.lanes {
-		clear(l.until)
-		clear(l.streak)
+	for b, l := range s.lanes {
+		if batch == "" || b == batch || b == staticLane {
+			clear(l.until)
+			clear(l.streak)
+		}
+	}
+}
+
+// tokenWant is a limited lane's request for pings to be granted.
+type tokenWant struct {
+	batch      string
+	rate, want int
+}
+
+// wants returns the limited lanes that lack the pings of one task and
+// may ask for them at now: at most a tenth of a second's worth each (the
+// bucket's burst), at least one task's.
+func (s *laneScheduler) wants(now time.Time) []tokenWant {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var w []tokenWant
+	for _, l := range s.order {
+		limited, granted := l.limited()
+		if !limited || granted || now.Before(l.tokensAt) || l.shardAt(now) < 0 {
+			continue
+		}
+		cost := max(l.lane.Cost, 1)
+		w = append(w, tokenWant{l.lane.Batch, l.lane.Rate, max(cost-l.tokens, min(max(1, l.lane.Rate/10), 4*cost))})
+	}
+	return w
+}
+
+// granted adds n pings to batch's lane, or, with none, makes it wait
+// until retry before it asks again.
+func (s *laneScheduler) granted(batch string, n int, retry time.Duration, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l, ok := s.lanes[batch]
+	if !ok {
+		return
+	}
+	l.tokens += n
+	if n == 0 {
+		l.tokensAt = now.Add(max(retry, time.Millisecond))
 	}
 }
 
@@ -206,10 +276,21 @@ func (s *laneScheduler) queues() []string {
 	return q
 }
 
+// Granter grants a batch's pings at its own rate without waiting;
+// *ratelimit.Limiter is one.
+type Granter interface {
+	Grant(ctx context.Context, batchID string, batchRate, n int) (int, time.Duration, error)
+}
+
+// grantTick is how often the limited lanes ask for their pings.
+const grantTick = 10 * time.Millisecond
+
 // laneReader keeps a scheduler's lanes as registered in Redis: it reads
-// them every laneRefresh, and at once when asked (a wake-up message).
+// them every laneRefresh, and at once when asked (a wake-up message); and,
+// with a Granter, gets the limited lanes their pings.
 type laneReader struct {
 	rdb    redis.UniversalClient
+	rates  Granter
 	s      *laneScheduler
 	logger *rateLimitedLog
 	kick   chan struct{}
@@ -217,8 +298,11 @@ type laneReader struct {
 	done   sync.WaitGroup
 }
 
-func newLaneReader(rdb redis.UniversalClient, s *laneScheduler, logger *slog.Logger) *laneReader {
-	return &laneReader{rdb: rdb, s: s, logger: newRateLimitedLog(logger, time.Minute), kick: make(chan struct{}, 1), stop: make(chan struct{})}
+func newLaneReader(rdb redis.UniversalClient, rates Granter, s *laneScheduler, logger *slog.Logger) *laneReader {
+	s.mu.Lock()
+	s.gated = rates != nil
+	s.mu.Unlock()
+	return &laneReader{rdb: rdb, rates: rates, s: s, logger: newRateLimitedLog(logger, time.Minute), kick: make(chan struct{}, 1), stop: make(chan struct{})}
 }
 
 // read reads the lanes once.
@@ -234,8 +318,37 @@ func (r *laneReader) read(ctx context.Context) error {
 	return nil
 }
 
+// grant asks for the pings the limited lanes lack, once.
+func (r *laneReader) grant(ctx context.Context) {
+	now := time.Now()
+	for _, w := range r.s.wants(now) {
+		n, retry, err := r.rates.Grant(ctx, w.batch, w.rate, w.want)
+		if err != nil {
+			r.logger.Warn("rate limit of a batch", "batch", w.batch, "error", err)
+			n, retry = 0, time.Second
+		}
+		r.s.granted(w.batch, n, retry, now)
+	}
+}
+
 // Start reads the lanes until Close.
 func (r *laneReader) Start() {
+	if r.rates != nil {
+		r.done.Go(func() {
+			t := time.NewTicker(grantTick)
+			defer t.Stop()
+			for {
+				select {
+				case <-r.stop:
+					return
+				case <-t.C:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				r.grant(ctx)
+				cancel()
+			}
+		})
+	}
 	r.done.Go(func() {
 		t := time.NewTicker(laneRefresh)
 		defer t.Stop()

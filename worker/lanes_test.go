@@ -134,9 +134,25 @@ func TestLanesEmptyBackoff(t *testing.T) {
 		}
 	}
 	_, gen, _ := s.pick(now)
-	s.wake()
+	s.wake("b")
 	s.answered(q, true, gen, now) // older than the wake-up: no wait
 	if _, _, ok := s.pick(now); !ok {
 		t.Error("after a wake-up, the lane waits")
+	}
+}
+
+// A wake-up naming a batch ends the waits of its lane (and the static
+// queues') only: the drained lanes of other batches stay unasked.
+func TestLanesWakeNamesBatch(t *testing.T) {
+	s := newLaneScheduler(50 * time.Millisecond)
+	now := time.Now()
+	s.set([]tasks.Lane{{Batch: "old", Priority: tasks.PriorityNormal, Shards: 1}, {Batch: "new", Priority: tasks.PriorityNormal, Shards: 1}})
+	for _, q := range []string{staticLane, tasks.LaneQueue("old", 0), tasks.LaneQueue("new", 0)} {
+		s.answered(q, true, 0, now)
+	}
+	s.wake("new")
+	_, count := served(s, 4, now)
+	if count["old"] != 0 || count["new"] == 0 || count[""] == 0 {
+		t.Errorf("after a wake-up for batch new: %v; want new and the static queues, not old", count)
 	}
 }

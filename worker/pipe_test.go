@@ -262,7 +262,7 @@ func TestFetchClientWake(t *testing.T) {
 		{"remembered again", false, 0},
 	} {
 		if step.wake {
-			fc.wake()
+			fc.wake("")
 		}
 		before := evalshaCalls(t, rdb)
 		dequeue()

@@ -69,6 +69,12 @@ type Config struct {
 	// the tasks of leases that ran out (a worker died or froze, Redis
 	// restarted); if zero, DefaultRecoverInterval. See Recoverer.
 	RecoverInterval time.Duration
+	// Rates, if set, grants the pings of batches with a rate of their own
+	// (PingOptions.BatchRate) before their tasks are fetched, so that a
+	// throttled batch holds no slot while others have work; the Handler
+	// then no longer waits for them. Without it, the Handler's Limiter
+	// makes such tasks wait in their slot.
+	Rates Granter
 	// Logger receives the worker's and asynq's logs. If nil, slog.Default().
 	Logger *slog.Logger
 }
@@ -110,7 +116,10 @@ func New(cfg Config) (*Worker, error) {
 	shards := cmp.Or(cfg.Shards, tasks.DefaultShards)
 	interval := cmp.Or(cfg.TaskCheckInterval, DefaultTaskCheckInterval)
 	w.fetch = newFetchClient(cfg.Redis, interval)
-	w.lanes = newLaneReader(cfg.Redis, w.fetch.lanes, logger)
+	w.lanes = newLaneReader(cfg.Redis, cfg.Rates, w.fetch.lanes, logger)
+	if cfg.Rates != nil {
+		cfg.Handler.ratedAtFetch = true
+	}
 	rec, err := NewRecoverer(RecovererConfig{Redis: cfg.Redis, Shards: shards, Lanes: w.fetch.lanes.queues, Interval: cfg.RecoverInterval, Logger: logger})
 	if err != nil {
 		return nil, err
@@ -200,9 +209,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	heard := make(chan struct{})
 	go func() {
 		defer close(heard)
-		for range wakes.Channel() {
-			w.fetch.wake()
-			w.lanes.Kick() // a new batch's lane, perhaps
+		for m := range wakes.Channel() {
+			w.fetch.wake(m.Payload) // the batch whose tasks came, or "" (older enqueuers): all
+			w.lanes.Kick()          // a new batch's lane, perhaps
 		}
 	}()
 	defer func() {

@@ -192,6 +192,7 @@ func (a *app) startWorker(ctx context.Context, g *errgroup.Group, w *workerFlags
 	wk, err := worker.New(worker.Config{
 		Redis:             rdb,
 		Handler:           h,
+		Rates:             limiter,
 		Callbacks:         sender,
 		Concurrency:       w.concurrency,
 		Servers:           w.servers,
