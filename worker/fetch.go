@@ -65,6 +65,14 @@ func (c *fetchClient) wake(batch string) {
 // names); dequeues of queues known to be empty are answered without asking
 // Redis.
 func (c *fetchClient) EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
+	if isListLeaseExpired(keys, args) {
+		// asynq's recoverer, one per asynq server: the process's Recoverer
+		// does its work, for every queue and sooner (see recover.go), and
+		// the 32 of them would only race it. They find nothing.
+		cmd := redis.NewCmd(ctx)
+		cmd.SetVal([]any{})
+		return cmd
+	}
 	if !isDequeue(keys, args) {
 		return c.pipe.EvalSha(ctx, sha1, keys, args...)
 	}
@@ -97,6 +105,20 @@ func (c *fetchClient) EvalSha(ctx context.Context, sha1 string, keys []string, a
 
 // laneTries is how many lanes one dequeue of a ping queue may ask.
 const laneTries = 4
+
+// isListLeaseExpired reports whether a call is asynq v0.26's script that
+// lists a queue's tasks whose lease expired before a cutoff (its
+// recoverer's): key the queue's lease set; arguments the cutoff in Unix
+// seconds and the queue's task key prefix.
+func isListLeaseExpired(keys []string, args []any) bool {
+	if len(keys) != 1 || len(args) != 2 {
+		return false
+	}
+	q, ok := strings.CutSuffix(keys[0], ":lease")
+	_, cutoff := args[0].(int64)
+	prefix, _ := args[1].(string)
+	return ok && cutoff && strings.HasPrefix(q, "asynq:{") && prefix == q+":t:"
+}
 
 // isShardQueue reports whether pending is the pending list of one of the
 // static ping queues ("asynq:{pingfleet-<n>}:pending").

@@ -271,3 +271,56 @@ func TestFetchClientWake(t *testing.T) {
 		}
 	}
 }
+
+// asynq's own recoverer (one per asynq server, run at its start and every
+// minute) finds nothing through the fetch client: a task whose lease ran
+// out a minute ago stays for the process's Recoverer, which puts it back
+// in its queue, instead of being raced into asynq's retry set by each
+// server.
+func TestAsynqRecovererSilenced(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	rdb := srv.Client()
+	ctx := context.Background()
+	client := asynq.NewClientFromRedisClient(rdb)
+	defer client.Close()
+	if _, err := client.Enqueue(asynq.NewTask("t", nil), asynq.Queue("q"), asynq.TaskID("stranded")); err != nil {
+		t.Fatal(err)
+	}
+	// A worker took it, then died: active, with a lease long run out.
+	base := "asynq:{q}"
+	rdb.LMove(ctx, base+":pending", base+":active", "RIGHT", "LEFT")
+	rdb.ZAdd(ctx, base+":lease", redis.Z{Score: float64(time.Now().Add(-time.Minute).Unix()), Member: "stranded"})
+	rdb.HSet(ctx, base+":t:stranded", "state", "active")
+	fc := newFetchClient(rdb, 10*time.Millisecond)
+	fc.StartPipe()
+	defer fc.StopPipe()
+	mux := asynq.NewServeMux()
+	mux.HandleFunc("t", func(context.Context, *asynq.Task) error { return nil })
+	s := asynq.NewServerFromRedisClient(fc, asynq.Config{Concurrency: 1, Queues: map[string]int{"other": 1}, LogLevel: asynq.ErrorLevel})
+	s2 := asynq.NewServerFromRedisClient(fc, asynq.Config{Concurrency: 1, Queues: map[string]int{"q": 1}, LogLevel: asynq.ErrorLevel,
+		TaskCheckInterval: 10 * time.Millisecond})
+	if err := s.Start(mux); err != nil {
+		t.Fatal(err)
+	}
+	if err := s2.Start(mux); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // each recoverer runs once at start
+	s.Shutdown()
+	s2.Shutdown()
+	if n := rdb.ZCard(ctx, base+":retry").Val(); n != 0 {
+		t.Errorf("%d tasks in the retry set: asynq's recoverer acted", n)
+	}
+	if ids := rdb.LRange(ctx, base+":active", 0, -1).Val(); len(ids) != 1 || ids[0] != "stranded" {
+		t.Errorf("active list %v; want the stranded task left for the Recoverer", ids)
+	}
+	rec, err := NewRecoverer(RecovererConfig{Redis: rdb, Shards: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.queues = append(rec.queues, "q")
+	if n, err := rec.Recover(ctx); err != nil || n != 1 {
+		t.Errorf("Recover: %d, %v; want the stranded task put back", n, err)
+	}
+}

@@ -26,7 +26,8 @@ import (
 // once per worker process, every few seconds, for leases a few seconds
 // past their end, in one atomic script per queue, so that racing
 // recoverers of other processes never take a task twice. asynq's own
-// recoverers then find nothing left to do.
+// recoverers, one per asynq server, are answered "nothing" by the
+// worker's fetch client (isListLeaseExpired): one recoverer per process.
 
 // Defaults of a Recoverer: how often it looks, and how long after a lease
 // ran out (allowing for clock differences between machines).
