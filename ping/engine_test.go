@@ -105,11 +105,16 @@ func TestEngineTenThousandConcurrent(t *testing.T) {
 	if testing.Short() {
 		t.Skip("10,000 pings; skipped with -short")
 	}
-	t.Parallel()
+	// Not parallel: the package's other tests wait while it runs. Its
+	// 20,000 replies are read by one goroutine per socket, which the race
+	// detector slows; beside the other tests, and the other packages'
+	// under CI, CI once saw 31 % of them read after the 5 s timeout. The
+	// claim is that none is lost in the engine, not how fast a starved
+	// process reads them: 15 s.
 	l := labtest.Start(t, lab.Config{Seed: 1})
 	e := newEngine(t, ping.SocketAuto)
 	const n = 10000
-	opts := tasks.PingOptions{Count: 2, Interval: tasks.Duration(500 * time.Millisecond), Timeout: tasks.Duration(5 * time.Second)}.Normalize()
+	opts := tasks.PingOptions{Count: 2, Interval: tasks.Duration(500 * time.Millisecond), Timeout: tasks.Duration(15 * time.Second)}.Normalize()
 	// The engine opens its sockets on first use: do that inside the lab.
 	err := l.Do(func() error {
 		_, err := e.Ping(context.Background(), netip.MustParseAddr("198.19.255.255"), fast(1))
