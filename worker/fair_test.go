@@ -90,15 +90,7 @@ func fairFleetWith(t *testing.T, p worker.Pinger, concurrency int, rates bool) (
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
+	runUntilEnd(t, w)
 	enq, err := enqueuer.New(enqueuer.Config{Redis: rdb, Aggregator: agg})
 	if err != nil {
 		t.Fatal(err)

@@ -51,16 +51,18 @@ type laneState struct {
 	// when to ask for more after a refusal.
 	tokens   int
 	tokensAt time.Time
-	gated    bool // the worker grants rates at fetch (Config.Rates)
 }
+
+// cost is the pings of one of l's tasks, as its rate counts them.
+func (l *laneState) cost() int { return max(l.lane.Cost, 1) }
 
 // limited reports whether l is fetched only with its pings granted, and
 // whether it has them for one more task.
-func (l *laneState) limited() (limited, granted bool) {
-	if l.lane.Rate <= 0 || !l.gated {
+func (s *laneScheduler) limited(l *laneState) (limited, granted bool) {
+	if l.lane.Rate <= 0 || !s.gated {
 		return false, true
 	}
-	return true, l.tokens >= max(l.lane.Cost, 1)
+	return true, l.tokens >= l.cost()
 }
 
 // laneScheduler chooses the queue of each dequeue.
@@ -97,7 +99,7 @@ func (s *laneScheduler) set(lanes []tasks.Lane) {
 	for _, l := range lanes {
 		st, ok := s.lanes[l.Batch]
 		if !ok || st.lane != l {
-			st = &laneState{lane: l, queues: l.Queues(), weight: float64(l.Priority.Weight()), until: make([]time.Time, l.Shards), streak: make([]int, l.Shards), gated: s.gated}
+			st = &laneState{lane: l, queues: l.Queues(), weight: float64(l.Priority.Weight()), until: make([]time.Time, l.Shards), streak: make([]int, l.Shards)}
 			if l.Batch == staticLane {
 				st.queues = []string{staticLane}
 			}
@@ -155,7 +157,7 @@ func (s *laneScheduler) pick(now time.Time) (queue string, gen uint64, ok bool) 
 	var best *laneState
 	bestShard, bestPass := -1, 0.0
 	for _, l := range s.order {
-		if _, granted := l.limited(); !granted {
+		if _, granted := s.limited(l); !granted {
 			continue // not fetched until its pings are granted: it holds no slot
 		}
 		shard := l.shardAt(now)
@@ -172,8 +174,8 @@ func (s *laneScheduler) pick(now time.Time) (queue string, gen uint64, ok bool) 
 	}
 	s.vtime[best.class()] = bestPass
 	best.pass = bestPass + best.step()
-	if limited, _ := best.limited(); limited {
-		best.tokens -= max(best.lane.Cost, 1)
+	if limited, _ := s.limited(best); limited {
+		best.tokens -= best.cost()
 	}
 	best.next = bestShard + 1
 	return best.queues[bestShard], gen, true
@@ -196,8 +198,8 @@ func (s *laneScheduler) answered(queue string, empty bool, gen uint64, now time.
 		return
 	}
 	l.pass -= l.step()
-	if limited, _ := l.limited(); limited {
-		l.tokens += max(l.lane.Cost, 1) // not spent
+	if limited, _ := s.limited(l); limited {
+		l.tokens += l.cost() // not spent
 	}
 	if gen != s.gen {
 		return
@@ -238,11 +240,11 @@ func (s *laneScheduler) wants(now time.Time) []tokenWant {
 	defer s.mu.Unlock()
 	var w []tokenWant
 	for _, l := range s.order {
-		limited, granted := l.limited()
+		limited, granted := s.limited(l)
 		if !limited || granted || now.Before(l.tokensAt) || l.shardAt(now) < 0 {
 			continue
 		}
-		cost := max(l.lane.Cost, 1)
+		cost := l.cost()
 		w = append(w, tokenWant{l.lane.Batch, l.lane.Rate, max(cost-l.tokens, min(max(1, l.lane.Rate/10), 4*cost))})
 	}
 	return w
@@ -334,20 +336,7 @@ func (r *laneReader) grant(ctx context.Context) {
 // Start reads the lanes until Close.
 func (r *laneReader) Start() {
 	if r.rates != nil {
-		r.done.Go(func() {
-			t := time.NewTicker(grantTick)
-			defer t.Stop()
-			for {
-				select {
-				case <-r.stop:
-					return
-				case <-t.C:
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				r.grant(ctx)
-				cancel()
-			}
-		})
+		r.done.Go(func() { every(r.stop, grantTick, 5*time.Second, r.grant) })
 	}
 	r.done.Go(func() {
 		t := time.NewTicker(laneRefresh)

@@ -87,23 +87,31 @@ func NewRecoverer(cfg RecovererConfig) (*Recoverer, error) {
 // Start looks for expired leases every Interval until Close.
 func (r *Recoverer) Start() {
 	r.done.Go(func() {
-		t := time.NewTicker(r.cfg.Interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-r.stop:
-				return
-			case <-t.C:
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), r.cfg.Interval+5*time.Second)
+		every(r.stop, r.cfg.Interval, r.cfg.Interval+5*time.Second, func(ctx context.Context) {
 			if n, err := r.Recover(ctx); err != nil {
 				r.warn.Warn("recover tasks of expired leases", "error", err)
 			} else if n > 0 {
 				r.cfg.Logger.Info("tasks of expired leases put back in their queues", "tasks", n)
 			}
-			cancel()
-		}
+		})
 	})
+}
+
+// every calls fn every interval, each time with a context that ends
+// after timeout, until stop is closed.
+func every(stop <-chan struct{}, interval, timeout time.Duration, fn func(context.Context)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		fn(ctx)
+		cancel()
+	}
 }
 
 // Close stops it.

@@ -45,6 +45,14 @@ func startWorker(t *testing.T, cfg worker.Config) (*redis.Client, *aggregator.Ag
 	if err != nil {
 		t.Fatal(err)
 	}
+	runUntilEnd(t, w)
+	return rdb, agg, w
+}
+
+// runUntilEnd runs w until the test ends, and then checks that Run
+// stopped cleanly.
+func runUntilEnd(t *testing.T, w *worker.Worker) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
@@ -54,7 +62,6 @@ func startWorker(t *testing.T, cfg worker.Config) (*redis.Client, *aggregator.Ag
 			t.Errorf("Run: %v", err)
 		}
 	})
-	return rdb, agg, w
 }
 
 // pingBatch submits n hosts of 127.0.subnet.0/24 with opts and returns the
