@@ -63,6 +63,14 @@ type Batch struct {
 	// Priority is the batch's claim on the fleet against other batches
 	// (tasks.Priority); if empty, tasks.PriorityNormal.
 	Priority tasks.Priority
+	// MaxInFlight is the most of its hosts pinged at once across the
+	// fleet; 0 for no cap of its own (tasks.Lane.InFlight).
+	MaxInFlight int
+	// Tenant is who submitted it through the API (tasks.ValidTenant), ""
+	// for no tenant; TenantRate is the tenant's limit in pings per second
+	// (0: none), given to its lane and not stored with the batch.
+	Tenant     string
+	TenantRate int
 	// Deadline is when hosts still pending expire. If zero, the batch gets
 	// DefaultDeadline, which follows its progress: each result moves it to
 	// IdleTimeout after that result, so only a batch whose results stopped
@@ -151,7 +159,11 @@ type Summary struct {
 	// DurationSec is Finished-Created, or the time since Created so far.
 	DurationSec float64 `json:"duration_s"`
 	// Priority is the batch's level against other batches (tasks.Priority).
-	Priority    tasks.Priority    `json:"priority"`
+	Priority tasks.Priority `json:"priority"`
+	// MaxInFlight is its cap on hosts pinged at once, if any.
+	MaxInFlight int `json:"max_in_flight,omitempty"`
+	// Tenant is the API tenant that submitted it, if any.
+	Tenant      string            `json:"tenant,omitempty"`
 	Deadline    time.Time         `json:"deadline,omitzero"`
 	Options     tasks.PingOptions `json:"options"`
 	Labels      map[string]string `json:"labels,omitempty"`

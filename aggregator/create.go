@@ -38,7 +38,8 @@ func (a *Aggregator) Create(ctx context.Context, b Batch) (existed bool, err err
 	}
 	res, err := createScript.Run(ctx, a.rdb, []string{metaKey(b.ID)},
 		digest(b.Hosts, opts), b.ID, len(b.Hosts), now.UnixMilli(), opts, labels, a.retention.Milliseconds(),
-		deadline.UnixMilli(), b.CallbackURL, idle.Milliseconds(), string(cmp.Or(b.Priority, tasks.PriorityNormal))).Int()
+		deadline.UnixMilli(), b.CallbackURL, idle.Milliseconds(), string(cmp.Or(b.Priority, tasks.PriorityNormal)),
+		b.Tenant, b.MaxInFlight).Int()
 	if err != nil {
 		return false, fmt.Errorf("create batch %s: %w", b.ID, err)
 	}

@@ -25,6 +25,8 @@ import "github.com/redis/go-redis/v9"
 //	fixed)
 //
 // ARGV[11] -> priority (tasks.Priority)
+// ARGV[12] -> tenant, or ""
+// ARGV[13] -> in-flight cap, 0 for none
 //
 // Returns 1 when it created the record, 0 when a record with the same
 // digest exists (a re-run), -1 when one with another digest exists.
@@ -39,6 +41,8 @@ redis.call('HSET', KEYS[1], 'digest', ARGV[1], 'id', ARGV[2], 'state', 'enqueuin
   'done', 0, 'up', 0, 'down', 0, 'error', 0, 'cancelled', 0, 'expired', 0,
   'sent', 0, 'recv', 0, 'loaded', 0, 'deadline', ARGV[8], 'callback', ARGV[9], 'idle', ARGV[10],
   'priority', ARGV[11])
+if ARGV[12] ~= '' then redis.call('HSET', KEYS[1], 'tenant', ARGV[12]) end
+if ARGV[13] ~= '0' then redis.call('HSET', KEYS[1], 'inflight', ARGV[13]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
 return 1
 `)

@@ -49,6 +49,19 @@ func (a *Aggregator) Progress(ctx context.Context, id string) (Summary, error) {
 	return a.summary(id, m)
 }
 
+// Tenant returns the tenant of batch id ("" for none), or ErrNotFound.
+func (a *Aggregator) Tenant(ctx context.Context, id string) (string, error) {
+	v, err := a.rdb.HMGet(ctx, metaKey(id), "id", "tenant").Result()
+	if err != nil {
+		return "", fmt.Errorf("tenant of batch %s: %w", id, err)
+	}
+	if v[0] == nil {
+		return "", fmt.Errorf("tenant of batch %s: %w", id, ErrNotFound)
+	}
+	t, _ := v[1].(string)
+	return t, nil
+}
+
 // summary reads batch id's record m.
 func (a *Aggregator) summary(id string, m map[string]string) (Summary, error) {
 	if len(m) == 0 {
@@ -101,6 +114,8 @@ func parseMeta(m map[string]string) (Summary, error) {
 	s.Deadline = ms("deadline")
 	s.CallbackURL = m["callback"]
 	s.Priority = tasks.Priority(cmp.Or(m["priority"], string(tasks.PriorityNormal)))
+	s.Tenant = m["tenant"]
+	s.MaxInFlight, _ = strconv.Atoi(m["inflight"])
 	if !s.Started.IsZero() {
 		s.WaitSec = math.Max(0, s.Started.Sub(s.Created).Seconds())
 	}

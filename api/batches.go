@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -30,6 +31,9 @@ type CreateRequest struct {
 	// Priority is low, normal (the default), high or urgent
 	// (tasks.Priority).
 	Priority string `json:"priority,omitempty"`
+	// MaxInFlight caps the batch's hosts pinged at once across the fleet
+	// (0: no cap of its own).
+	MaxInFlight int `json:"max_in_flight,omitempty"`
 }
 
 // CreateResponse answers POST /v1/batches.
@@ -113,6 +117,9 @@ func (s *Server) decodeCreate(body []byte) (enqueuer.Batch, *problem) {
 	if err != nil {
 		details = append(details, Detail{Field: "priority", Value: truncate(req.Priority, 64), Reason: "must be low, normal, high or urgent"})
 	}
+	if req.MaxInFlight < 0 {
+		details = append(details, Detail{Field: "max_in_flight", Value: strconv.Itoa(req.MaxInFlight), Reason: "must not be negative (0: no cap)"})
+	}
 	for _, err := range aggregator.CheckLabels(req.Labels) {
 		var le *aggregator.LabelError
 		if errors.As(err, &le) {
@@ -128,7 +135,7 @@ func (s *Server) decodeCreate(body []byte) (enqueuer.Batch, *problem) {
 		}
 		return enqueuer.Batch{}, &problem{code, fmt.Sprintf("invalid batch: %d problem(s), nothing was created", len(details)), details}
 	}
-	return enqueuer.Batch{Hosts: hosts, Options: opts, Labels: req.Labels, CallbackURL: req.CallbackURL, Deadline: deadline, Priority: prio}, nil
+	return enqueuer.Batch{Hosts: hosts, Options: opts, Labels: req.Labels, CallbackURL: req.CallbackURL, Deadline: deadline, Priority: prio, MaxInFlight: req.MaxInFlight}, nil
 }
 
 func (s *Server) createBatch(w http.ResponseWriter, r *http.Request) {
@@ -147,13 +154,22 @@ func (s *Server) createBatch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, p.code, p.msg, p.details...)
 		return
 	}
+	c := callerOf(r.Context())
+	if t := c.tenant; t != nil {
+		b.Tenant, b.TenantRate = t.Name, t.Quota.Rate
+		if q := t.Quota.Hosts; q > 0 && len(b.Hosts) > q {
+			writeError(w, http.StatusUnprocessableEntity, "invalid batch: 1 problem(s), nothing was created",
+				Detail{Field: "hosts", Value: strconv.Itoa(len(b.Hosts)), Reason: fmt.Sprintf("more hosts than tenant %s may have in flight (%d)", t.Name, q)})
+			return
+		}
+	}
 	existing := false
 	if key := r.Header.Get("Idempotency-Key"); key != "" {
 		// The first request with a key binds it to a new batch ID; a
 		// repeat gets that batch, and Submit of the same batch adds no
 		// task (it finishes an enqueue the first request could not).
 		id := newID()
-		got, same, err := s.claimKey(r.Context(), key, body, id)
+		got, same, err := s.claimKey(r.Context(), c.name()+"\x00"+key, body, id)
 		if err != nil {
 			writeError(w, http.StatusServiceUnavailable, "redis: "+err.Error())
 			return
@@ -163,6 +179,21 @@ func (s *Server) createBatch(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		b.ID, existing = got, got != id
+	}
+	if t := c.tenant; t != nil {
+		// A place that a batch then not created holds (Redis failed) is
+		// given back by the next admission, which finds no such batch.
+		b.ID = cmp.Or(b.ID, newID())
+		var over *errOverQuota
+		switch err := s.admit(r.Context(), t, b.ID, len(b.Hosts)); {
+		case errors.As(err, &over):
+			w.Header().Set("Retry-After", strconv.Itoa(int(over.retry/time.Second)))
+			writeError(w, http.StatusTooManyRequests, over.msg, Detail{Field: "tenant", Value: t.Name, Reason: "over its quota"})
+			return
+		case err != nil:
+			writeError(w, http.StatusServiceUnavailable, "redis: "+err.Error())
+			return
+		}
 	}
 	res, err := s.cfg.Enqueuer.Submit(r.Context(), b)
 	switch {
@@ -276,8 +307,9 @@ func (s *Server) listBatches(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	c := callerOf(r.Context())
 	page, next, err := s.cfg.Aggregator.Page(r.Context(), before, limit, func(sum aggregator.Summary) bool {
-		return labelK == "" || sum.Labels[labelK] == labelV
+		return c.sees(sum.Tenant) && (labelK == "" || sum.Labels[labelK] == labelV)
 	})
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, err.Error())

@@ -9,8 +9,10 @@ import (
 	"crypto/sha256"
 	_ "embed"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -38,8 +40,12 @@ type Config struct {
 	Aggregator *aggregator.Aggregator // required
 	Enqueuer   *enqueuer.Enqueuer     // required
 	Canceller  *notify.Canceller      // required: DELETE /v1/batches/{id}
-	// Tokens are the accepted bearer tokens. Empty: no authentication.
+	// Tokens are the operators' bearer tokens: they see every batch.
+	// Without them and without Tenants, there is no authentication.
 	Tokens []string
+	// Tenants are the API's tenants (see Tenant); their tokens are
+	// accepted too.
+	Tenants []Tenant
 	// MaxBodyBytes bounds a request body. If zero, DefaultMaxBodyBytes.
 	MaxBodyBytes int64
 	// MaxHosts bounds a batch after expansion. If zero, DefaultMaxHosts.
@@ -74,7 +80,7 @@ type Config struct {
 // Server serves the API.
 type Server struct {
 	cfg     Config
-	tokens  [][sha256.Size]byte
+	tokens  []token
 	mux     *http.ServeMux
 	streams streamCount
 	hubs    hubs // the batches followed by several event streams
@@ -109,11 +115,35 @@ func New(cfg Config) (*Server, error) {
 	cfg.MaxStreamsPerToken = cmp.Or(cfg.MaxStreamsPerToken, DefaultMaxStreamsPerToken)
 	cfg.StreamWriteTimeout = cmp.Or(cfg.StreamWriteTimeout, DefaultStreamWriteTimeout)
 	s := &Server{cfg: cfg, mux: http.NewServeMux(), streams: streamCount{byToken: map[[sha256.Size]byte]int{}}}
-	for _, t := range cfg.Tokens {
-		if t == "" {
-			return nil, errors.New("api: empty token")
+	seen := map[[sha256.Size]byte]bool{}
+	add := func(t string, tenant *Tenant) error {
+		sum := sha256.Sum256([]byte(t))
+		switch {
+		case t == "":
+			return errors.New("api: empty token")
+		case seen[sum]:
+			return errors.New("api: a token is given twice (an operator's and a tenant's, or two tenants')")
 		}
-		s.tokens = append(s.tokens, sha256.Sum256([]byte(t)))
+		seen[sum] = true
+		s.tokens = append(s.tokens, token{sum, tenant})
+		return nil
+	}
+	for _, t := range cfg.Tokens {
+		if err := add(t, nil); err != nil {
+			return nil, err
+		}
+	}
+	s.cfg.Tenants = slices.Clone(cfg.Tenants)
+	for i := range s.cfg.Tenants {
+		t := &s.cfg.Tenants[i]
+		if !tasks.ValidTenant(t.Name) || len(t.Tokens) == 0 {
+			return nil, fmt.Errorf("api: tenant %q: a name (tasks.ValidTenant) and a token are required", t.Name)
+		}
+		for _, tok := range t.Tokens {
+			if err := add(tok, t); err != nil {
+				return nil, err
+			}
+		}
 	}
 	handlers := map[string]http.HandlerFunc{
 		"POST /v1/batches":             s.auth(s.createBatch),

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -190,6 +191,12 @@ func (e *Enqueuer) Start(ctx context.Context, b Batch) (*Submission, error) {
 		return none, err
 	}
 	b.Priority = prio
+	switch {
+	case b.MaxInFlight < 0:
+		return none, &tasks.FieldError{Field: "max_in_flight", Value: strconv.Itoa(b.MaxInFlight), Reason: "must not be negative"}
+	case b.Tenant != "" && !tasks.ValidTenant(b.Tenant):
+		return none, fmt.Errorf("tenant %q: want 1 to 64 letters, digits, '.', '_' or '-'", b.Tenant)
+	}
 	if _, err := tasks.NewPayloadWriter(b.ID, b.Options); err != nil {
 		return none, err
 	}
@@ -255,8 +262,8 @@ func (e *Enqueuer) enqueue(ctx context.Context, b Batch, hosts []string, p *pace
 	// workers look at its queues; asynq's client adds each queue it
 	// enqueues to to its set of queues, which its Inspector (and asynqmon)
 	// list, and so does this.
-	lane := tasks.Lane{Batch: b.ID, Priority: cmp.Or(b.Priority, tasks.PriorityNormal), Shards: tasks.LaneShards(len(b.Hosts), e.shards),
-		Rate: b.Options.BatchRate, Cost: max(b.Options.Count, 1)}
+	lane := tasks.Lane{Batch: b.ID, Priority: cmp.Or(b.Priority, tasks.PriorityNormal), Shards: tasks.LaneShardsCapped(len(b.Hosts), e.shards, b.MaxInFlight),
+		Rate: b.Options.BatchRate, Cost: max(b.Options.Count, 1), InFlight: b.MaxInFlight, Tenant: b.Tenant, TenantRate: b.TenantRate}
 	if len(hosts) > 0 {
 		names := make([]any, 0, lane.Shards)
 		for _, q := range lane.Queues() {

@@ -116,18 +116,65 @@ func (l *Limiter) Wait(ctx context.Context, batchID string, batchRate, n int) er
 	return nil
 }
 
-// Grant takes up to n tokens, without waiting, from the bucket of batch
-// batchID at batchRate pings per second, and returns how many it took
-// and, when none, how long until one is due. It is for a fetcher that
-// takes a batch's tasks only once their pings are granted.
-func (l *Limiter) Grant(ctx context.Context, batchID string, batchRate, n int) (int, time.Duration, error) {
-	if batchRate <= 0 || n <= 0 || batchID == "" {
-		return 0, 0, fmt.Errorf("rate limit grant: batch %q, rate %d, %d tokens", batchID, batchRate, n)
+// Bucket names one of the fleet's buckets: the fleet's own (the
+// Limiter's FleetRate), a batch's or an API tenant's, of Rate pings per
+// second.
+type Bucket struct {
+	Kind BucketKind
+	ID   string // the batch's or the tenant's; "" for the fleet's
+	Rate int    // ignored for the fleet's
+}
+
+// BucketKind tells whose a Bucket is.
+type BucketKind uint8
+
+// Kinds of buckets.
+const (
+	FleetBucket BucketKind = iota
+	BatchBucket
+	TenantBucket
+)
+
+// key returns the bucket's Redis key (redis_rate adds "rate:") and limit.
+func (l *Limiter) key(b Bucket) (string, redis_rate.Limit, error) {
+	limit := redis_rate.Limit{Rate: b.Rate, Burst: max(1, b.Rate/10), Period: time.Second}
+	switch {
+	case b.Kind == FleetBucket && l.fleet.Rate > 0:
+		return fleetKey, l.fleet, nil
+	case b.Kind == BatchBucket && b.Rate > 0 && b.ID != "":
+		return batchKey(b.ID), limit, nil
+	case b.Kind == TenantBucket && b.Rate > 0 && b.ID != "":
+		return tenantKey(b.ID), limit, nil
 	}
-	limit := redis_rate.Limit{Rate: batchRate, Burst: max(1, batchRate/10), Period: time.Second}
-	res, err := l.rl.AllowAtMost(ctx, batchKey(batchID), limit, n)
+	return "", limit, fmt.Errorf("rate limit: no bucket %+v", b)
+}
+
+// tenantKey is the key of tenant's bucket, under its own hash tag.
+func tenantKey(tenant string) string { return "pingfleet:tenant:{" + tenant + "}:rate" }
+
+// FleetRate returns the fleet's limit in pings per second, 0 for none.
+func (l *Limiter) FleetRate() int { return l.fleet.Rate }
+
+// Grant takes n tokens of bucket b (at most its burst), or none, without
+// waiting, and returns how many it took and, when none, how long until
+// they are due. It is for a fetcher that takes a task only once its pings
+// are granted, so that a throttled task holds no worker slot.
+//
+// (All or none: redis_rate's AllowAtMost, which grants what is there,
+// spends the fraction of a token it cannot grant, and lost a quarter of a
+// 200/s bucket to two workers asking every 10 ms.)
+func (l *Limiter) Grant(ctx context.Context, b Bucket, n int) (int, time.Duration, error) {
+	key, limit, err := l.key(b)
 	if err != nil {
-		return 0, 0, fmt.Errorf("rate limit %s: %w", batchKey(batchID), err)
+		return 0, 0, err
+	}
+	if n <= 0 {
+		return 0, 0, fmt.Errorf("rate limit grant: %d tokens of %s", n, key)
+	}
+	n = min(n, limit.Burst)
+	res, err := l.rl.AllowN(ctx, key, limit, n)
+	if err != nil {
+		return 0, 0, fmt.Errorf("rate limit %s: %w", key, err)
 	}
 	return res.Allowed, res.RetryAfter, nil
 }

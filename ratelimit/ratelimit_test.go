@@ -458,3 +458,66 @@ func TestWaitQueuesInProcess(t *testing.T) {
 		t.Errorf("%d rate scripts for %d grants to %d callers; want at most %d", n, len(at), callers, most)
 	}
 }
+
+// Grant hands out a bucket's tokens all or none, without waiting: two
+// grantees asking every 10 ms for a few at a time together get the
+// bucket's rate, not less (a grant of what is there would lose the
+// fraction of a token it cannot give each time). Each kind of bucket has a
+// key of its own; a bucket that does not exist is an error.
+func TestGrant(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	rdb := srv.Client()
+	l := newLimiter(t, ratelimit.Config{Client: rdb, FleetRate: 200})
+	if l.FleetRate() != 200 {
+		t.Errorf("FleetRate() = %d; want 200", l.FleetRate())
+	}
+	ctx := context.Background()
+	for key, b := range map[string]ratelimit.Bucket{
+		"rate:pingfleet:rate":               {Kind: ratelimit.FleetBucket},
+		"rate:pingfleet:{B1}:rate":          {Kind: ratelimit.BatchBucket, ID: "B1", Rate: 200},
+		"rate:pingfleet:tenant:{acme}:rate": {Kind: ratelimit.TenantBucket, ID: "acme", Rate: 200},
+	} {
+		var got atomic.Int64
+		var g errgroup.Group
+		start := time.Now()
+		for range 2 {
+			g.Go(func() error {
+				for time.Since(start) < time.Second {
+					n, _, err := l.Grant(ctx, b, 4)
+					if err != nil {
+						return err
+					}
+					if n != 0 && n != 4 {
+						t.Errorf("granted %d of 4; want all or none", n)
+					}
+					got.Add(int64(n))
+					time.Sleep(10 * time.Millisecond)
+				}
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		el := time.Since(start).Seconds()
+		// The burst (20) at once, then 200 a second.
+		if n := float64(got.Load()); n < 0.9*(20+200*el)-4 || n > 20+200*el+4 {
+			t.Errorf("%+v: %v tokens in %.2f s; want 20 + 200 a second", b, n, el)
+		}
+		if rdb.Exists(ctx, key).Val() != 1 {
+			t.Errorf("%+v: no key %s", b, key)
+		}
+	}
+	noFleet := newLimiter(t, ratelimit.Config{Client: rdb})
+	for _, b := range []ratelimit.Bucket{{Kind: ratelimit.FleetBucket}, {Kind: ratelimit.BatchBucket, ID: "B1"}, {Kind: ratelimit.TenantBucket, Rate: 5}} {
+		if _, _, err := noFleet.Grant(ctx, b, 1); err == nil {
+			t.Errorf("Grant(%+v): no error; want one (no such bucket)", b)
+		}
+	}
+	if n, _, err := noFleet.Grant(ctx, ratelimit.Bucket{Kind: ratelimit.BatchBucket, ID: "slow", Rate: 1}, 1); n != 1 || err != nil {
+		t.Errorf("first grant of a 1/s bucket: %d, %v; want 1", n, err)
+	} else if n, retry, _ := noFleet.Grant(ctx, ratelimit.Bucket{Kind: ratelimit.BatchBucket, ID: "slow", Rate: 1}, 1); n != 0 || retry < 900*time.Millisecond || retry > time.Second {
+		t.Errorf("second grant of a 1/s bucket: %d, retry %v; want none for about 1 s", n, retry)
+	}
+}

@@ -109,9 +109,22 @@ type Lane struct {
 	Shards   int
 	// Rate is the batch's own limit in pings per second
 	// (PingOptions.BatchRate), 0 for none, and Cost the pings of one of its
-	// tasks: workers fetch a task of a limited lane only once its pings
-	// are granted, so a throttled batch holds no worker slot.
+	// tasks (0 reads as 1): workers fetch a task of a limited lane only
+	// once its pings are granted, so a throttled batch holds no worker
+	// slot.
 	Rate, Cost int
+	// InFlight is the most of the batch's tasks that run at once across
+	// the fleet, 0 for no cap of its own: workers fetch no more of its
+	// tasks while that many are active (ShardCap splits it over the
+	// lane's queues).
+	InFlight int
+	// Tenant is who submitted the batch through the API (ValidTenant), ""
+	// for nobody in particular: the weighted levels share the fleet
+	// between tenants first, then between each tenant's batches.
+	// TenantRate is the tenant's limit in pings per second, 0 for none,
+	// granted as Rate is.
+	Tenant     string
+	TenantRate int
 }
 
 // Queues returns the names of the lane's queues.
@@ -123,21 +136,60 @@ func (l Lane) Queues() []string {
 	return q
 }
 
-// String is the lane's value under LanesKey: "<priority> <shards>", and
-// " <rate> <cost>" for a limited batch.
-func (l Lane) String() string {
-	s := string(l.Priority) + " " + strconv.Itoa(l.Shards)
-	if l.Rate > 0 {
-		s += " " + strconv.Itoa(l.Rate) + " " + strconv.Itoa(max(l.Cost, 1))
+// LaneShardsCapped is LaneShards for a batch whose in-flight cap is
+// inFlight (0: none): no more queues than the cap, so that each gets a
+// share of it.
+func LaneShardsCapped(hosts, shards, inFlight int) int {
+	n := LaneShards(hosts, shards)
+	if inFlight > 0 {
+		n = min(n, inFlight)
 	}
-	return s
+	return n
 }
 
-// ParseLane reads batch's entry under LanesKey.
+// ShardCap returns how many tasks of queue shard of the lane may be
+// active at once, its share of InFlight; 0 when the lane has no cap.
+func (l Lane) ShardCap(shard int) int {
+	if l.InFlight <= 0 {
+		return 0
+	}
+	n := max(l.Shards, 1)
+	c := l.InFlight / n
+	if shard < l.InFlight%n {
+		c++
+	}
+	return max(c, 1)
+}
+
+// String is the lane's value under LanesKey: "<priority> <shards>", then
+// "<name>=<value>" for each of rate, cost, inflight, tenant and trate that
+// is set.
+func (l Lane) String() string {
+	var b strings.Builder
+	b.WriteString(string(l.Priority) + " " + strconv.Itoa(l.Shards))
+	num := func(name string, v int) {
+		if v > 0 {
+			b.WriteString(" " + name + "=" + strconv.Itoa(v))
+		}
+	}
+	num("rate", l.Rate)
+	if l.Cost > 1 {
+		num("cost", l.Cost)
+	}
+	num("inflight", l.InFlight)
+	if l.Tenant != "" {
+		b.WriteString(" tenant=" + l.Tenant)
+	}
+	num("trate", l.TenantRate)
+	return b.String()
+}
+
+// ParseLane reads batch's entry under LanesKey, as String writes it or as
+// the first lanes were ("<priority> <shards> <rate> <cost>").
 func ParseLane(batch, v string) (Lane, error) {
 	f := strings.Split(v, " ")
-	bad := fmt.Errorf("lane of batch %s: %q is not \"<priority> <shards> [<rate> <cost>]\"", batch, v)
-	if len(f) != 2 && len(f) != 4 {
+	bad := fmt.Errorf("lane of batch %s: %q is not \"<priority> <shards> [<name>=<value>...]\"", batch, v)
+	if len(f) < 2 {
 		return Lane{}, bad
 	}
 	p, err := ParsePriority(f[0])
@@ -145,18 +197,61 @@ func ParseLane(batch, v string) (Lane, error) {
 		return Lane{}, bad
 	}
 	l := Lane{Batch: batch, Priority: p}
-	nums := []*int{&l.Shards, &l.Rate, &l.Cost}
-	for i, x := range f[1:] {
-		n, err := strconv.Atoi(x)
-		if err != nil || n < 1 {
-			return Lane{}, bad
-		}
-		*nums[i] = n
+	positive := func(s string, n *int) bool {
+		v, err := strconv.Atoi(s)
+		*n = v
+		return err == nil && v >= 1
 	}
-	if l.Shards > MaxShards {
+	if !positive(f[1], &l.Shards) || l.Shards > MaxShards {
 		return Lane{}, bad
 	}
+	rest := f[2:]
+	if len(rest) == 2 && !strings.Contains(rest[0], "=") {
+		if !positive(rest[0], &l.Rate) || !positive(rest[1], &l.Cost) {
+			return Lane{}, bad
+		}
+		return l, nil
+	}
+	for _, kv := range rest {
+		k, v, _ := strings.Cut(kv, "=")
+		var n *int
+		switch k {
+		case "rate":
+			n = &l.Rate
+		case "cost":
+			n = &l.Cost
+		case "inflight":
+			n = &l.InFlight
+		case "trate":
+			n = &l.TenantRate
+		case "tenant":
+			if !ValidTenant(v) {
+				return Lane{}, bad
+			}
+			l.Tenant = v
+			continue
+		default:
+			return Lane{}, bad
+		}
+		if !positive(v, n) {
+			return Lane{}, bad
+		}
+	}
 	return l, nil
+}
+
+// ValidTenant reports whether name may name a tenant: 1 to 64 letters,
+// digits, '.', '_' or '-'.
+func ValidTenant(name string) bool {
+	if name == "" || len(name) > 64 {
+		return false
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // ReadLanes returns the lanes registered on rdb. An entry it cannot read

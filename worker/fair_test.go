@@ -237,3 +237,157 @@ func TestFairThrottledHoldsNoSlot(t *testing.T) {
 		t.Errorf("the throttled batch had %d tasks in %.1f s; want about 4 a second", n, elapsed)
 	}
 }
+
+// crowdPinger answers every ping after a pause and records, per batch (the
+// second byte of the address), the most of its pings at once.
+type crowdPinger struct {
+	pause time.Duration
+	mu    sync.Mutex
+	now   map[byte]int
+	most  map[byte]int
+	total map[byte]int
+}
+
+func newCrowdPinger(pause time.Duration) *crowdPinger {
+	return &crowdPinger{pause: pause, now: map[byte]int{}, most: map[byte]int{}, total: map[byte]int{}}
+}
+
+func (p *crowdPinger) Ping(ctx context.Context, ip netip.Addr, _ tasks.PingOptions) (ping.Stats, error) {
+	b := ip.As4()[1]
+	p.mu.Lock()
+	p.now[b]++
+	p.total[b]++
+	p.most[b] = max(p.most[b], p.now[b])
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.now[b]--
+		p.mu.Unlock()
+	}()
+	select {
+	case <-time.After(p.pause):
+	case <-ctx.Done():
+		return ping.Stats{}, ctx.Err()
+	}
+	return ping.Stats{Sent: 1, Received: 1, Min: time.Millisecond, Avg: time.Millisecond, Max: time.Millisecond}, nil
+}
+
+// peak returns the most pings of batch b at once so far, and their number.
+func (p *crowdPinger) peak(b byte) (most, total int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.most[b], p.total[b]
+}
+
+// startFairWorker runs a worker of concurrency slots on rdb with p, as the
+// worker command does (a Limiter, fleetRate its fleet rate, both for the
+// Handler and to grant pings before fetching).
+func startFairWorker(t *testing.T, rdb *redis.Client, agg *aggregator.Aggregator, p worker.Pinger, concurrency, fleetRate int) {
+	t.Helper()
+	logger := slog.New(slog.DiscardHandler)
+	l, err := ratelimit.New(ratelimit.Config{Client: rdb, FleetRate: fleetRate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := worker.NewHandler(worker.HandlerConfig{Recorder: agg, Pinger: p, Logger: logger, Limiter: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := worker.New(worker.Config{Redis: rdb, Logger: logger, Concurrency: concurrency, Servers: 2, Handler: h, Rates: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runUntilEnd(t, w)
+}
+
+// hostsOf returns n addresses of 127.<b>.0.0/16.
+func hostsOf(b byte, n int) []string {
+	hosts := make([]string, n)
+	for i := range hosts {
+		hosts[i] = fmt.Sprintf("127.%d.%d.%d", b, i/250, i%250+1)
+	}
+	return hosts
+}
+
+// A batch's in-flight cap holds across the fleet: two workers never run
+// more of its tasks at once than the cap, reach it, and keep their other
+// slots busy with another batch's tasks.
+func TestFairInFlightCap(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	rdb := srv.Client()
+	agg, err := aggregator.New(aggregator.Config{Client: rdb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newCrowdPinger(20 * time.Millisecond)
+	startFairWorker(t, rdb, agg, p, 16, 0)
+	startFairWorker(t, rdb, agg, p, 16, 0)
+	enq, err := enqueuer.New(enqueuer.Config{Redis: rdb, Aggregator: agg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	capped, err := enq.Submit(context.Background(), enqueuer.Batch{Hosts: hostsOf(1, 2500), MaxInFlight: 5, Options: tasks.PingOptions{Count: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	free, err := enq.Submit(context.Background(), enqueuer.Batch{Hosts: hostsOf(2, 600), Options: tasks.PingOptions{Count: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 30*time.Second, func() bool {
+		s, err := agg.Progress(context.Background(), free.ID)
+		return err == nil && s.Completed()
+	}, "the unlimited batch complete")
+	if most, _ := p.peak(2); most < 10 {
+		t.Errorf("the unlimited batch had at most %d pings at once; want the slots the capped one leaves (up to 27)", most)
+	}
+	// The capped batch goes on at its cap: 5 at a time, 20 ms each.
+	testkit.Eventually(t, 10*time.Second, func() bool { _, n := p.peak(1); return n >= 400 }, "400 of the capped batch's hosts pinged")
+	most, _ := p.peak(1)
+	if most > 5 || most < 4 {
+		t.Errorf("the capped batch (cap 5, 3 queues, 2 workers of 16 slots) had at most %d pings at once; want 5", most)
+	}
+	s, err := agg.Summary(context.Background(), capped.ID)
+	if err != nil || s.MaxInFlight != 5 {
+		t.Errorf("summary: in-flight cap %d, %v; want 5", s.MaxInFlight, err)
+	}
+}
+
+// The fleet's rate holds no slot either: a worker fetches a task only with
+// its pings granted, so of its 20 slots only about the tenth of a second's
+// pings it was granted run (or wait) at once, not all 20, and the fleet
+// keeps its rate.
+func TestFairFleetRateHoldsNoSlot(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	rdb := srv.Client()
+	agg, err := aggregator.New(aggregator.Config{Client: rdb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newCrowdPinger(time.Millisecond)
+	startFairWorker(t, rdb, agg, p, 20, 40)
+	enq, err := enqueuer.New(enqueuer.Config{Redis: rdb, Aggregator: agg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := enq.Submit(context.Background(), enqueuer.Batch{Hosts: hostsOf(1, 200), Options: tasks.PingOptions{Count: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	active := tasks.AsynqKeys(tasks.LaneQueue(b.ID, 0)) + ":active"
+	var most int64
+	start := time.Now()
+	for time.Since(start) < 1500*time.Millisecond {
+		most = max(most, rdb.LLen(context.Background(), active).Val())
+		time.Sleep(time.Millisecond)
+	}
+	elapsed := time.Since(start).Seconds()
+	if most > 5 {
+		t.Errorf("%d of the batch's tasks active at once under a fleet rate of 40/s; want at most the 4 granted at a time", most)
+	}
+	if _, n := p.peak(1); float64(n) > 40*elapsed+4+1 || float64(n) < 32*elapsed {
+		t.Errorf("%d pings in %.1f s; want the fleet's 40 a second (and its burst of 4)", n, elapsed)
+	}
+}

@@ -83,28 +83,73 @@ func (c *fetchClient) EvalSha(ctx context.Context, sha1 string, keys []string, a
 	// scheduler pick another at once, a few times: returned to asynq, a
 	// run of empty answers makes its server sleep a fetch window.
 	var cmd *redis.Cmd
+	var waited time.Duration
 	for range laneTries {
-		q, gen, ok := c.lanes.pick(time.Now())
+		q, capacity, gen, ok := c.lanes.pick(time.Now())
+		for !ok && waited < maxTokenWait {
+			// Every lane with tasks waits for its pings: wait for them
+			// here (the dequeue holds no task), a little.
+			starved, changed := c.lanes.starved(time.Now())
+			if !starved {
+				break
+			}
+			t0 := time.Now()
+			select {
+			case <-changed:
+			case <-time.After(maxTokenWait - waited):
+			case <-ctx.Done():
+				return c.dequeue(ctx, sha1, keys, args)
+			}
+			waited += time.Since(t0)
+			q, capacity, gen, ok = c.lanes.pick(time.Now())
+		}
 		if !ok || q == staticLane {
 			cmd := c.dequeue(ctx, sha1, keys, args)
 			if ok {
-				c.lanes.answered(staticLane, errors.Is(cmd.Err(), redis.Nil), gen, time.Now())
+				c.lanes.answered(staticLane, foundOf(cmd), gen, time.Now())
 			}
 			return cmd
 		}
 		base := tasks.AsynqKeys(q)
-		cmd = c.pipe.EvalSha(ctx, sha1, []string{base + ":pending", base + ":paused", base + ":active", base + ":lease"}, args[0], base+":t:")
-		empty := errors.Is(cmd.Err(), redis.Nil)
-		c.lanes.answered(q, empty, gen, time.Now())
-		if !empty {
+		lkeys := []string{base + ":pending", base + ":paused", base + ":active", base + ":lease"}
+		largs := []any{args[0], base + ":t:"}
+		if capacity > 0 {
+			cmd = c.pipe.dequeueCapped(ctx, lkeys, largs, capacity)
+		} else {
+			cmd = c.pipe.EvalSha(ctx, sha1, lkeys, largs...)
+		}
+		f := foundOf(cmd)
+		c.lanes.answered(q, f, gen, time.Now())
+		if f == foundTask {
 			break
 		}
+	}
+	if errors.Is(cmd.Err(), errQueueFull) {
+		cmd = redis.NewCmd(ctx)
+		cmd.SetErr(redis.Nil) // to asynq, nothing to fetch
 	}
 	return cmd
 }
 
-// laneTries is how many lanes one dequeue of a ping queue may ask.
-const laneTries = 4
+// foundOf tells what a dequeue's answer says of its queue. (An error
+// other than these counts as a task: the lane keeps its turn, and asynq
+// sees the error.)
+func foundOf(cmd *redis.Cmd) found {
+	switch err := cmd.Err(); {
+	case errors.Is(err, redis.Nil):
+		return foundEmpty
+	case errors.Is(err, errQueueFull):
+		return foundFull
+	}
+	return foundTask
+}
+
+// laneTries is how many lanes one dequeue of a ping queue may ask, and
+// maxTokenWait how long it may wait for pings to be granted.
+const (
+	laneTries    = 4
+	maxTokenWait = 100 * time.Millisecond
+)
 
 // isListLeaseExpired reports whether a call is asynq v0.26's script that
 // lists a queue's tasks whose lease expired before a cutoff (its

@@ -85,8 +85,9 @@ type Handler struct {
 	metrics    *Metrics
 	policy     tasks.Policy
 	payloads   tasks.Decoder // remembers the options of the batches it runs
-	// ratedAtFetch: the worker grants a lane's batch rate before it
-	// fetches the task (Config.Rates); only the fleet's is waited for here.
+	// ratedAtFetch: the worker grants a lane's task its pings (its
+	// batch's, its tenant's and the fleet's rates) before it fetches it
+	// (Config.Rates); only tasks of the static queues wait here.
 	ratedAtFetch bool
 }
 
@@ -163,12 +164,9 @@ func (h *Handler) prepare(ctx context.Context, payload []byte) (*tasks.PingPaylo
 		h.logger.Debug("task of a cancelled batch dropped", "batch", p.BatchID, "host", p.Host)
 		return nil, nil
 	}
-	if h.limiter != nil {
-		rate := p.Options.BatchRate
-		if q, _ := asynq.GetQueueName(ctx); h.ratedAtFetch && tasks.IsLaneQueue(q) {
-			rate = 0 // granted before it was fetched
-		}
-		if err := h.limiter.Wait(ctx, p.BatchID, rate, p.Options.Count); err != nil {
+	if q, _ := asynq.GetQueueName(ctx); h.limiter != nil && (!h.ratedAtFetch || !tasks.IsLaneQueue(q)) {
+		// (A lane's task had its pings granted before it was fetched.)
+		if err := h.limiter.Wait(ctx, p.BatchID, p.Options.BatchRate, p.Options.Count); err != nil {
 			return nil, fmt.Errorf("rate limit: %w", err)
 		}
 	}

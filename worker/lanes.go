@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/pingfleet/pingfleet/ratelimit"
 	"github.com/pingfleet/pingfleet/tasks"
 )
 
@@ -39,43 +40,76 @@ const (
 // older enqueuers), served as a normal batch's lane.
 const staticLane = ""
 
+// fullRetry is how long a lane's queue at its in-flight cap waits before
+// it is asked again: a slot of a capped batch freed by any worker of the
+// fleet is taken within about that.
+const fullRetry = 10 * time.Millisecond
+
 type laneState struct {
 	lane   tasks.Lane
+	tenant *tenantState
 	queues []string
 	weight float64 // 0: strict
 	pass   float64
 	next   int         // the shard to try first
 	until  []time.Time // per shard: do not ask before
 	streak []int       // per shard: empty answers in a row
-	// A limited lane (lane.Rate): pings granted and not spent yet, and
-	// when to ask for more after a refusal.
-	tokens   int
-	tokensAt time.Time
+	// buckets are the rates its tasks are granted pings from before they
+	// are fetched: its batch's, its tenant's, the fleet's.
+	buckets []*bucket
 }
 
-// cost is the pings of one of l's tasks, as its rate counts them.
+// tenantState is a tenant's place among the weighted lanes: tenants share
+// the fleet equally, and each tenant's lanes its share by their weights.
+type tenantState struct {
+	pass  float64 // among the tenants
+	vtime float64 // the pass of its lane last served
+}
+
+// bucket holds the pings a worker was granted from one of the fleet's
+// buckets and has not spent yet.
+type bucket struct {
+	b      ratelimit.Bucket
+	tokens int
+	askAt  time.Time // after a refusal: when to ask again
+}
+
+// cost is the pings of one of l's tasks, as the rates count them.
 func (l *laneState) cost() int { return max(l.lane.Cost, 1) }
 
-// limited reports whether l is fetched only with its pings granted, and
-// whether it has them for one more task.
-func (s *laneScheduler) limited(l *laneState) (limited, granted bool) {
-	if l.lane.Rate <= 0 || !s.gated {
-		return false, true
+// granted reports whether l has the pings of one more task in every
+// bucket it draws from (true when it draws from none).
+func (l *laneState) granted() bool {
+	for _, b := range l.buckets {
+		if b.tokens < l.cost() {
+			return false
+		}
 	}
-	return true, l.tokens >= l.cost()
+	return true
+}
+
+// spend takes (n=1) or gives back (n=-1) the pings of one task.
+func (l *laneState) spend(n int) {
+	for _, b := range l.buckets {
+		b.tokens -= n * l.cost()
+	}
 }
 
 // laneScheduler chooses the queue of each dequeue.
 type laneScheduler struct {
 	backoff time.Duration // the first wait after an empty answer
-	gated   bool          // limited lanes wait for their pings (a Granter gets them)
+	gated   bool          // lanes with rates wait for their pings (a Granter gets them)
+	fleet   int           // with gated: the fleet's rate, 0 for none
 
 	mu      sync.Mutex
 	lanes   map[string]*laneState // batch → lane
 	byQueue map[string]laneShard  // queue → its lane and shard
 	order   []*laneState          // lanes in a fixed order (ties go to the first)
-	vtime   [2]float64            // the pass last served, weighted [0] and strict [1]
-	gen     uint64                // wake calls so far
+	tenants map[string]*tenantState
+	buckets map[ratelimit.Bucket]*bucket
+	vtime   [2]float64    // the pass last served: tenants' [0], strict lanes' [1]
+	gen     uint64        // wake calls so far
+	changed chan struct{} // closed (and replaced) when pings are granted, lanes change or a wake-up comes
 }
 
 type laneShard struct {
@@ -84,9 +118,18 @@ type laneShard struct {
 }
 
 func newLaneScheduler(backoff time.Duration) *laneScheduler {
-	s := &laneScheduler{backoff: backoff, lanes: make(map[string]*laneState), byQueue: make(map[string]laneShard)}
+	s := &laneScheduler{backoff: backoff, lanes: make(map[string]*laneState), byQueue: make(map[string]laneShard),
+		tenants: make(map[string]*tenantState), buckets: make(map[ratelimit.Bucket]*bucket), changed: make(chan struct{})}
 	s.set(nil)
 	return s
+}
+
+// gate makes lanes with rates wait for their pings, the fleet's too when
+// fleetRate > 0: the worker's Granter gets them.
+func (s *laneScheduler) gate(fleetRate int) {
+	s.mu.Lock()
+	s.gated, s.fleet = true, fleetRate
+	s.mu.Unlock()
 }
 
 // set replaces the lanes by those registered now; lanes that stay keep
@@ -96,18 +139,40 @@ func (s *laneScheduler) set(lanes []tasks.Lane) {
 	defer s.mu.Unlock()
 	lanes = append(lanes, tasks.Lane{Batch: staticLane, Priority: tasks.PriorityNormal, Shards: 1})
 	keep := make(map[string]*laneState, len(lanes))
+	tenants := make(map[string]*tenantState)
+	buckets := make(map[ratelimit.Bucket]*bucket)
 	for _, l := range lanes {
+		t := tenants[l.Tenant]
+		if t == nil {
+			t = cmp.Or(s.tenants[l.Tenant], &tenantState{pass: s.vtime[0]})
+			tenants[l.Tenant] = t
+		}
 		st, ok := s.lanes[l.Batch]
 		if !ok || st.lane != l {
 			st = &laneState{lane: l, queues: l.Queues(), weight: float64(l.Priority.Weight()), until: make([]time.Time, l.Shards), streak: make([]int, l.Shards)}
 			if l.Batch == staticLane {
 				st.queues = []string{staticLane}
 			}
-			st.pass = s.vtime[st.class()]
+			if st.class() == 1 {
+				st.pass = s.vtime[1]
+			} else {
+				st.pass = t.vtime
+			}
+		}
+		st.tenant = t
+		st.buckets = st.buckets[:0]
+		for _, b := range s.bucketsOf(l) {
+			k := buckets[b]
+			if k == nil {
+				k = cmp.Or(s.buckets[b], &bucket{b: b})
+				buckets[b] = k
+			}
+			st.buckets = append(st.buckets, k)
 		}
 		keep[l.Batch] = st
 	}
-	s.lanes = keep
+	s.lanes, s.tenants, s.buckets = keep, tenants, buckets
+	s.broadcast()
 	clear(s.byQueue)
 	s.order = s.order[:0]
 	for _, st := range keep {
@@ -117,6 +182,26 @@ func (s *laneScheduler) set(lanes []tasks.Lane) {
 		}
 	}
 	slices.SortFunc(s.order, func(a, b *laneState) int { return cmp.Compare(a.lane.Batch, b.lane.Batch) })
+}
+
+// bucketsOf returns the buckets l's tasks are granted pings from before
+// they are fetched: none unless the scheduler is gated; none for the
+// static queues, whose tasks wait for their rates in their slot.
+func (s *laneScheduler) bucketsOf(l tasks.Lane) []ratelimit.Bucket {
+	if !s.gated || l.Batch == staticLane {
+		return nil
+	}
+	var b []ratelimit.Bucket
+	if l.Rate > 0 {
+		b = append(b, ratelimit.Bucket{Kind: ratelimit.BatchBucket, ID: l.Batch, Rate: l.Rate})
+	}
+	if l.TenantRate > 0 && l.Tenant != "" {
+		b = append(b, ratelimit.Bucket{Kind: ratelimit.TenantBucket, ID: l.Tenant, Rate: l.TenantRate})
+	}
+	if s.fleet > 0 {
+		b = append(b, ratelimit.Bucket{Kind: ratelimit.FleetBucket, Rate: s.fleet})
+	}
+	return b
 }
 
 // class is 1 for a strict lane, 0 for a weighted one.
@@ -147,45 +232,69 @@ func (l *laneState) shardAt(now time.Time) int {
 	return -1
 }
 
+// passes returns the passes l would be served at: its tenant's among the
+// tenants (weighted lanes only) and its own among its tenant's lanes (or
+// among the strict lanes).
+func (s *laneScheduler) passes(l *laneState) (tenant, lane float64) {
+	if l.class() == 1 {
+		return 0, max(l.pass, s.vtime[1])
+	}
+	return max(l.tenant.pass, s.vtime[0]), max(l.pass, l.tenant.vtime)
+}
+
 // pick returns the queue to dequeue from next (staticLane for the static
-// queues), or false when every lane waits after an empty answer, and the
-// number of wake calls so far, for answered.
-func (s *laneScheduler) pick(now time.Time) (queue string, gen uint64, ok bool) {
+// queues) and how many of its tasks may be active at once (0: no cap), or
+// false when every lane waits (after an empty answer, or for its pings),
+// and the number of wake calls so far, for answered.
+func (s *laneScheduler) pick(now time.Time) (queue string, capacity int, gen uint64, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	gen = s.gen
 	var best *laneState
-	bestShard, bestPass := -1, 0.0
+	bestShard, bestT, bestL := -1, 0.0, 0.0
 	for _, l := range s.order {
-		if _, granted := s.limited(l); !granted {
+		if !l.granted() {
 			continue // not fetched until its pings are granted: it holds no slot
 		}
 		shard := l.shardAt(now)
 		if shard < 0 {
 			continue
 		}
-		pass := max(l.pass, s.vtime[l.class()])
-		if best == nil || l.class() > best.class() || (l.class() == best.class() && pass < bestPass) {
-			best, bestShard, bestPass = l, shard, pass
+		pt, pl := s.passes(l)
+		if best == nil || l.class() > best.class() || (l.class() == best.class() && (pt < bestT || pt == bestT && pl < bestL)) {
+			best, bestShard, bestT, bestL = l, shard, pt, pl
 		}
 	}
 	if best == nil {
-		return "", gen, false
+		return "", 0, gen, false
 	}
-	s.vtime[best.class()] = bestPass
-	best.pass = bestPass + best.step()
-	if limited, _ := s.limited(best); limited {
-		best.tokens -= best.cost()
+	if best.class() == 1 {
+		s.vtime[1] = bestL
+	} else {
+		s.vtime[0], best.tenant.vtime = bestT, bestL
+		best.tenant.pass = bestT + 1
 	}
+	best.pass = bestL + best.step()
+	best.spend(1)
 	best.next = bestShard + 1
-	return best.queues[bestShard], gen, true
+	return best.queues[bestShard], best.lane.ShardCap(bestShard), gen, true
 }
 
+// found is what a dequeue of a lane's queue found.
+type found int
+
+const (
+	foundTask  found = iota
+	foundEmpty       // nothing to fetch (or the queue is paused)
+	foundFull        // tasks, but as many active as the lane's cap
+)
+
 // answered records what a dequeue of queue, picked at wake count gen,
-// found: nothing (empty, or paused) gives its lane back its turn and makes
-// the shard wait, unless a wake call came since (the answer may miss the
-// tasks it announced).
-func (s *laneScheduler) answered(queue string, empty bool, gen uint64, now time.Time) {
+// found. Without a task, its lane gets its turn and its pings back; an
+// empty queue waits before it is asked again, unless a wake call came
+// since (the answer may miss the tasks it announced), a full one
+// fullRetry.
+func (s *laneScheduler) answered(queue string, f found, gen uint64, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ls, ok := s.byQueue[queue]
@@ -193,19 +302,22 @@ func (s *laneScheduler) answered(queue string, empty bool, gen uint64, now time.
 		return // the lane is gone meanwhile
 	}
 	l, i := ls.l, ls.shard
-	if !empty {
+	if f == foundTask {
 		l.streak[i], l.until[i] = 0, time.Time{}
 		return
 	}
 	l.pass -= l.step()
-	if limited, _ := s.limited(l); limited {
-		l.tokens += l.cost() // not spent
+	if l.class() == 0 {
+		l.tenant.pass--
 	}
-	if gen != s.gen {
-		return
+	l.spend(-1)
+	switch {
+	case f == foundFull:
+		l.until[i] = now.Add(fullRetry)
+	case gen == s.gen:
+		l.streak[i]++
+		l.until[i] = now.Add(min(s.backoff<<min(l.streak[i]-1, 10), maxLaneBackoff))
 	}
-	l.streak[i]++
-	l.until[i] = now.Add(min(s.backoff<<min(l.streak[i]-1, 10), maxLaneBackoff))
 }
 
 // wake ends the waits after an empty answer: tasks were enqueued.
@@ -218,6 +330,7 @@ func (s *laneScheduler) wake(batch string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.gen++
+	s.broadcast()
 	for b, l := range s.lanes {
 		if batch == "" || b == batch || b == staticLane {
 			clear(l.until)
@@ -226,43 +339,77 @@ func (s *laneScheduler) wake(batch string) {
 	}
 }
 
-// tokenWant is a limited lane's request for pings to be granted.
+// tokenWant is a request for pings of one of the fleet's buckets.
 type tokenWant struct {
-	batch      string
-	rate, want int
+	b    ratelimit.Bucket
+	want int
 }
 
-// wants returns the limited lanes that lack the pings of one task and
-// may ask for them at now: at most a tenth of a second's worth each (the
-// bucket's burst), at least one task's.
+// wants returns the buckets that lack the pings of one task of a lane
+// that may be asked at now, and that may ask for them: each asks for at
+// most a tenth of a second's worth (the bucket's burst), at least one
+// task's.
 func (s *laneScheduler) wants(now time.Time) []tokenWant {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var w []tokenWant
+	want := make(map[*bucket]int)
 	for _, l := range s.order {
-		limited, granted := s.limited(l)
-		if !limited || granted || now.Before(l.tokensAt) || l.shardAt(now) < 0 {
+		if len(l.buckets) == 0 || l.shardAt(now) < 0 {
 			continue
 		}
 		cost := l.cost()
-		w = append(w, tokenWant{l.lane.Batch, l.lane.Rate, max(cost-l.tokens, min(max(1, l.lane.Rate/10), 4*cost))})
+		for _, b := range l.buckets {
+			if b.tokens >= cost || now.Before(b.askAt) {
+				continue
+			}
+			want[b] = max(want[b], cost-b.tokens, min(max(1, b.b.Rate/10), 4*cost))
+		}
+	}
+	w := make([]tokenWant, 0, len(want))
+	for b, n := range want {
+		w = append(w, tokenWant{b.b, n})
 	}
 	return w
 }
 
-// granted adds n pings to batch's lane, or, with none, makes it wait
-// until retry before it asks again.
-func (s *laneScheduler) granted(batch string, n int, retry time.Duration, now time.Time) {
+// granted adds n pings to bucket b, or, with none, makes it wait until
+// retry before it asks again.
+func (s *laneScheduler) granted(b ratelimit.Bucket, n int, retry time.Duration, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	l, ok := s.lanes[batch]
+	k, ok := s.buckets[b]
 	if !ok {
 		return
 	}
-	l.tokens += n
+	k.tokens += n
 	if n == 0 {
-		l.tokensAt = now.Add(max(retry, time.Millisecond))
+		k.askAt = now.Add(max(retry, time.Millisecond))
+		return
 	}
+	s.broadcast()
+}
+
+// broadcast wakes the dequeues waiting in starved. Call with s.mu held.
+func (s *laneScheduler) broadcast() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// starved reports whether a lane that may be asked at now waits for its
+// pings, and returns a channel closed once pings are granted (or the lanes
+// change): a dequeue that found no lane to ask may wait for it instead of
+// answering asynq "nothing" (its server would then sleep a fetch window,
+// the servers of a worker all at once, and leave the pings granted
+// meanwhile unspent).
+func (s *laneScheduler) starved(now time.Time) (bool, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, l := range s.order {
+		if len(l.buckets) > 0 && !l.granted() && l.shardAt(now) >= 0 {
+			return true, s.changed
+		}
+	}
+	return false, nil
 }
 
 // queues returns the queues of the lanes known now, static ones aside.
@@ -278,10 +425,11 @@ func (s *laneScheduler) queues() []string {
 	return q
 }
 
-// Granter grants a batch's pings at its own rate without waiting;
-// *ratelimit.Limiter is one.
+// Granter grants pings of the fleet's buckets without waiting, and tells
+// the fleet's rate; *ratelimit.Limiter is one.
 type Granter interface {
-	Grant(ctx context.Context, batchID string, batchRate, n int) (int, time.Duration, error)
+	Grant(ctx context.Context, b ratelimit.Bucket, n int) (int, time.Duration, error)
+	FleetRate() int
 }
 
 // grantTick is how often the limited lanes ask for their pings.
@@ -301,9 +449,9 @@ type laneReader struct {
 }
 
 func newLaneReader(rdb redis.UniversalClient, rates Granter, s *laneScheduler, logger *slog.Logger) *laneReader {
-	s.mu.Lock()
-	s.gated = rates != nil
-	s.mu.Unlock()
+	if rates != nil {
+		s.gate(rates.FleetRate())
+	}
 	return &laneReader{rdb: rdb, rates: rates, s: s, logger: newRateLimitedLog(logger, time.Minute), kick: make(chan struct{}, 1), stop: make(chan struct{})}
 }
 
@@ -324,12 +472,12 @@ func (r *laneReader) read(ctx context.Context) error {
 func (r *laneReader) grant(ctx context.Context) {
 	now := time.Now()
 	for _, w := range r.s.wants(now) {
-		n, retry, err := r.rates.Grant(ctx, w.batch, w.rate, w.want)
+		n, retry, err := r.rates.Grant(ctx, w.b, w.want)
 		if err != nil {
-			r.logger.Warn("rate limit of a batch", "batch", w.batch, "error", err)
+			r.logger.Warn("rate limit", "bucket", w.b.ID, "error", err)
 			n, retry = 0, time.Second
 		}
-		r.s.granted(w.batch, n, retry, now)
+		r.s.granted(w.b, n, retry, now)
 	}
 }
 

@@ -39,6 +39,9 @@ type pipeReq struct {
 	keys []string
 	args []any
 	out  chan *redis.Cmd
+	// capacity, for a dequeue, is how many tasks of the queue may be
+	// active at once (0: any number); see dequeueCapped.
+	capacity int
 }
 
 // maxPipeline bounds the calls of one round trip.
@@ -59,16 +62,33 @@ func (p *asynqPipe) Start() {
 
 // EvalSha sends the call with the others made meanwhile.
 func (p *asynqPipe) EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
-	req := &pipeReq{ctx: ctx, sha: sha1, keys: keys, args: args, out: make(chan *redis.Cmd, 1)}
+	return p.send(&pipeReq{ctx: ctx, sha: sha1, keys: keys, args: args, out: make(chan *redis.Cmd, 1)})
+}
+
+// dequeueCapped runs asynq's dequeue of keys and args (isDequeue) unless
+// capacity tasks of the queue are active already: it then answers
+// errQueueFull if the queue has tasks (redis.Nil if not, as asynq's).
+func (p *asynqPipe) dequeueCapped(ctx context.Context, keys []string, args []any, capacity int) *redis.Cmd {
+	return p.send(&pipeReq{ctx: ctx, keys: keys, args: args, out: make(chan *redis.Cmd, 1), capacity: capacity})
+}
+
+// errQueueFull answers a dequeue of a queue at its capacity.
+var errQueueFull = errors.New("pingfleet: queue at its in-flight cap")
+
+func (p *asynqPipe) send(req *pipeReq) *redis.Cmd {
 	select {
 	case p.reqs <- req:
 		return <-req.out
-	case <-ctx.Done():
-		cmd := redis.NewCmd(ctx)
-		cmd.SetErr(ctx.Err())
+	case <-req.ctx.Done():
+		cmd := redis.NewCmd(req.ctx)
+		cmd.SetErr(req.ctx.Err())
 		return cmd
 	case <-p.quit:
-		return p.rdb.EvalSha(ctx, sha1, keys, args...)
+		if req.capacity > 0 {
+			p.flush([]*pipeReq{req}) // one round trip of its own
+			return <-req.out
+		}
+		return p.rdb.EvalSha(req.ctx, req.sha, req.keys, req.args...)
 	}
 }
 
@@ -151,6 +171,8 @@ func group(batch []*pipeReq) []*call {
 	for _, r := range batch {
 		var gkey string
 		switch {
+		case r.capacity > 0:
+			gkey = "c" + r.keys[0]
 		case isDequeue(r.keys, r.args):
 			gkey = "d" + r.keys[0]
 		case isDone(r.keys, r.args):
@@ -169,10 +191,18 @@ func group(batch []*pipeReq) []*call {
 		calls = append(calls, c)
 	}
 	for _, c := range calls {
+		r := c.reqs[0]
+		if r.capacity > 0 {
+			c.script, c.keys = cappedDequeueScript, r.keys
+			c.args = append(make([]any, 0, 2+len(c.reqs)), r.args[1], r.capacity)
+			for _, q := range c.reqs {
+				c.args = append(c.args, q.args[0])
+			}
+			continue
+		}
 		if len(c.reqs) < 2 {
 			continue // alone, it goes as asynq made it
 		}
-		r := c.reqs[0]
 		if isDequeue(r.keys, r.args) {
 			c.script, c.keys = dequeueScript, r.keys
 			c.args = append(make([]any, 0, 1+len(c.reqs)), r.args[1])
@@ -201,11 +231,14 @@ func answer(c *call) {
 		switch {
 		case err != nil:
 			cmd.SetErr(err)
-		case c.script == dequeueScript:
-			// A message, or the queue ran out (or is paused).
-			if i < len(vals) && vals[i] != "" {
+		case c.script == dequeueScript || c.script == cappedDequeueScript:
+			// A message, or the queue ran out (or is paused), or is full.
+			switch {
+			case i < len(vals) && vals[i] == int64(0):
+				cmd.SetErr(errQueueFull)
+			case i < len(vals) && vals[i] != "":
 				cmd.SetVal(vals[i])
-			} else {
+			default:
 				cmd.SetErr(redis.Nil)
 			}
 		case i < len(vals) && vals[i] == int64(1):
@@ -268,6 +301,39 @@ for i, id in ipairs(ids) do
   leases[2 * i - 1], leases[2 * i] = ARGV[i + 1], id
 end
 redis.call('ZADD', KEYS[4], unpack(leases))
+return out
+`)
+
+// cappedDequeueScript is dequeueScript for a queue of which at most
+// ARGV[2] tasks may be active at once (a batch's in-flight cap, across the
+// fleet): it pops no more than make that many, and answers 0 instead of a
+// message to each dequeue it refused for that, when tasks wait.
+//
+// KEYS as dequeueScript's. ARGV[1]: the queue's task key prefix; ARGV[2]:
+// the cap; then each dequeue's lease expiry.
+var cappedDequeueScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[2]) == 1 then return {} end
+local want = #ARGV - 2
+local room = tonumber(ARGV[2]) - redis.call('LLEN', KEYS[3])
+local out = {}
+if room > 0 then
+  local ids = redis.call('RPOP', KEYS[1], math.min(want, room))
+  if ids then
+    redis.call('LPUSH', KEYS[3], unpack(ids))
+    local leases = {}
+    for i, id in ipairs(ids) do
+      local key = ARGV[1] .. id
+      redis.call('HSET', key, 'state', 'active')
+      redis.call('HDEL', key, 'pending_since')
+      out[i] = redis.call('HGET', key, 'msg') or ''
+      leases[2 * i - 1], leases[2 * i] = ARGV[i + 2], id
+    end
+    redis.call('ZADD', KEYS[4], unpack(leases))
+  end
+end
+if #out < want and room < want and redis.call('LLEN', KEYS[1]) > 0 then
+  for i = #out + 1, want do out[i] = 0 end
+end
 return out
 `)
 

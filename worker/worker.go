@@ -69,11 +69,13 @@ type Config struct {
 	// the tasks of leases that ran out (a worker died or froze, Redis
 	// restarted); if zero, DefaultRecoverInterval. See Recoverer.
 	RecoverInterval time.Duration
-	// Rates, if set, grants the pings of batches with a rate of their own
-	// (PingOptions.BatchRate) before their tasks are fetched, so that a
-	// throttled batch holds no slot while others have work; the Handler
-	// then no longer waits for them. Without it, the Handler's Limiter
-	// makes such tasks wait in their slot.
+	// Rates, if set, grants the pings of the tasks of batches' lanes
+	// before they are fetched, from the buckets of the batch's rate
+	// (PingOptions.BatchRate), its tenant's (tasks.Lane.TenantRate) and
+	// the fleet's (Rates.FleetRate), so that a throttled task holds no
+	// slot while others have work; the Handler then does not wait for
+	// them. Give it the Handler's Limiter. Without it, the Limiter makes
+	// such tasks wait in their slot, and tenants' rates are not applied.
 	Rates Granter
 	// Logger receives the worker's and asynq's logs. If nil, slog.Default().
 	Logger *slog.Logger

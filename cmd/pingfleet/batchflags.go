@@ -28,6 +28,7 @@ type batchFlags struct {
 	callbackURL string
 	callbacks   callbackFlags // --callback-allow, with --callback-url
 	priority    string
+	maxInFlight int
 
 	count    int
 	perReq   int // -C: count, each request's RTT kept
@@ -58,6 +59,7 @@ func (b *batchFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&b.batchID, "batch-id", "", "batch ID (default: a new ULID); the ID of an interrupted batch resumes it")
 	fs.StringArrayVar(&b.labels, "label", nil, "label the batch with `KEY=VALUE`; repeatable")
 	fs.DurationVar(&b.deadline, "deadline", 0, "expire the hosts not pinged this long after submission (default: once no result came for 5 minutes)")
+	fs.IntVar(&b.maxInFlight, "max-in-flight", 0, "most hosts of this batch pinged at once across the fleet, its cap on the fleet's share (0: none of its own)")
 	fs.StringVar(&b.priority, "priority", string(tasks.PriorityNormal), "the batch's share of the fleet against other batches: low, normal, high (weights 1, 3, 9) or urgent (served before all others, for a few hosts)")
 
 	b.fs = fs

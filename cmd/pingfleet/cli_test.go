@@ -320,7 +320,7 @@ func TestEnqueueDeadlineAndCallback(t *testing.T) {
 	srv := redistest.Start(t)
 	redisURL := "--redis=" + srv.URL()
 	before := time.Now()
-	r := cli(t, "", "enqueue", redisURL, "127.0.8.1-3", "--batch-id", "with-deadline", "--deadline", "90s", "--callback-url", "http://127.0.0.1:9/hook", "--callback-allow", "127.0.0.0/8", "--priority", "high")
+	r := cli(t, "", "enqueue", redisURL, "127.0.8.1-3", "--batch-id", "with-deadline", "--deadline", "90s", "--callback-url", "http://127.0.0.1:9/hook", "--callback-allow", "127.0.0.0/8", "--priority", "high", "--max-in-flight", "2")
 	if r.code != ExitOK {
 		t.Fatalf("enqueue: exit %d\n%s", r.code, r.stderr)
 	}
@@ -329,8 +329,8 @@ func TestEnqueueDeadlineAndCallback(t *testing.T) {
 	if err := json.Unmarshal([]byte(st.stdout), &s); err != nil {
 		t.Fatalf("status: %v\n%s", err, st.stdout)
 	}
-	if s.CallbackURL != "http://127.0.0.1:9/hook" || s.Deadline.Before(before.Add(89*time.Second)) || s.Deadline.After(time.Now().Add(91*time.Second)) || s.Priority != tasks.PriorityHigh {
-		t.Errorf("batch deadline %s, callback %q, priority %q; want 90 s after submission, the URL given and high", s.Deadline, s.CallbackURL, s.Priority)
+	if s.CallbackURL != "http://127.0.0.1:9/hook" || s.Deadline.Before(before.Add(89*time.Second)) || s.Deadline.After(time.Now().Add(91*time.Second)) || s.Priority != tasks.PriorityHigh || s.MaxInFlight != 2 {
+		t.Errorf("batch deadline %s, callback %q, priority %q, in-flight cap %d; want 90 s after submission, the URL given, high and 2", s.Deadline, s.CallbackURL, s.Priority, s.MaxInFlight)
 	}
 	for _, tc := range []struct{ flag, want string }{
 		{"--callback-url=ftp://x", `--callback-url "ftp://x": must be an http:// or https:// URL`},
@@ -339,6 +339,7 @@ func TestEnqueueDeadlineAndCallback(t *testing.T) {
 		{"--callback-url=http://169.254.169.254/latest/", `169.254.169.254 is link-local`},
 		{"--deadline=-5s", "--deadline -5s: must be positive"},
 		{"--priority=asap", `--priority "asap": want low, normal, high or urgent`},
+		{"--max-in-flight=-1", `--max-in-flight -1: must not be negative`},
 	} {
 		r := cli(t, "", "enqueue", redisURL, "127.0.8.9", "--batch-id", "refused", tc.flag)
 		if r.code != ExitUsage || !strings.Contains(r.stderr, tc.want) {

@@ -100,7 +100,10 @@ func (a *app) batch(bf *batchFlags, args []string) (enqueuer.Batch, error) {
 	if err != nil {
 		return enqueuer.Batch{}, usageErr("--%v", err)
 	}
-	b := enqueuer.Batch{ID: bf.batchID, Hosts: hosts, Options: opts, Labels: labels, CallbackURL: bf.callbackURL, Priority: prio}
+	if bf.maxInFlight < 0 {
+		return enqueuer.Batch{}, usageErr("--max-in-flight %d: must not be negative (0: no cap)", bf.maxInFlight)
+	}
+	b := enqueuer.Batch{ID: bf.batchID, Hosts: hosts, Options: opts, Labels: labels, CallbackURL: bf.callbackURL, Priority: prio, MaxInFlight: bf.maxInFlight}
 	if bf.deadline > 0 {
 		b.Deadline = time.Now().Add(bf.deadline)
 	}

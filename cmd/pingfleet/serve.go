@@ -29,6 +29,7 @@ func (a *app) serveCommand() *cobra.Command {
 		addr      string
 		tokens    []string
 		tokenFile string
+		tenantsAt string
 		maxBody   int64
 		maxHosts  int
 		targets   policyFlags
@@ -57,6 +58,18 @@ func (a *app) serveCommand() *cobra.Command {
 					return usageErr("--token-file: %v", err)
 				}
 				tokens = append(tokens, strings.Fields(string(b))...)
+			}
+			var tenants []api.Tenant
+			if tenantsAt != "" {
+				f, err := os.Open(tenantsAt)
+				if err != nil {
+					return usageErr("--tenants: %v", err)
+				}
+				tenants, err = api.ParseTenants(f)
+				f.Close()
+				if err != nil {
+					return usageErr("--tenants %s: %v", tenantsAt, err)
+				}
 			}
 			policy, err := targets.policy()
 			if err != nil {
@@ -94,7 +107,7 @@ func (a *app) serveCommand() *cobra.Command {
 				Redis: rdb, Aggregator: agg, Enqueuer: enq, Canceller: canceller,
 				StreamAggregator: streamAgg, MaxStreams: limits.streams, MaxStreamsPerToken: limits.streamsPerToken,
 				StreamWriteTimeout: limits.streamWrite,
-				Tokens:             tokens, MaxBodyBytes: maxBody, MaxHosts: maxHosts,
+				Tokens:             tokens, Tenants: tenants, MaxBodyBytes: maxBody, MaxHosts: maxHosts,
 				Policy: policy, CallbackPolicy: callbackPolicy, Retention: a.retention, Logger: a.logger,
 			})
 			if err != nil {
@@ -136,7 +149,7 @@ func (a *app) serveCommand() *cobra.Command {
 			}
 			l = netutil.LimitListener(l, limits.conns)
 			fmt.Fprintf(a.stderr, "pingfleet: serving the API on http://%s\n", l.Addr())
-			if len(tokens) == 0 {
+			if len(tokens) == 0 && len(tenants) == 0 {
 				a.logger.Warn("no API tokens: every client may submit batches (use --token, --token-file or PINGFLEET_TOKENS)")
 			}
 			// Requests (event streams above all) end when the server stops.
@@ -174,6 +187,7 @@ func (a *app) serveCommand() *cobra.Command {
 	fs.StringVar(&addr, "addr", "127.0.0.1:8080", "listen address")
 	fs.StringArrayVar(&tokens, "token", nil, "accepted bearer token (repeatable; env PINGFLEET_TOKENS, comma-separated)")
 	fs.StringVar(&tokenFile, "token-file", "", "read accepted bearer tokens from `FILE` (whitespace-separated)")
+	fs.StringVar(&tenantsAt, "tenants", "", "read the API's tenants from `FILE`: one a line, \"NAME TOKEN[,TOKEN...] [batches=N] [hosts=N] [rate=N]\"; a tenant's tokens see its own batches only, tenants share the fleet equally, and its quota bounds its open batches, their hosts not done (429 past either) and their pings per second")
 	fs.Int64Var(&maxBody, "max-body", api.DefaultMaxBodyBytes, "largest request body in bytes")
 	fs.IntVar(&maxHosts, "max-hosts", api.DefaultMaxHosts, "most hosts in one batch (after expansion)")
 	targets.register(fs)
