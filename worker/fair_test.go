@@ -35,8 +35,14 @@ func (p *orderPinger) Ping(ctx context.Context, ip netip.Addr, _ tasks.PingOptio
 	p.mu.Lock()
 	p.order = append(p.order, ip.As4()[1])
 	p.mu.Unlock()
+	return replyAfter(ctx, p.pause)
+}
+
+// replyAfter answers a ping with one reply of 1 ms after pause, unless ctx
+// ends first.
+func replyAfter(ctx context.Context, pause time.Duration) (ping.Stats, error) {
 	select {
-	case <-time.After(p.pause):
+	case <-time.After(pause):
 	case <-ctx.Done():
 		return ping.Stats{}, ctx.Err()
 	}
@@ -264,12 +270,7 @@ func (p *crowdPinger) Ping(ctx context.Context, ip netip.Addr, _ tasks.PingOptio
 		p.now[b]--
 		p.mu.Unlock()
 	}()
-	select {
-	case <-time.After(p.pause):
-	case <-ctx.Done():
-		return ping.Stats{}, ctx.Err()
-	}
-	return ping.Stats{Sent: 1, Received: 1, Min: time.Millisecond, Avg: time.Millisecond, Max: time.Millisecond}, nil
+	return replyAfter(ctx, p.pause)
 }
 
 // peak returns the most pings of batch b at once so far, and their number.

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -171,10 +172,8 @@ func group(batch []*pipeReq) []*call {
 	for _, r := range batch {
 		var gkey string
 		switch {
-		case r.capacity > 0:
-			gkey = "c" + r.keys[0]
-		case isDequeue(r.keys, r.args):
-			gkey = "d" + r.keys[0]
+		case r.capacity > 0 || isDequeue(r.keys, r.args):
+			gkey = "d" + strconv.Itoa(r.capacity) + "\x00" + r.keys[0]
 		case isDone(r.keys, r.args):
 			gkey = "a" + r.keys[0] + "\x00" + r.keys[3]
 		}
@@ -192,20 +191,12 @@ func group(batch []*pipeReq) []*call {
 	}
 	for _, c := range calls {
 		r := c.reqs[0]
-		if r.capacity > 0 {
-			c.script, c.keys = cappedDequeueScript, r.keys
-			c.args = append(make([]any, 0, 2+len(c.reqs)), r.args[1], r.capacity)
-			for _, q := range c.reqs {
-				c.args = append(c.args, q.args[0])
-			}
-			continue
-		}
-		if len(c.reqs) < 2 {
+		if len(c.reqs) < 2 && r.capacity == 0 {
 			continue // alone, it goes as asynq made it
 		}
-		if isDequeue(r.keys, r.args) {
+		if r.capacity > 0 || isDequeue(r.keys, r.args) {
 			c.script, c.keys = dequeueScript, r.keys
-			c.args = append(make([]any, 0, 1+len(c.reqs)), r.args[1])
+			c.args = append(make([]any, 0, 2+len(c.reqs)), r.args[1], r.capacity)
 			for _, q := range c.reqs {
 				c.args = append(c.args, q.args[0])
 			}
@@ -231,7 +222,7 @@ func answer(c *call) {
 		switch {
 		case err != nil:
 			cmd.SetErr(err)
-		case c.script == dequeueScript || c.script == cappedDequeueScript:
+		case c.script == dequeueScript:
 			// A message, or the queue ran out (or is paused), or is full.
 			switch {
 			case i < len(vals) && vals[i] == int64(0):
@@ -283,38 +274,19 @@ func isDone(keys []string, args []any) bool {
 // asynq's dequeue script would one after the other, and returns their
 // messages: fewer when the queue runs out, none when it is paused, and an
 // empty one for a task whose hash has gone. The list moves and the leases
-// are one command each for all of them.
+// are one command each for all of them. With a cap (a batch's in-flight
+// cap, across the fleet), it pops no more than make that many tasks of the
+// queue active, and answers 0 instead of a message to each dequeue it
+// refused for that, when tasks wait.
 //
 // KEYS: the queue's pending list, paused flag, active list and lease set.
-// ARGV[1]: its task key prefix; then each dequeue's lease expiry.
+// ARGV[1]: its task key prefix; ARGV[2]: the cap, 0 for none; then each
+// dequeue's lease expiry.
 var dequeueScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[2]) == 1 then return {} end
-local ids = redis.call('RPOP', KEYS[1], #ARGV - 1)
-if not ids then return {} end
-redis.call('LPUSH', KEYS[3], unpack(ids))
-local leases, out = {}, {}
-for i, id in ipairs(ids) do
-  local key = ARGV[1] .. id
-  redis.call('HSET', key, 'state', 'active')
-  redis.call('HDEL', key, 'pending_since')
-  out[i] = redis.call('HGET', key, 'msg') or ''
-  leases[2 * i - 1], leases[2 * i] = ARGV[i + 1], id
-end
-redis.call('ZADD', KEYS[4], unpack(leases))
-return out
-`)
-
-// cappedDequeueScript is dequeueScript for a queue of which at most
-// ARGV[2] tasks may be active at once (a batch's in-flight cap, across the
-// fleet): it pops no more than make that many, and answers 0 instead of a
-// message to each dequeue it refused for that, when tasks wait.
-//
-// KEYS as dequeueScript's. ARGV[1]: the queue's task key prefix; ARGV[2]:
-// the cap; then each dequeue's lease expiry.
-var cappedDequeueScript = redis.NewScript(`
-if redis.call('EXISTS', KEYS[2]) == 1 then return {} end
-local want = #ARGV - 2
-local room = tonumber(ARGV[2]) - redis.call('LLEN', KEYS[3])
+local want, cap = #ARGV - 2, tonumber(ARGV[2])
+local room = want
+if cap > 0 then room = cap - redis.call('LLEN', KEYS[3]) end
 local out = {}
 if room > 0 then
   local ids = redis.call('RPOP', KEYS[1], math.min(want, room))
@@ -331,7 +303,7 @@ if room > 0 then
     redis.call('ZADD', KEYS[4], unpack(leases))
   end
 end
-if #out < want and room < want and redis.call('LLEN', KEYS[1]) > 0 then
+if room < want and #out < want and redis.call('LLEN', KEYS[1]) > 0 then
   for i = #out + 1, want do out[i] = 0 end
 end
 return out
