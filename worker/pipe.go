@@ -191,7 +191,7 @@ func group(batch []*pipeReq) []*call {
 	}
 	for _, c := range calls {
 		r := c.reqs[0]
-		if len(c.reqs) < 2 && r.capacity == 0 {
+		if len(c.reqs) < 2 && r.capacity == 0 && !isDone(r.keys, r.args) {
 			continue // alone, it goes as asynq made it
 		}
 		if r.capacity > 0 || isDequeue(r.keys, r.args) {
@@ -315,13 +315,20 @@ return out
 // removed in the queue's processed counters at once. It returns 1 for each
 // task it removed and 0 for each it did not.
 //
+// asynq's script removes the task from the active list with LREM count 0,
+// which reads the whole list: 40 µs a task with 1,200 active in the queue,
+// most of Redis's time while a 10,000-host batch's results came back. A
+// task is in the list once, and a dequeue pushes it at the head, so the
+// tasks done are mostly near the tail: LREM -1 reads from there and stops
+// at the task. Even one acknowledgement alone goes through this script.
+//
 // KEYS: the queue's active list, lease set, the day's processed counter
 // and the processed total. ARGV[1]: the day counter's expiry; then each
 // task's ID and key.
 var doneScript = redis.NewScript(`
 local out, active = {}, {}
 for i = 2, #ARGV, 2 do
-  if redis.call('LREM', KEYS[1], 0, ARGV[i]) == 0 then
+  if redis.call('LREM', KEYS[1], -1, ARGV[i]) == 0 then
     out[i / 2] = 0
   else
     active[#active + 1] = i

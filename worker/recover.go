@@ -257,7 +257,7 @@ local n = 0
 for i = 4, #ARGV, 3 do
   local id = ARGV[i]
   local score = redis.call('ZSCORE', KEYS[1], id)
-  if score and tonumber(score) <= tonumber(ARGV[1]) and redis.call('LREM', KEYS[2], 0, id) > 0 then
+  if score and tonumber(score) <= tonumber(ARGV[1]) and redis.call('LREM', KEYS[2], -1, id) > 0 then
     redis.call('ZREM', KEYS[1], id)
     local key = ARGV[3] .. id
     if ARGV[i + 2] == '1' then
