@@ -21,7 +21,7 @@ import (
 // loses Redis, the lease runs out and the task must be handed to another
 // worker. asynq's recoverer does it, but only for leases expired 30 s
 // ago, and looks once a minute: a task waited 60 to 120 s (and every one
-// of a worker's 32 asynq servers runs a recoverer, which race and log
+// of a worker's asynq servers (64 by default) runs a recoverer, which race and log
 // "NOT FOUND" for each task they lose). The Recoverer does the same work
 // once per worker process, every few seconds, for leases a few seconds
 // past their end, in one atomic script per queue, so that racing

@@ -26,7 +26,7 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultServers           = 32
+	DefaultServers           = 64
 	DefaultShutdownTimeout   = 10 * time.Second
 	DefaultTaskCheckInterval = 50 * time.Millisecond
 )
