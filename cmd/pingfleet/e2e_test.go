@@ -236,7 +236,11 @@ func TestE2ETwoWorkers(t *testing.T) {
 	startWorker(t, srv.URL(), "--concurrency", "500")
 
 	hosts := loopbackHosts(1000, 0)
-	r := runBinary(t, hosts, "enqueue", "--redis", srv.URL(), "-", "--count", "2", "-p", "50ms", "--wait", "-o", "ndjson")
+	// -t 3s: what this test checks is that two workers share a batch
+	// exactly once; CI once saw a loopback reply later than the default
+	// 500 ms while the race detector and the other packages' tests
+	// starved the workers (exit 1: a host down).
+	r := runBinary(t, hosts, "enqueue", "--redis", srv.URL(), "-", "--count", "2", "-p", "50ms", "-t", "3s", "--wait", "-o", "ndjson")
 	if r.code != ExitOK {
 		t.Fatalf("enqueue --wait: exit %d; stderr:\n%s", r.code, r.stderr)
 	}
