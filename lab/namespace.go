@@ -19,6 +19,9 @@ import (
 // lost some when 10,000 pings started at once on a loaded machine (CI).
 const txQueueLen = 100000
 
+// netnsDir is where ip netns keeps its named namespaces.
+const netnsDir = "/var/run/netns"
+
 // namespaces numbers the namespaces of this process.
 var namespaces atomic.Uint64
 
@@ -140,15 +143,20 @@ func (l *Lab) Exec(ctx context.Context, name string, args ...string) *exec.Cmd {
 }
 
 // Do calls fn on an OS thread of this process moved into the lab's
-// namespace, and returns its error. The sockets fn opens belong to the
-// namespace and keep working from any goroutine afterwards; goroutines fn
-// starts do not run in the namespace. The thread is discarded when fn
-// returns, so no other goroutine ever runs in the namespace by accident.
-func (l *Lab) Do(fn func() error) error {
+// namespace, and returns its error: DoIn for the lab's namespace.
+func (l *Lab) Do(fn func() error) error { return DoIn(l.ns, fn) }
+
+// DoIn calls fn on an OS thread of this process moved into the network
+// namespace ns (as ip netns names it), and returns its error. The sockets
+// fn opens belong to the namespace and keep working from any goroutine
+// afterwards; goroutines fn starts do not run in the namespace. The thread
+// is discarded when fn returns, so no other goroutine ever runs in the
+// namespace by accident.
+func DoIn(ns string, fn func() error) error {
 	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-		if err := joinNamespace(l.ns); err != nil {
+		if err := joinNamespace(ns); err != nil {
 			done <- err
 			return
 		}

@@ -8,9 +8,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// netnsDir is where ip netns keeps its named namespaces.
-const netnsDir = "/var/run/netns"
-
 // joinNamespace moves the calling thread into the named network namespace.
 // The caller has locked its goroutine to the thread and must never unlock
 // it, so that the runtime ends the thread with the goroutine.

@@ -74,3 +74,26 @@ var unavailable = sync.OnceValue(func() string {
 	_ = exec.Command("ip", "netns", "del", probe).Run()
 	return ""
 })
+
+// StartStar starts a lab.Star of spokes spokes, and removes it when t
+// ends. It skips t as Require does (the star needs no TUN device, but the
+// same root and namespaces), and when the nft command is missing.
+func StartStar(t testing.TB, spokes int) *lab.Star {
+	t.Helper()
+	Require(t)
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("nft command not found (cutting a star's links needs it); install nftables")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := lab.StartStar(ctx, spokes)
+	if err != nil {
+		t.Fatalf("start star: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("close star: %v", err)
+		}
+	})
+	return s
+}
