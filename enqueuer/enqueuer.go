@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"strconv"
 	"sync/atomic"
@@ -69,6 +70,9 @@ type Config struct {
 	// Ahead lets the window grow with the fleet's pace (see Window). If
 	// zero, the window is fixed.
 	Ahead time.Duration
+	// Logger gets a warning when a batch's queues could not be spread
+	// over a Redis Cluster's masters. If nil, nothing is logged.
+	Logger *slog.Logger
 }
 
 // Enqueuer submits batches.
@@ -80,6 +84,7 @@ type Enqueuer struct {
 	maxRetry int
 	window   int
 	ahead    time.Duration
+	logger   *slog.Logger
 }
 
 // New returns an Enqueuer for cfg.
@@ -95,6 +100,7 @@ func New(cfg Config) (*Enqueuer, error) {
 		maxRetry: cmp.Or(cfg.MaxRetry, DefaultMaxRetry),
 		window:   max(cfg.Window, 0),
 		ahead:    max(cfg.Ahead, 0),
+		logger:   cmp.Or(cfg.Logger, slog.New(slog.DiscardHandler)),
 	}, nil
 }
 
@@ -246,6 +252,36 @@ func (e *Enqueuer) finish(ctx context.Context, b Batch, hosts []string, res Subm
 	return Outcome{res, nil}
 }
 
+// lane returns b's lane. A batch enqueued again keeps the queues it has
+// (a host's task is looked for where it went the first time); a new one on
+// a Redis Cluster gets queues that go round the masters (SpreadSalts).
+func (e *Enqueuer) lane(ctx context.Context, b Batch) (tasks.Lane, error) {
+	lane := tasks.Lane{Batch: b.ID, Priority: cmp.Or(b.Priority, tasks.PriorityNormal), Shards: tasks.LaneShardsCapped(len(b.Hosts), e.shards, b.MaxInFlight),
+		Rate: b.Options.BatchRate, Cost: max(b.Options.Count, 1), InFlight: b.MaxInFlight, Tenant: b.Tenant, TenantRate: b.TenantRate}
+	v, err := e.rdb.HGet(ctx, tasks.LanesKey, b.ID).Result()
+	switch {
+	case err == nil:
+		if had, err := tasks.ParseLane(b.ID, v); err == nil && had.Shards == lane.Shards {
+			lane.Salts = had.Salts
+			return lane, nil
+		}
+	case !errors.Is(err, redis.Nil):
+		return lane, fmt.Errorf("read the batch's lane: %w", err)
+	}
+	slots, err := tasks.ReadSlotMap(ctx, e.rdb)
+	if err != nil {
+		return lane, err
+	}
+	lane.Salts = tasks.SpreadSalts(slots, b.ID, lane.Shards)
+	if slots != nil {
+		if on, best := slots.Spread(lane.Queues()); on < best {
+			e.logger.Warn("the batch's queues fall on fewer Redis Cluster masters than they could (are the cluster's slots very uneven?)",
+				"batch", b.ID, "queues", lane.Shards, "masters", on, "could", best)
+		}
+	}
+	return lane, nil
+}
+
 // chunkSize is how many hosts' tasks travel in one round trip: one script
 // call per queue they go to.
 const chunkSize = 1024
@@ -262,8 +298,10 @@ func (e *Enqueuer) enqueue(ctx context.Context, b Batch, hosts []string, p *pace
 	// workers look at its queues; asynq's client adds each queue it
 	// enqueues to to its set of queues, which its Inspector (and asynqmon)
 	// list, and so does this.
-	lane := tasks.Lane{Batch: b.ID, Priority: cmp.Or(b.Priority, tasks.PriorityNormal), Shards: tasks.LaneShardsCapped(len(b.Hosts), e.shards, b.MaxInFlight),
-		Rate: b.Options.BatchRate, Cost: max(b.Options.Count, 1), InFlight: b.MaxInFlight, Tenant: b.Tenant, TenantRate: b.TenantRate}
+	lane, err := e.lane(ctx, b)
+	if err != nil {
+		return 0, err
+	}
 	if len(hosts) > 0 {
 		names := make([]any, 0, lane.Shards)
 		for _, q := range lane.Queues() {
@@ -320,13 +358,14 @@ func (e *Enqueuer) enqueue(ctx context.Context, b Batch, hosts []string, p *pace
 // chunk builds the script calls of one chunk of a lane's tasks, one per
 // queue, reusing its buffers from chunk to chunk.
 type chunk struct {
-	lane tasks.Lane
-	args map[string][]any // queue -> enqueueScript's ARGV
-	buf  []byte
+	lane   tasks.Lane
+	queues []string         // the lane's
+	args   map[string][]any // queue -> enqueueScript's ARGV
+	buf    []byte
 }
 
 func newChunk(lane tasks.Lane) *chunk {
-	return &chunk{lane: lane, args: make(map[string][]any)}
+	return &chunk{lane: lane, queues: lane.Queues(), args: make(map[string][]any)}
 }
 
 // send enqueues hosts' tasks in one round trip and returns how many it
@@ -340,7 +379,7 @@ func (c *chunk) send(ctx context.Context, rdb redis.UniversalClient, payloads *t
 	// of it, so it is not reused while they are in flight.
 	c.buf = make([]byte, 0, len(hosts)*(256+len(batchID)))
 	for _, h := range hosts {
-		q := tasks.LaneQueueOf(batchID, h, c.lane.Shards)
+		q := c.queues[tasks.LaneShardOf(h, len(c.queues))]
 		id := tasks.TaskID(batchID, h)
 		start := len(c.buf)
 		var err error

@@ -77,7 +77,7 @@ func TestSubmitAndResubmit(t *testing.T) {
 		if _, err := e.agg.Record(ctx, res.ID, aggregator.Result{Host: h, Status: aggregator.StatusUp, Sent: 2, Received: 2}); err != nil {
 			t.Fatal(err)
 		}
-		if err := e.ins.DeleteTask(tasks.LaneQueueOf(res.ID, h, tasks.LaneShards(len(hosts), tasks.DefaultShards)), tasks.TaskID(res.ID, h)); err != nil {
+		if err := e.ins.DeleteTask(tasks.Lane{Batch: res.ID, Shards: tasks.LaneShards(len(hosts), tasks.DefaultShards)}.QueueOf(h), tasks.TaskID(res.ID, h)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -90,16 +91,16 @@ func LaneQueue(batch string, shard int) string {
 // IsLaneQueue reports whether queue is one of a lane's.
 func IsLaneQueue(queue string) bool { return strings.HasPrefix(queue, QueuePrefix+"b-") }
 
-// LaneQueueOf returns the queue of batch's lane, of shards queues, that
-// host's task goes to: a hash of the host, as Queue, so a re-run enqueue
-// finds the task it added before.
-func LaneQueueOf(batch, host string, shards int) string {
+// LaneShardOf returns which of a lane's shards queues host's task goes to:
+// a hash of the host, as Queue's, so a re-run enqueue finds the task it
+// added before.
+func LaneShardOf(host string, shards int) int {
 	if shards <= 1 {
-		return LaneQueue(batch, 0)
+		return 0
 	}
 	h := fnv.New32a()
 	h.Write([]byte(host))
-	return LaneQueue(batch, int(h.Sum32()%uint32(shards)))
+	return int(h.Sum32() % uint32(shards))
 }
 
 // Lane is a batch's entry under LanesKey.
@@ -125,15 +126,33 @@ type Lane struct {
 	// granted as Rate is.
 	Tenant     string
 	TenantRate int
+	// Salts, one per queue or none, make the queues' names fall on
+	// different masters of a Redis Cluster (SpreadSalts); nil for the
+	// names without salts.
+	Salts []int
 }
+
+// Equal reports whether l and o are the same lane with the same queues:
+// what String writes of them is.
+func (l Lane) Equal(o Lane) bool { return l.Batch == o.Batch && l.String() == o.String() }
 
 // Queues returns the names of the lane's queues.
 func (l Lane) Queues() []string {
 	q := make([]string, max(l.Shards, 1))
 	for i := range q {
-		q[i] = LaneQueue(l.Batch, i)
+		salt := 0
+		if i < len(l.Salts) {
+			salt = l.Salts[i]
+		}
+		q[i] = laneQueueName(l.Batch, i, salt)
 	}
 	return q
+}
+
+// QueueOf returns the lane's queue that host's task goes to (LaneShardOf).
+func (l Lane) QueueOf(host string) string {
+	q := l.Queues()
+	return q[LaneShardOf(host, len(q))]
 }
 
 // LaneShardsCapped is LaneShards for a batch whose in-flight cap is
@@ -162,8 +181,8 @@ func (l Lane) ShardCap(shard int) int {
 }
 
 // String is the lane's value under LanesKey: "<priority> <shards>", then
-// "<name>=<value>" for each of rate, cost, inflight, tenant and trate that
-// is set.
+// "<name>=<value>" for each of rate, cost, inflight, tenant, trate and
+// salts (dot-separated) that is set.
 func (l Lane) String() string {
 	var b strings.Builder
 	b.WriteString(string(l.Priority) + " " + strconv.Itoa(l.Shards))
@@ -181,6 +200,13 @@ func (l Lane) String() string {
 		b.WriteString(" tenant=" + l.Tenant)
 	}
 	num("trate", l.TenantRate)
+	if slices.ContainsFunc(l.Salts, func(s int) bool { return s != 0 }) {
+		salts := make([]string, len(l.Salts))
+		for i, s := range l.Salts {
+			salts[i] = strconv.Itoa(s)
+		}
+		b.WriteString(" salts=" + strings.Join(salts, "."))
+	}
 	return b.String()
 }
 
@@ -230,6 +256,11 @@ func ParseLane(batch, v string) (Lane, error) {
 			}
 			l.Tenant = v
 			continue
+		case "salts":
+			if l.Salts, err = parseSalts(v, l.Shards); err != nil {
+				return Lane{}, bad
+			}
+			continue
 		default:
 			return Lane{}, bad
 		}
@@ -238,6 +269,24 @@ func ParseLane(batch, v string) (Lane, error) {
 		}
 	}
 	return l, nil
+}
+
+// parseSalts reads the salts of a lane of shards queues: one number, 0 or
+// more, per queue.
+func parseSalts(v string, shards int) ([]int, error) {
+	f := strings.Split(v, ".")
+	if len(f) != shards {
+		return nil, fmt.Errorf("%d salts for %d queues", len(f), shards)
+	}
+	salts := make([]int, len(f))
+	for i, s := range f {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("salt %q", s)
+		}
+		salts[i] = n
+	}
+	return salts, nil
 }
 
 // ValidTenant reports whether name may name a tenant: 1 to 64 letters,

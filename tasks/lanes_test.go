@@ -13,20 +13,22 @@ func TestLaneEntries(t *testing.T) {
 		{Batch: "a", Priority: tasks.PriorityNormal, Shards: 1},
 		{Batch: "b", Priority: tasks.PriorityUrgent, Shards: 8, Rate: 500, Cost: 3},
 		{Batch: "c", Priority: tasks.PriorityLow, Shards: 2, InFlight: 50, Tenant: "ops-team.eu", TenantRate: 1000},
+		{Batch: "d", Priority: tasks.PriorityNormal, Shards: 3, Salts: []int{0, 7, 12}},
 	} {
 		got, err := tasks.ParseLane(l.Batch, l.String())
-		if err != nil || got != l {
+		if err != nil || !got.Equal(l) {
 			t.Errorf("ParseLane(%q) = %+v, %v; want %+v", l.String(), got, err, l)
 		}
 	}
 	for _, v := range []string{"", "normal", "normal 0", "asap 1", "normal 1 5", "normal 1 0 1", "normal 2000", "normal x", "normal 1 5 1 9",
-		"normal 1 rate=0", "normal 1 inflight=x", "normal 1 tenant=a b", "normal 1 tenant=", "normal 1 colour=red", "normal 1 rate"} {
+		"normal 1 rate=0", "normal 1 inflight=x", "normal 1 tenant=a b", "normal 1 tenant=", "normal 1 colour=red", "normal 1 rate",
+		"normal 2 salts=1", "normal 2 salts=1.x", "normal 2 salts=1.-2", "normal 2 salts=1.2.3"} {
 		if _, err := tasks.ParseLane("b1", v); err == nil {
 			t.Errorf("ParseLane(%q): no error", v)
 		}
 	}
 	// Lanes as the first version wrote them still read.
-	if l, err := tasks.ParseLane("old", "high 2 500 3"); err != nil || l != (tasks.Lane{Batch: "old", Priority: tasks.PriorityHigh, Shards: 2, Rate: 500, Cost: 3}) {
+	if l, err := tasks.ParseLane("old", "high 2 500 3"); err != nil || !l.Equal(tasks.Lane{Batch: "old", Priority: tasks.PriorityHigh, Shards: 2, Rate: 500, Cost: 3}) {
 		t.Errorf("ParseLane(high 2 500 3) = %+v, %v", l, err)
 	}
 	if got := tasks.LaneShards(1, 8); got != 1 {
@@ -38,7 +40,7 @@ func TestLaneEntries(t *testing.T) {
 	if got := tasks.LaneShards(1_000_000, 8); got != 8 {
 		t.Errorf("LaneShards(1,000,000, 8) = %d; want 8", got)
 	}
-	if q := tasks.LaneQueueOf("B", "127.0.0.1", 8); !tasks.IsLaneQueue(q) || tasks.IsLaneQueue(tasks.Queue("127.0.0.1", 8)) {
+	if q := (tasks.Lane{Batch: "B", Shards: 8}).QueueOf("127.0.0.1"); !tasks.IsLaneQueue(q) || tasks.IsLaneQueue(tasks.Queue("127.0.0.1", 8)) {
 		t.Errorf("IsLaneQueue: %s is a lane's, %s not", q, tasks.Queue("127.0.0.1", 8))
 	}
 	for _, p := range []string{"", "low", "normal", "high", "urgent"} {

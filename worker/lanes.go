@@ -148,7 +148,7 @@ func (s *laneScheduler) set(lanes []tasks.Lane) {
 			tenants[l.Tenant] = t
 		}
 		st, ok := s.lanes[l.Batch]
-		if !ok || st.lane != l {
+		if !ok || !st.lane.Equal(l) {
 			st = &laneState{lane: l, queues: l.Queues(), weight: float64(l.Priority.Weight()), until: make([]time.Time, l.Shards), streak: make([]int, l.Shards)}
 			if l.Batch == staticLane {
 				st.queues = []string{staticLane}

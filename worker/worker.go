@@ -202,6 +202,7 @@ func RetryDelay(n int, _ error, t *asynq.Task) time.Duration {
 // back to the queue. Call it once.
 func (w *Worker) Run(ctx context.Context) error {
 	w.fetch.StartPipe()
+	w.checkCluster(ctx)
 	w.lanes.Start()
 	defer w.lanes.Close()
 	w.recoverer.Start()
@@ -241,6 +242,40 @@ func (w *Worker) Run(ctx context.Context) error {
 	wg.Wait()
 	w.fetch.StopPipe()
 	return err
+}
+
+// checkCluster says, on a Redis Cluster, how many masters the worker
+// serves queues on, and warns when open batches' queues fall on fewer of
+// them than they could (queues named without salts, by enqueuers older
+// than SpreadSalts, or a cluster resharded since): their tasks then load
+// some masters more than others.
+func (w *Worker) checkCluster(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	slots, err := tasks.ReadSlotMap(ctx, w.rdb)
+	if err != nil {
+		w.logger.Warn("could not check how the ping queues spread over the cluster", "error", err)
+		return
+	}
+	if slots == nil {
+		return
+	}
+	w.logger.Info("Redis Cluster", "masters", len(slots.Masters))
+	lanes, _, err := tasks.ReadLanes(ctx, w.rdb)
+	if err != nil {
+		w.logger.Warn("could not check how the ping queues spread over the cluster", "error", err)
+		return
+	}
+	uneven := 0
+	for _, l := range lanes {
+		if on, best := slots.Spread(l.Queues()); on < best {
+			uneven++
+		}
+	}
+	if uneven > 0 {
+		w.logger.Warn("open batches' queues fall on fewer Redis Cluster masters than they could: those masters carry more of their load",
+			"batches", uneven, "of", len(lanes), "masters", len(slots.Masters))
+	}
 }
 
 // ID returns a name for this process among the fleet: host name and PID.

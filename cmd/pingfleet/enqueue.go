@@ -126,7 +126,7 @@ func (a *app) submit(ctx context.Context, rdb redis.UniversalClient, agg *aggreg
 // pace's Window and Ahead say; the submission's Done channel gives how that
 // went (see enqueued).
 func (a *app) start(ctx context.Context, rdb redis.UniversalClient, agg *aggregator.Aggregator, b enqueuer.Batch, pace enqueuer.Config) (*enqueuer.Submission, error) {
-	enq, err := enqueuer.New(enqueuer.Config{Redis: rdb, Aggregator: agg, Shards: a.shards, Window: pace.Window, Ahead: pace.Ahead})
+	enq, err := enqueuer.New(enqueuer.Config{Redis: rdb, Aggregator: agg, Shards: a.shards, Window: pace.Window, Ahead: pace.Ahead, Logger: a.logger})
 	if err != nil {
 		return nil, systemErr(err)
 	}
