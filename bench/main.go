@@ -78,6 +78,9 @@ type bench struct {
 	port   int
 	rows   []row
 	growth []growthRow
+	// scenario 13's rows, by topology, and its batch's size
+	cluster      []clusterRow
+	clusterHosts int
 }
 
 // row is one measured command.
@@ -163,7 +166,7 @@ func (b *bench) all() error {
 		fn func() error
 	}{
 		{1, b.smallBatch}, {2, b.tenThousand}, {3, b.hundredThousand}, {4, b.enqueueOnly}, {5, b.labLatency},
-		{6, b.inFlightMemory}, {7, b.twentyThousand}, {8, b.threePings}, {9, b.growthTable}, {10, b.streamsLoad}, {11, b.heldConnections}, {12, b.fairSharing},
+		{6, b.inFlightMemory}, {7, b.twentyThousand}, {8, b.threePings}, {9, b.growthTable}, {10, b.streamsLoad}, {11, b.heldConnections}, {12, b.fairSharing}, {13, b.pastOneRedis},
 	}
 	for _, s := range steps {
 		if !b.want(s.n) {
@@ -175,6 +178,7 @@ func (b *bench) all() error {
 	}
 	b.print(os.Stdout)
 	b.printGrowth(os.Stdout)
+	b.printCluster(os.Stdout)
 	return nil
 }
 
