@@ -171,11 +171,12 @@ func group(batch []*pipeReq) []*call {
 	byKey := make(map[string]*call)
 	for _, r := range batch {
 		var gkey string
+		var script *redis.Script
 		switch {
 		case r.capacity > 0 || isDequeue(r.keys, r.args):
-			gkey = "d" + strconv.Itoa(r.capacity) + "\x00" + r.keys[0]
+			gkey, script = "d"+strconv.Itoa(r.capacity)+"\x00"+r.keys[0], dequeueScript
 		case isDone(r.keys, r.args):
-			gkey = "a" + r.keys[0] + "\x00" + r.keys[3]
+			gkey, script = "a"+r.keys[0]+"\x00"+r.keys[3], doneScript
 		}
 		if gkey == "" {
 			calls = append(calls, &call{reqs: []*pipeReq{r}})
@@ -185,23 +186,23 @@ func group(batch []*pipeReq) []*call {
 			c.reqs = append(c.reqs, r)
 			continue
 		}
-		c := &call{reqs: []*pipeReq{r}}
+		c := &call{reqs: []*pipeReq{r}, script: script}
 		byKey[gkey] = c
 		calls = append(calls, c)
 	}
 	for _, c := range calls {
 		r := c.reqs[0]
-		if len(c.reqs) < 2 && r.capacity == 0 && !isDone(r.keys, r.args) {
-			continue // alone, it goes as asynq made it
-		}
-		if r.capacity > 0 || isDequeue(r.keys, r.args) {
-			c.script, c.keys = dequeueScript, r.keys
+		switch {
+		case c.script == dequeueScript && len(c.reqs) < 2 && r.capacity == 0:
+			c.script = nil // alone, it goes as asynq made it
+		case c.script == dequeueScript:
+			c.keys = r.keys
 			c.args = append(make([]any, 0, 2+len(c.reqs)), r.args[1], r.capacity)
 			for _, q := range c.reqs {
 				c.args = append(c.args, q.args[0])
 			}
-		} else {
-			c.script, c.keys = doneScript, []string{r.keys[0], r.keys[1], r.keys[3], r.keys[4]}
+		case c.script == doneScript: // even alone: see doneScript
+			c.keys = []string{r.keys[0], r.keys[1], r.keys[3], r.keys[4]}
 			c.args = append(make([]any, 0, 1+2*len(c.reqs)), r.args[1])
 			for _, q := range c.reqs {
 				c.args = append(c.args, q.args[0], q.keys[2])
@@ -252,7 +253,14 @@ func isDequeue(keys []string, args []any) bool {
 	}
 	q, ok := strings.CutSuffix(keys[0], ":pending")
 	prefix, _ := args[1].(string)
-	return ok && strings.HasPrefix(q, "asynq:{") && keys[1] == q+":paused" && keys[2] == q+":active" && keys[3] == q+":lease" && prefix == q+":t:"
+	return ok && strings.HasPrefix(q, "asynq:{") && joined(keys[1], q, ":paused", "") && joined(keys[2], q, ":active", "") &&
+		joined(keys[3], q, ":lease", "") && joined(prefix, q, ":t:", "")
+}
+
+// joined reports whether s is a+b+c, without building that string: these
+// checks run for every script call, thousands a second.
+func joined(s, a, b, c string) bool {
+	return len(s) == len(a)+len(b)+len(c) && strings.HasPrefix(s, a) && s[len(a):len(a)+len(b)] == b && strings.HasSuffix(s, c)
 }
 
 // isDone reports whether a call is asynq v0.26's done script's, the
@@ -266,8 +274,9 @@ func isDone(keys []string, args []any) bool {
 	}
 	q, ok := strings.CutSuffix(keys[0], ":active")
 	id, _ := args[0].(string)
-	return ok && strings.HasPrefix(q, "asynq:{") && keys[1] == q+":lease" && keys[2] == q+":t:"+id &&
-		strings.HasPrefix(keys[3], q+":processed:") && keys[4] == q+":processed"
+	day, onQueue := strings.CutPrefix(keys[3], q)
+	return ok && onQueue && strings.HasPrefix(q, "asynq:{") && joined(keys[1], q, ":lease", "") && joined(keys[2], q, ":t:", id) &&
+		strings.HasPrefix(day, ":processed:") && joined(keys[4], q, ":processed", "")
 }
 
 // dequeueScript pops a task for each of several dequeues of one queue, as

@@ -35,6 +35,8 @@ func TestRecognizeAsynqScripts(t *testing.T) {
 		{"keys of two queues", []string{"asynq:{a}:pending", "asynq:{a}:paused", "asynq:{b}:active", "asynq:{b}:lease"}, []any{int64(1), "asynq:{a}:t:"}, false, false},
 		{"another prefix", dequeueKeys, []any{int64(1), "asynq:{other}:t:"}, false, false},
 		{"not asynq's", []string{"x:pending", "x:paused", "x:active", "x:lease"}, []any{int64(1), "x:t:"}, false, false},
+		{"a day counter of another queue", []string{q + ":active", q + ":lease", q + ":t:b/h", "asynq:{x}:processed:2026-12-01", q + ":processed"}, []any{"b/h", int64(1), int64(1)}, false, false},
+		{"a task key with more after the ID", []string{q + ":active", q + ":lease", q + ":t:b/hx", q + ":processed:2026-12-01", q + ":processed"}, []any{"b/h", int64(1), int64(1)}, false, false},
 		{"no keys", nil, nil, false, false},
 	} {
 		if got := isDequeue(tc.keys, tc.args); got != tc.dequeue {
@@ -43,6 +45,22 @@ func TestRecognizeAsynqScripts(t *testing.T) {
 		if got := isDone(tc.keys, tc.args); got != tc.done {
 			t.Errorf("%s: isDone = %v; want %v", tc.desc, got, tc.done)
 		}
+	}
+}
+
+// Recognising a call builds no string: it runs for every script call.
+func TestRecognizeAllocatesNothing(t *testing.T) {
+	q := "asynq:{pingfleet-3}"
+	dk := []string{q + ":pending", q + ":paused", q + ":active", q + ":lease"}
+	da := []any{int64(1764612345), q + ":t:"}
+	ak := []string{q + ":active", q + ":lease", q + ":t:b/h", q + ":processed:2026-12-01", q + ":processed"}
+	aa := []any{"b/h", int64(1772388345), int64(1<<63 - 1)}
+	if n := testing.AllocsPerRun(100, func() {
+		if !isDequeue(dk, da) || !isDone(ak, aa) || isDone(dk, da) {
+			t.Fatal("not recognised")
+		}
+	}); n != 0 {
+		t.Errorf("%.0f allocations per recognition; want 0", n)
 	}
 }
 
