@@ -246,47 +246,67 @@ func TestAsynqPipeAnswers(t *testing.T) {
 	}
 }
 
-// A queue found empty is answered from memory for the window, and looked
-// at again at once after a wake-up message.
+// A queue found empty is answered from memory for the window while the
+// worker is busy (a task found within the window), and looked at again at
+// once after a wake-up message. An idle worker's dequeue of such a queue
+// waits instead, until the queue is due (then it asks Redis) or until a
+// wake-up message, or a task found elsewhere, releases it.
 func TestFetchClientWake(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
 	rdb := srv.Client()
 	ctx := context.Background()
-	sha, err := rdb.ScriptLoad(ctx, "return false").Result() // answers as a dequeue of an empty queue
+	empty, err := rdb.ScriptLoad(ctx, "return false").Result() // answers as a dequeue of an empty queue
 	if err != nil {
 		t.Fatal(err)
 	}
-	fc := newFetchClient(rdb, time.Hour)
+	task, err := rdb.ScriptLoad(ctx, "return 'msg'").Result() // as one that found a task
+	if err != nil {
+		t.Fatal(err)
+	}
+	const window = 400 * time.Millisecond
+	fc := newFetchClient(rdb, window)
 	fc.StartPipe()
 	defer fc.StopPipe()
-	q := "asynq:{pingfleet-0}"
-	dequeue := func() {
+	keys := func(q string) []string { return []string{q + ":pending", q + ":paused", q + ":active", q + ":lease"} }
+	q, other := "asynq:{pingfleet-0}", "asynq:{pingfleet-1}"
+	// dequeue dequeues q and returns how long it took and how many script
+	// calls Redis saw meanwhile.
+	dequeue := func(sha, q string) (time.Duration, int) {
 		t.Helper()
-		err := fc.EvalSha(ctx, sha, []string{q + ":pending", q + ":paused", q + ":active", q + ":lease"}, int64(1), q+":t:").Err()
-		if !errors.Is(err, redis.Nil) {
-			t.Fatalf("dequeue: %v; want redis.Nil", err)
+		before, t0 := evalshaCalls(t, rdb), time.Now()
+		err := fc.EvalSha(ctx, sha, keys(q), int64(1), q+":t:").Err()
+		if want := redis.Nil; sha == empty && !errors.Is(err, want) || sha == task && err != nil {
+			t.Fatalf("dequeue: %v", err)
 		}
+		return time.Since(t0), evalshaCalls(t, rdb) - before
 	}
-	for _, step := range []struct {
-		desc  string
-		wake  bool
-		calls int // script calls Redis saw
-	}{
-		{"first look", false, 1},
-		{"within the window: from memory", false, 0},
-		{"again from memory", false, 0},
-		{"after a wake-up", true, 1},
-		{"remembered again", false, 0},
-	} {
-		if step.wake {
-			fc.wake("")
-		}
-		before := evalshaCalls(t, rdb)
-		dequeue()
-		if got := evalshaCalls(t, rdb) - before; got != step.calls {
-			t.Errorf("%s: Redis saw %d script calls; want %d", step.desc, got, step.calls)
-		}
+
+	if _, calls := dequeue(empty, q); calls != 1 {
+		t.Errorf("first look: Redis saw %d script calls; want 1", calls)
+	}
+	// Idle: the next dequeue waits for the window's end, then asks.
+	if took, calls := dequeue(empty, q); took < window/2 || calls != 1 {
+		t.Errorf("idle, within the window: took %v with %d script calls; want about %v and 1", took, calls, window)
+	}
+	// A wake-up message releases a waiting dequeue at once.
+	released := make(chan time.Duration, 1)
+	go func() {
+		t0 := time.Now()
+		_ = fc.EvalSha(ctx, empty, keys(q), int64(1), q+":t:")
+		released <- time.Since(t0)
+	}()
+	time.Sleep(50 * time.Millisecond)
+	fc.wake("")
+	if took := <-released; took > window/2 {
+		t.Errorf("a waiting dequeue took %v; want released by the wake-up message after about 50ms", took)
+	}
+	// Busy (a task found on another queue): from memory, at once.
+	if _, calls := dequeue(task, other); calls != 1 {
+		t.Errorf("a dequeue that finds a task: %d script calls; want 1", calls)
+	}
+	if took, calls := dequeue(empty, q); took > window/4 || calls != 0 {
+		t.Errorf("busy, within the window: took %v with %d script calls; want at once, from memory", took, calls)
 	}
 }
 
