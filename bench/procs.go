@@ -30,6 +30,8 @@ type measure struct {
 	// peaks holds each process's peak RSS (KB) by name: "run",
 	// "redis-server" (a private one), "worker", "enqueue", "redis".
 	peaks map[string]int64
+	// stdout is what the command printed (timed only).
+	stdout []byte
 }
 
 func (m *measure) peak(name string, kb int64) {
@@ -145,6 +147,7 @@ func timed(name string, args ...string) (measure, error) {
 	}
 	m := usage(cmd.ProcessState)
 	m.wall = wall
+	m.stdout = out.Bytes()
 	for comm, kb := range peaks {
 		if comm == "pingfleet" || comm == filepath.Base(name) {
 			continue // the command itself: its rusage says it exactly
