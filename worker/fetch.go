@@ -51,7 +51,7 @@ type fetchClient struct {
 	wakes   uint64               // wake calls so far
 	busy    time.Time            // when a task was last found
 	changed chan struct{}        // closed (and replaced) on a wake, or when a task is found after an idle spell
-	stopped bool                 // StopPipe was called: nothing waits any more
+	noWait  bool                 // the worker is stopping: nothing waits any more
 }
 
 func newFetchClient(c redis.UniversalClient, window time.Duration) *fetchClient {
@@ -62,13 +62,20 @@ func newFetchClient(c redis.UniversalClient, window time.Duration) *fetchClient 
 // StartPipe starts the pipelining. (Close is the client's own.)
 func (c *fetchClient) StartPipe() { c.pipe.Start() }
 
-// StopPipe ends the pipelining, and the waits of idle dequeues; later
-// calls go straight to the client.
-func (c *fetchClient) StopPipe() {
+// StopWaiting ends the waits of idle dequeues, for good: the servers are
+// about to stop, and each waits for its dequeue (which would otherwise
+// wait a window for each of its queues in turn).
+func (c *fetchClient) StopWaiting() {
 	c.mu.Lock()
-	c.stopped = true
+	c.noWait = true
 	c.signalLocked()
 	c.mu.Unlock()
+}
+
+// StopPipe ends the pipelining (and the waits, see StopWaiting); later
+// calls go straight to the client.
+func (c *fetchClient) StopPipe() {
+	c.StopWaiting()
 	c.pipe.Close()
 }
 
@@ -80,6 +87,14 @@ func (c *fetchClient) wake(batch string) {
 	c.signalLocked()
 	c.mu.Unlock()
 	c.lanes.wake(batch)
+}
+
+// release releases the dequeues waiting for a change: there may be tasks
+// (a new batch's lane).
+func (c *fetchClient) release() {
+	c.mu.Lock()
+	c.signalLocked()
+	c.mu.Unlock()
 }
 
 // signalLocked releases the dequeues waiting for a change. c.mu is held.
@@ -224,7 +239,7 @@ func (c *fetchClient) dequeue(ctx context.Context, sha1 string, keys []string, a
 	now := time.Now()
 	until, known := c.empty[queue]
 	for known && now.Before(until) {
-		if c.stopped || now.Sub(c.busy) <= c.window {
+		if c.noWait || now.Sub(c.busy) <= c.window {
 			c.mu.Unlock()
 			cmd := redis.NewCmd(ctx)
 			cmd.SetErr(redis.Nil)

@@ -134,7 +134,7 @@ func (s *laneScheduler) gate(fleetRate int) {
 
 // set replaces the lanes by those registered now; lanes that stay keep
 // their state.
-func (s *laneScheduler) set(lanes []tasks.Lane) {
+func (s *laneScheduler) set(lanes []tasks.Lane) (added bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	lanes = append(lanes, tasks.Lane{Batch: staticLane, Priority: tasks.PriorityNormal, Shards: 1})
@@ -148,6 +148,7 @@ func (s *laneScheduler) set(lanes []tasks.Lane) {
 			tenants[l.Tenant] = t
 		}
 		st, ok := s.lanes[l.Batch]
+		added = added || !ok
 		if !ok || !st.lane.Equal(l) {
 			st = &laneState{lane: l, queues: l.Queues(), weight: float64(l.Priority.Weight()), until: make([]time.Time, l.Shards), streak: make([]int, l.Shards)}
 			if l.Batch == staticLane {
@@ -182,6 +183,7 @@ func (s *laneScheduler) set(lanes []tasks.Lane) {
 		}
 	}
 	slices.SortFunc(s.order, func(a, b *laneState) int { return cmp.Compare(a.lane.Batch, b.lane.Batch) })
+	return added
 }
 
 // bucketsOf returns the buckets l's tasks are granted pings from before
@@ -446,6 +448,9 @@ type laneReader struct {
 	kick   chan struct{}
 	stop   chan struct{}
 	done   sync.WaitGroup
+	// added, if set, is called when a read finds lanes the scheduler did
+	// not have.
+	added func()
 }
 
 func newLaneReader(rdb redis.UniversalClient, rates Granter, s *laneScheduler, logger *slog.Logger) *laneReader {
@@ -464,7 +469,9 @@ func (r *laneReader) read(ctx context.Context) error {
 	for _, e := range bad {
 		r.logger.Warn("lane skipped", "error", e)
 	}
-	r.s.set(lanes)
+	if r.s.set(lanes) && r.added != nil {
+		r.added() // new batches' queues: dequeues waiting on an idle worker look
+	}
 	return nil
 }
 

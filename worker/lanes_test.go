@@ -277,3 +277,22 @@ func TestLanesFleetGate(t *testing.T) {
 		}
 	}
 }
+
+// A lane the scheduler did not have is reported as added (the worker then
+// releases the dequeues that wait while it is idle); the same lanes read
+// again, or fewer, are not.
+func TestLanesSetReportsAdded(t *testing.T) {
+	s := newLaneScheduler(time.Second)
+	a := tasks.Lane{Batch: "a", Priority: tasks.PriorityNormal, Shards: 1}
+	b := tasks.Lane{Batch: "b", Priority: tasks.PriorityNormal, Shards: 2}
+	for i, step := range []struct {
+		lanes []tasks.Lane
+		added bool
+	}{
+		{[]tasks.Lane{a}, true}, {[]tasks.Lane{a}, false}, {[]tasks.Lane{a, b}, true}, {[]tasks.Lane{b}, false}, {nil, false},
+	} {
+		if got := s.set(step.lanes); got != step.added {
+			t.Errorf("step %d: set reported added %v; want %v", i, got, step.added)
+		}
+	}
+}

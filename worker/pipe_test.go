@@ -308,6 +308,14 @@ func TestFetchClientWake(t *testing.T) {
 	if took, calls := dequeue(empty, q); took > window/4 || calls != 0 {
 		t.Errorf("busy, within the window: took %v with %d script calls; want at once, from memory", took, calls)
 	}
+	// Stopping: idle again, but nothing waits (asynq's servers each wait
+	// for their dequeue before they stop).
+	time.Sleep(window)
+	dequeue(empty, q) // due: asks, and q is known empty again
+	fc.StopWaiting()
+	if took, calls := dequeue(empty, q); took > window/4 || calls != 0 {
+		t.Errorf("after StopWaiting: took %v with %d script calls; want at once, from memory", took, calls)
+	}
 }
 
 // asynq's own recoverer (one per asynq server, run at its start and every

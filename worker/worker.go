@@ -119,6 +119,7 @@ func New(cfg Config) (*Worker, error) {
 	interval := cmp.Or(cfg.TaskCheckInterval, DefaultTaskCheckInterval)
 	w.fetch = newFetchClient(cfg.Redis, interval)
 	w.lanes = newLaneReader(cfg.Redis, cfg.Rates, w.fetch.lanes, logger)
+	w.lanes.added = w.fetch.release
 	if cfg.Rates != nil {
 		cfg.Handler.ratedAtFetch = true
 	}
@@ -234,7 +235,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err == nil {
 		<-ctx.Done()
 	}
-	// Stop all at once: each waits up to ShutdownTimeout for its tasks.
+	// Stop all at once: each waits up to ShutdownTimeout for its tasks,
+	// and for its dequeue, which must not wait for tasks any more.
+	w.fetch.StopWaiting()
 	var wg sync.WaitGroup
 	for _, srv := range started {
 		wg.Go(srv.Shutdown)
