@@ -5,8 +5,10 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/pingfleet/pingfleet/tasks"
@@ -30,16 +32,17 @@ import (
 // (tasks.WakeChannel) arrives: the worker then forgets what it knew, and
 // the next server to wake looks at once.
 //
-// An idle worker (no task found by any of its servers for the window)
-// goes further: a dequeue of a queue known empty does not answer at once
+// An idle worker (no task running, none found by any of its servers for
+// the window) goes further: a dequeue of a queue known empty does not answer at once
 // but waits, until a wake-up message or until the queue is due to be
 // asked again, and then asks. asynq's servers would otherwise each try
 // every queue (the callback queue and the 8 static ones) every 25 to 75 ms
 // and have them answered from memory: about 11,000 answers a second for
 // 64 servers, which cost an idle worker a fifth of a core. A worker that
-// found a task within the window never waits: then a queue known empty
-// is answered at once, so that the servers go on to the queues with
-// tasks.
+// runs a task, or found one within the window, never waits: then a queue
+// known empty is answered at once, so that the servers go on to the
+// queues with tasks (a worker whose slots all finish together fetches
+// their next tasks at once).
 type fetchClient struct {
 	redis.UniversalClient // everything but script calls goes straight through
 	pipe                  *asynqPipe
@@ -52,6 +55,7 @@ type fetchClient struct {
 	busy    time.Time            // when a task was last found
 	changed chan struct{}        // closed (and replaced) on a wake, or when a task is found after an idle spell
 	noWait  bool                 // the worker is stopping: nothing waits any more
+	running atomic.Int64         // tasks being processed (counting)
 }
 
 func newFetchClient(c redis.UniversalClient, window time.Duration) *fetchClient {
@@ -101,6 +105,15 @@ func (c *fetchClient) release() {
 func (c *fetchClient) signalLocked() {
 	close(c.changed)
 	c.changed = make(chan struct{})
+}
+
+// counting is asynq middleware that counts the tasks being processed.
+func (c *fetchClient) counting(h asynq.Handler) asynq.Handler {
+	return asynq.HandlerFunc(func(ctx context.Context, t *asynq.Task) error {
+		c.running.Add(1)
+		defer c.running.Add(-1)
+		return h.ProcessTask(ctx, t)
+	})
 }
 
 // found notes that a dequeue found a task at now: the worker is busy, and
@@ -239,7 +252,7 @@ func (c *fetchClient) dequeue(ctx context.Context, sha1 string, keys []string, a
 	now := time.Now()
 	until, known := c.empty[queue]
 	for known && now.Before(until) {
-		if c.noWait || now.Sub(c.busy) <= c.window {
+		if c.noWait || c.running.Load() > 0 || now.Sub(c.busy) <= c.window {
 			c.mu.Unlock()
 			cmd := redis.NewCmd(ctx)
 			cmd.SetErr(redis.Nil)

@@ -308,6 +308,22 @@ func TestFetchClientWake(t *testing.T) {
 	if took, calls := dequeue(empty, q); took > window/4 || calls != 0 {
 		t.Errorf("busy, within the window: took %v with %d script calls; want at once, from memory", took, calls)
 	}
+	// A task running (its slot taken, nothing fetched since): busy too.
+	time.Sleep(window)
+	dequeue(empty, q) // due: asks
+	running := make(chan struct{})
+	finish := make(chan struct{})
+	h := fc.counting(asynq.HandlerFunc(func(context.Context, *asynq.Task) error {
+		close(running)
+		<-finish
+		return nil
+	}))
+	go func() { _ = h.ProcessTask(ctx, asynq.NewTask("ping:host", nil)) }()
+	<-running
+	if took, calls := dequeue(empty, q); took > window/4 || calls != 0 {
+		t.Errorf("a task running: took %v with %d script calls; want at once, from memory", took, calls)
+	}
+	close(finish)
 	// Stopping: idle again, but nothing waits (asynq's servers each wait
 	// for their dequeue before they stop).
 	time.Sleep(window)

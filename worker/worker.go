@@ -118,6 +118,7 @@ func New(cfg Config) (*Worker, error) {
 	shards := cmp.Or(cfg.Shards, tasks.DefaultShards)
 	interval := cmp.Or(cfg.TaskCheckInterval, DefaultTaskCheckInterval)
 	w.fetch = newFetchClient(cfg.Redis, interval)
+	w.mux.Use(w.fetch.counting)
 	w.lanes = newLaneReader(cfg.Redis, cfg.Rates, w.fetch.lanes, logger)
 	w.lanes.added = w.fetch.release
 	if cfg.Rates != nil {

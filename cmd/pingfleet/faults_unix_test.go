@@ -13,6 +13,7 @@ import (
 	"github.com/pingfleet/pingfleet/aggregator"
 	"github.com/pingfleet/pingfleet/internal/redistest"
 	"github.com/pingfleet/pingfleet/internal/testkit"
+	"github.com/pingfleet/pingfleet/tasks"
 )
 
 // A worker killed (SIGKILL) or frozen (SIGSTOP) mid-batch: its tasks in
@@ -36,9 +37,12 @@ func TestE2EWorkerKilled(t *testing.T) {
 				t.Fatalf("enqueue: exit %d\n%s", r.code, r.stderr)
 			}
 			rdb := srv.Client()
+			// Its 40 slots finish together (they started together), so
+			// the fault waits for them to be taken again.
+			active := tasks.AsynqKeys(tasks.Lane{Batch: id, Shards: 1}.Queues()[0]) + ":active"
 			testkit.Eventually(t, time.Minute, func() bool {
 				done, _ := rdb.HGet(context.Background(), aggregator.Keys(id)[0], "done").Int()
-				return done >= 60
+				return done >= 60 && rdb.LLen(context.Background(), active).Val() >= 20
 			})
 			survivor := startWorker(t, srv.URL(), "--concurrency", "40")
 			if err := victim.cmd.Process.Signal(sig); err != nil {
