@@ -15,16 +15,21 @@
 //
 // All keys of one batch carry the hash tag {<batchID>}, so they live in one
 // Redis Cluster slot and a script may touch them together, and they all
-// expire together after the retention period.
+// expire together after the retention period; on a Cluster, a large
+// batch's per-host state is split over shards of their own tags instead,
+// one per master (shards.go).
 package aggregator
 
 import (
 	"cmp"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/pingfleet/pingfleet/tasks"
 )
 
 // DefaultRetention is how long a batch's keys live after it is created.
@@ -51,6 +56,11 @@ type Config struct {
 	// private one), where no one follows a batch's events. Events then
 	// find none.
 	NoEvents bool
+	// StateShards is how many shards the per-host state of a new batch is
+	// split into (see shards.go): 0, the default, for one per 1,000 hosts
+	// up to one per master of a Redis Cluster (none on a single Redis or
+	// Sentinel); 1 for never; n for up to n whatever the Redis (tests).
+	StateShards int
 }
 
 // Aggregator reads and writes batch state in Redis. It is safe for
@@ -60,12 +70,21 @@ type Aggregator struct {
 	retention time.Duration
 	now       func() time.Time
 	tail      int // events a final batch's stream keeps; 0: no stream
+	shards    int // Config.StateShards
+
+	mu        sync.Mutex
+	layouts   map[string]layout // sharded batches' layouts
+	slots     *tasks.SlotMap    // the Cluster's, read at slotsRead
+	slotsRead time.Time
 }
 
 // New returns an Aggregator for cfg.
 func New(cfg Config) (*Aggregator, error) {
 	if cfg.Client == nil {
 		return nil, errors.New("aggregator: Config.Client is required")
+	}
+	if cfg.StateShards < 0 || cfg.StateShards > maxShards {
+		return nil, fmt.Errorf("aggregator: %d state shards: 0 to %d", cfg.StateShards, maxShards)
 	}
 	if cfg.Retention < 0 {
 		return nil, fmt.Errorf("aggregator: negative retention %s", cfg.Retention)
@@ -75,6 +94,8 @@ func New(cfg Config) (*Aggregator, error) {
 		retention: cmp.Or(cfg.Retention, DefaultRetention),
 		now:       cfg.Now,
 		tail:      streamTail,
+		shards:    cfg.StateShards,
+		layouts:   make(map[string]layout),
 	}
 	if cfg.NoEvents {
 		a.tail = 0

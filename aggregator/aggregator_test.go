@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
+	"os/exec"
 	"reflect"
 	"slices"
 	"strconv"
@@ -21,20 +23,39 @@ import (
 	"github.com/pingfleet/pingfleet/aggregator"
 	"github.com/pingfleet/pingfleet/internal/deathsig"
 	"github.com/pingfleet/pingfleet/internal/redistest"
+	"github.com/pingfleet/pingfleet/redisconn"
 	"github.com/pingfleet/pingfleet/tasks"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, goleak.IgnoreTopFunction(deathsig.Spawner)) }
 
+// stateShards, when set, splits every test batch's state into that many
+// shards (aggregator.Config.StateShards): TestShardedLayout runs the
+// package's tests again with it.
+var stateShards, _ = strconv.Atoi(os.Getenv("PINGFLEET_TEST_STATE_SHARDS"))
+
 func setup(t *testing.T, cfg aggregator.Config) (*aggregator.Aggregator, *redistest.Server) {
 	t.Helper()
 	srv := redistest.Start(t)
 	cfg.Client = srv.Client()
+	if cfg.StateShards == 0 {
+		cfg.StateShards = stateShards
+	}
 	agg, err := aggregator.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return agg, srv
+}
+
+// keysOf returns every key of batch id.
+func keysOf(t *testing.T, agg *aggregator.Aggregator, id string) []string {
+	t.Helper()
+	keys, err := agg.KeysOf(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys
 }
 
 func hosts(n int) []string {
@@ -169,10 +190,13 @@ func TestKeysExpire(t *testing.T) {
 		if _, err := agg.Record(ctx, "ttl", r); err != nil {
 			t.Fatal(err)
 		}
-		for _, k := range aggregator.Keys("ttl") {
+		for _, k := range keysOf(t, agg, "ttl") {
 			ttl, err := rdb.PTTL(ctx, k).Result()
 			if err != nil {
 				t.Fatal(err)
+			}
+			if ttl == -2 && stateShards > 0 {
+				continue // a shard without results yet
 			}
 			// -2: the RTT histogram does not exist before the first host up.
 			if (ttl <= 59*time.Minute || ttl > time.Hour) && !(ttl == -2 && reflect.DeepEqual(r, down) && strings.HasSuffix(k, ":rtt")) {
@@ -429,14 +453,19 @@ func TestBatcherMixedBatches(t *testing.T) {
 		if complete != (s.State == aggregator.StateComplete) || outcomes[id][aggregator.Completed] != map[bool]int{true: 1}[complete] {
 			t.Errorf("batch %s: %d of %d done, state %s, %d results completed it", id, s.Done, s.Total, s.State, outcomes[id][aggregator.Completed])
 		}
-		hist, err := srv.Client().HGetAll(ctx, "pingfleet:{"+id+"}:rtt").Result()
-		if err != nil {
-			t.Fatal(err)
-		}
 		inHist := 0
-		for _, n := range hist {
-			v, _ := strconv.Atoi(n)
-			inHist += v
+		for _, k := range keysOf(t, agg, id) {
+			if !strings.HasSuffix(k, ":rtt") {
+				continue
+			}
+			hist, err := srv.Client().HGetAll(ctx, k).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range hist {
+				v, _ := strconv.Atoi(n)
+				inHist += v
+			}
 		}
 		if inHist != s.Up {
 			t.Errorf("batch %s: %d RTTs in the histogram; want %d", id, inHist, s.Up)
@@ -445,10 +474,16 @@ func TestBatcherMixedBatches(t *testing.T) {
 		if len(events) != s.Done+map[bool]int{true: 1}[complete] {
 			t.Errorf("batch %s: %d events; want a result event per host done (%d), and one complete event if complete", id, len(events), s.Done)
 		}
-		for _, k := range aggregator.Keys(id) {
+		for _, k := range keysOf(t, agg, id) {
 			ttl, err := srv.Client().PTTL(ctx, k).Result()
-			if complete && strings.HasSuffix(k, ":pending") && ttl == -2 {
+			if (complete || stateShards > 0) && strings.HasSuffix(k, ":pending") && ttl == -2 {
 				continue // a set that empties is deleted
+			}
+			if stateShards > 0 && ttl == -2 && k == "pingfleet:{"+id+"}:rtt" {
+				continue // a sharded batch's histograms are its shards'
+			}
+			if stateShards > 0 && ttl == -2 && !strings.Contains(k, ":s") {
+				continue // a sharded batch's per-host keys are its shards'
 			}
 			if err != nil || ttl <= 59*time.Minute || ttl > time.Hour {
 				t.Errorf("PTTL(%s) = %v, %v; want about 1h", k, ttl, err)
@@ -499,7 +534,7 @@ func TestFinishedBatchIsCompact(t *testing.T) {
 	}
 	var total int64
 	sizes := map[string]int64{}
-	for _, k := range aggregator.Keys("compact") {
+	for _, k := range keysOf(t, agg, "compact") {
 		size, err := rdb.MemoryUsage(ctx, k, 0).Result()
 		if errors.Is(err, redis.Nil) {
 			continue
@@ -507,19 +542,21 @@ func TestFinishedBatchIsCompact(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sizes[k[strings.LastIndexByte(k, ':')+1:]] = size
+		sizes[k[strings.LastIndexByte(k, ':')+1:]] += size
 		total += size
-	}
-	if _, ok := sizes["pending"]; ok {
-		t.Errorf("the pending set outlived the batch")
-	}
-	if l := rdb.XLen(ctx, "pingfleet:{compact}:events").Val(); l > 1000 {
-		t.Errorf("the event stream keeps %d entries; want at most 1000", l)
-	}
-	entries := rdb.XRange(ctx, "pingfleet:{compact}:events", "-", "+").Val()
-	for _, e := range entries[:len(entries)-1] {
-		if len(e.Values) != 1 || e.Values["h"] == nil {
-			t.Fatalf("stream entry %v holds more than its host", e)
+		switch {
+		case strings.HasSuffix(k, ":pending"):
+			t.Errorf("the pending set %s outlived the batch", k)
+		case strings.HasSuffix(k, ":events"):
+			if l := rdb.XLen(ctx, k).Val(); l > 1000 {
+				t.Errorf("the event stream %s keeps %d entries; want at most 1000", k, l)
+			}
+			entries := rdb.XRange(ctx, k, "-", "+").Val()
+			for _, e := range entries[:len(entries)-1] {
+				if len(e.Values) != 1 || e.Values["h"] == nil {
+					t.Fatalf("stream entry %v holds more than its host", e)
+				}
+			}
 		}
 	}
 	perHost := float64(total) / n
@@ -551,8 +588,10 @@ func TestNoEvents(t *testing.T) {
 		if s, err := agg.Summary(ctx, id); err != nil || !s.Completed() || s.Done != 5 {
 			t.Errorf("summary of %s: %+v, %v; want final, 5 done", id, s, err)
 		}
-		if n := srv.Client().Exists(ctx, "pingfleet:{"+id+"}:events").Val(); n != 0 {
-			t.Errorf("batch %s has an event stream", id)
+		for _, k := range keysOf(t, agg, id) {
+			if strings.HasSuffix(k, ":events") && srv.Client().Exists(ctx, k).Val() != 0 {
+				t.Errorf("batch %s has an event stream, %s", id, k)
+			}
 		}
 	}
 }
@@ -589,5 +628,104 @@ func TestSummaryStartedAtFirstPing(t *testing.T) {
 	s, err := agg.Summary(ctx, "first-ping")
 	if err != nil || !s.Started.Equal(start) {
 		t.Errorf("started %v (%v); want %v, the earliest ping's start", s.Started, err, start)
+	}
+}
+
+// Every test of the package again, each batch's state split into three
+// shards: the layout a large batch gets on a Redis Cluster, here on one
+// Redis, so each test's figures, outcomes and reads are checked on it too.
+func TestShardedLayout(t *testing.T) {
+	if stateShards > 0 {
+		t.Skip("this run is the sharded one")
+	}
+	cmd := exec.Command(os.Args[0], "-test.run", "^Test", "-test.skip", "^TestShardedLayout$", "-test.timeout", "5m")
+	cmd.Env = append(os.Environ(), "PINGFLEET_TEST_STATE_SHARDS=3")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the package's tests with 3 state shards: %v\n%s", err, out)
+	}
+}
+
+// On a Redis Cluster of three masters, a batch of 3,000 hosts gets a shard
+// of state on each master by default; written by two Batchers at once,
+// each result twice, it counts each host once, completes once, and reads
+// back in submission order with the right figures.
+func TestClusterSpreadsBatchState(t *testing.T) {
+	t.Parallel()
+	rdb, err := redisconn.Open(redistest.StartCluster(t, 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rdb.Close() })
+	agg, err := aggregator.New(aggregator.Config{Client: rdb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	hs := hosts(3000)
+	create(t, agg, "spread", hs)
+	small := hosts(10)
+	create(t, agg, "small", small)
+
+	m, err := tasks.ReadSlotMap(ctx, rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	masters := map[string]int{}
+	for _, k := range keysOf(t, agg, "spread") {
+		if strings.HasSuffix(k, ":shard") {
+			masters[m.Master(tasks.Slot(k))]++
+		}
+	}
+	if len(masters) != 3 {
+		t.Errorf("the batch's shards are on %v; want one on each of the 3 masters", masters)
+	}
+	if keys := keysOf(t, agg, "small"); len(keys) != len(aggregator.Keys("small")) {
+		t.Errorf("a 10-host batch has keys %v; want one tag's", keys)
+	}
+
+	var completed atomic.Int64
+	var wg sync.WaitGroup
+	for range 2 {
+		b := startBatcher(t, agg, 0)
+		for w := range 20 {
+			wg.Go(func() {
+				for i := w; i < len(hs); i += 20 {
+					o, err := b.Record(ctx, "spread", up(hs[i], float64(1+i%50)))
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if o == aggregator.Completed {
+						completed.Add(1)
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	if n := completed.Load(); n != 1 {
+		t.Errorf("%d results completed the batch; want 1", n)
+	}
+	s, err := agg.Summary(ctx, "spread")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.State != aggregator.StateComplete || s.Done != 3000 || s.Up != 3000 || s.Sent != 6000 || s.RTTMax != 50 || s.RTTP50 < 24 || s.RTTP50 > 26 {
+		t.Errorf("summary %+v; want complete, 3000 up, p50 about 25 ms, max 50 ms", s)
+	}
+	i := 0
+	err = agg.Results(ctx, "spread", func(r aggregator.Result) error {
+		if r.Host != hs[i] || r.Status != aggregator.StatusUp || r.RTTAvg != float64(1+i%50) {
+			t.Errorf("result %d = %+v; want %s up at %d ms", i, r, hs[i], 1+i%50)
+		}
+		i++
+		return nil
+	})
+	if err != nil || i != len(hs) {
+		t.Errorf("Results: %d hosts, %v; want %d", i, err, len(hs))
+	}
+	if evs := readEvents(t, agg, "spread", ""); len(evs) != 3001 || evs[3000].Type != "complete" {
+		t.Errorf("events: %d; want 3000 results and the complete event", len(evs))
 	}
 }

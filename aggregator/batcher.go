@@ -127,15 +127,80 @@ func (b *Batcher) loop() {
 func (b *Batcher) flush(batch []*recordReq) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	// One script call per Redis batch, its results in arrival order.
-	var ids []string
-	byID := make(map[string][]*recordReq)
-	for _, req := range batch {
-		if _, ok := byID[req.id]; !ok {
-			ids = append(ids, req.id)
+	// One script call per Redis batch (per shard of a sharded one), its
+	// results in arrival order.
+	groups := b.group(batch, func(id string) layout { return b.agg.cached(id) })
+	retry := b.write(ctx, groups)
+	if len(retry) > 0 {
+		// Batches found sharded (or their shards gone): once more, with
+		// their layouts read.
+		layouts := make(map[string]layout)
+		var again []*recordReq
+		for _, g := range retry {
+			if _, ok := layouts[g.id]; !ok {
+				l, err := b.agg.layoutOf(ctx, g.id)
+				if err != nil {
+					g.fail(err)
+					continue
+				}
+				layouts[g.id] = l
+			}
+			again = append(again, g.reqs...)
 		}
-		byID[req.id] = append(byID[req.id], req)
+		if len(again) > 0 {
+			for _, g := range b.write(ctx, b.group(again, func(id string) layout { return layouts[id] })) {
+				g.fail(ErrNotFound)
+			}
+		}
 	}
+}
+
+// recordGroup is the results of one batch (one shard of it) written by
+// one script call.
+type recordGroup struct {
+	id   string
+	l    layout
+	j    int
+	reqs []*recordReq
+}
+
+func (g *recordGroup) fail(err error) {
+	for _, req := range g.reqs {
+		req.out <- recordRes{Duplicate, fmt.Errorf("record %s in batch %s: %w", req.host, g.id, err)}
+	}
+}
+
+// group sorts batch into script calls: one per batch and shard, in the
+// order of their first results.
+func (b *Batcher) group(batch []*recordReq, layoutOf func(string) layout) []*recordGroup {
+	type key struct {
+		id string
+		j  int
+	}
+	var groups []*recordGroup
+	at := make(map[key]*recordGroup)
+	layouts := make(map[string]layout)
+	for _, req := range batch {
+		l, ok := layouts[req.id]
+		if !ok {
+			l = layoutOf(req.id)
+			layouts[req.id] = l
+		}
+		k := key{req.id, l.of(req.host)}
+		g := at[k]
+		if g == nil {
+			g = &recordGroup{id: req.id, l: l, j: k.j}
+			at[k] = g
+			groups = append(groups, g)
+		}
+		g.reqs = append(g.reqs, req)
+	}
+	return groups
+}
+
+// write writes groups in one pipeline and answers their results, but for
+// the groups written to the wrong layout, which it returns unanswered.
+func (b *Batcher) write(ctx context.Context, groups []*recordGroup) []*recordGroup {
 	now := b.agg.now().UnixMilli()
 	argv := func(reqs []*recordReq) []any {
 		args := make([]any, 3, 3+recordArgsPerResult*len(reqs))
@@ -149,28 +214,37 @@ func (b *Batcher) flush(batch []*recordReq) {
 		args[0], args[1], args[2] = now, b.agg.tail, first
 		return args
 	}
-	cmds := make([]*redis.Cmd, len(ids))
+	cmds := make([]*redis.Cmd, len(groups))
 	_, _ = b.agg.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, id := range ids {
-			cmds[i] = recordScript.EvalSha(ctx, p, recordKeys(id), argv(byID[id])...)
+		for i, g := range groups {
+			cmds[i] = recordScript.EvalSha(ctx, p, g.l.recordKeys(g.id, g.j), argv(g.reqs)...)
 		}
 		return nil
 	})
-	for i, id := range ids {
-		reqs := byID[id]
+	var retry []*recordGroup
+	for i, g := range groups {
 		cmd := cmds[i]
 		if err := cmd.Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 			// First use on this server (or after SCRIPT FLUSH): Run
 			// loads the script.
-			cmd = recordScript.Run(ctx, b.agg.rdb, recordKeys(id), argv(reqs)...)
+			cmd = recordScript.Run(ctx, b.agg.rdb, g.l.recordKeys(g.id, g.j), argv(g.reqs)...)
 		}
-		outs, err := recordOutcomes(id, cmd, len(reqs))
-		for j, req := range reqs {
-			if err != nil {
-				req.out <- recordRes{Duplicate, fmt.Errorf("record %s in batch %s: %w", req.host, id, err)}
-				continue
+		outs, err := recordOutcomes(g.id, cmd, len(g.reqs))
+		if errors.Is(err, errSharded) || errors.Is(err, ErrNotFound) && g.l.sharded() {
+			b.agg.forget(g.id)
+			retry = append(retry, g)
+			continue
+		}
+		if err != nil {
+			g.fail(err)
+			continue
+		}
+		for j, req := range g.reqs {
+			if outs[j] == Completed && g.l.sharded() {
+				outs[j] = b.agg.completeShard(ctx, g.id, g.j)
 			}
 			req.out <- recordRes{outs[j], nil}
 		}
 	}
+	return retry
 }

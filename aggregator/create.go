@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -36,10 +37,17 @@ func (a *Aggregator) Create(ctx context.Context, b Batch) (existed bool, err err
 	if deadline.IsZero() {
 		deadline, idle = DefaultDeadline(now, len(b.Hosts), b.Options), IdleTimeout(b.Options)
 	}
+	l, err := a.choose(ctx, b.ID, len(b.Hosts))
+	if err != nil {
+		return false, fmt.Errorf("create batch %s: %w", b.ID, err)
+	}
+	if l.sharded() && slices.Contains(shardCounts(l, b.Hosts), 0) {
+		l = single // a shard without hosts would never complete
+	}
 	res, err := createScript.Run(ctx, a.rdb, []string{metaKey(b.ID)},
 		digest(b.Hosts, opts), b.ID, len(b.Hosts), now.UnixMilli(), opts, labels, a.retention.Milliseconds(),
 		deadline.UnixMilli(), b.CallbackURL, idle.Milliseconds(), string(cmp.Or(b.Priority, tasks.PriorityNormal)),
-		b.Tenant, b.MaxInFlight).Int()
+		b.Tenant, b.MaxInFlight, l.String()).Int()
 	if err != nil {
 		return false, fmt.Errorf("create batch %s: %w", b.ID, err)
 	}
@@ -47,7 +55,22 @@ func (a *Aggregator) Create(ctx context.Context, b Batch) (existed bool, err err
 		return false, fmt.Errorf("create batch %s: %w", b.ID, ErrConflict)
 	}
 	existed = res == 0
-	if err := a.loadHosts(ctx, b.ID, b.Hosts); err != nil {
+	if existed { // the layout it was created with
+		a.forget(b.ID)
+		if l, err = a.layoutOf(ctx, b.ID); err != nil {
+			return existed, err
+		}
+	} else if l.sharded() {
+		if _, err := a.remember(b.ID, l.String()); err != nil {
+			return false, err
+		}
+	}
+	if l.sharded() {
+		err = a.loadShards(ctx, b.ID, l, b.Hosts)
+	} else {
+		err = a.loadHosts(ctx, b.ID, b.Hosts)
+	}
+	if err != nil {
 		return existed, err
 	}
 	if !existed {
@@ -70,6 +93,69 @@ const hostChunk = 1000
 func (a *Aggregator) loadHosts(ctx context.Context, id string, hosts []string) error {
 	keys := []string{metaKey(id), hostsKey(id), pendingKey(id)}
 	loaded := 0
+	args := make([]any, 0, hostChunk+1)
+	for loaded < len(hosts) {
+		end := min(loaded+hostChunk, len(hosts))
+		args = append(args[:0], loaded)
+		for _, h := range hosts[loaded:end] {
+			args = append(args, h)
+		}
+		n, err := addHostsScript.Run(ctx, a.rdb, keys, args...).Int()
+		if err != nil {
+			return fmt.Errorf("load hosts of batch %s: %w", id, err)
+		}
+		if n < 0 {
+			return fmt.Errorf("load hosts of batch %s: %w", id, ErrNotFound)
+		}
+		loaded = n
+	}
+	return nil
+}
+
+// shardCounts returns how many of hosts each shard of l has.
+func shardCounts(l layout, hosts []string) []int {
+	n := make([]int, l.n)
+	for _, h := range hosts {
+		n[l.of(h)]++
+	}
+	return n
+}
+
+// loadShards writes the shards of sharded batch id and its host list:
+// first each shard's counters and pending set (of the hosts not loaded
+// yet), then the list, in chunks, each of which marks its hosts loaded.
+// A re-run after a crash fills the pending sets again from the first
+// host not listed, before any of their tasks exists.
+func (a *Aggregator) loadShards(ctx context.Context, id string, l layout, hosts []string) error {
+	loaded, err := a.rdb.HGet(ctx, metaKey(id), "loaded").Int()
+	if err != nil {
+		return fmt.Errorf("load hosts of batch %s: %w", id, err)
+	}
+	if loaded >= len(hosts) {
+		return nil
+	}
+	counts := shardCounts(l, hosts)
+	byShard := make([][]any, l.n)
+	for _, h := range hosts[loaded:] {
+		j := l.of(h)
+		byShard[j] = append(byShard[j], h)
+	}
+	retention := a.retention.Milliseconds()
+	_, err = a.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for j := range l.n {
+			tag := l.tag(id, j)
+			createShardScript.Eval(ctx, p, []string{shardKey(tag)}, counts[j], retention)
+			for k := 0; k < len(byShard[j]); k += hostChunk {
+				p.SAdd(ctx, pendingKey(tag), byShard[j][k:min(k+hostChunk, len(byShard[j]))]...)
+			}
+			p.PExpire(ctx, pendingKey(tag), a.retention)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("load the shards of batch %s: %w", id, err)
+	}
+	keys := []string{metaKey(id), hostsKey(id)}
 	args := make([]any, 0, hostChunk+1)
 	for loaded < len(hosts) {
 		end := min(loaded+hostChunk, len(hosts))
@@ -116,18 +202,47 @@ func (a *Aggregator) MarkEnqueued(ctx context.Context, id string) error {
 
 // Pending returns which of hosts still wait for a result in batch id.
 func (a *Aggregator) Pending(ctx context.Context, id string, hosts []string) ([]bool, error) {
+	l, err := a.layoutOf(ctx, id)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]bool, 0, len(hosts))
 	for start := 0; start < len(hosts); start += hostChunk {
 		chunk := hosts[start:min(start+hostChunk, len(hosts))]
-		members := make([]any, len(chunk))
-		for i, h := range chunk {
-			members[i] = h
-		}
-		got, err := a.rdb.SMIsMember(ctx, pendingKey(id), members...).Result()
+		got, err := a.pendingOf(ctx, id, l, chunk)
 		if err != nil {
 			return nil, fmt.Errorf("pending hosts of batch %s: %w", id, err)
 		}
 		out = append(out, got...)
+	}
+	return out, nil
+}
+
+// pendingOf asks each shard of batch id which of hosts it has pending.
+func (a *Aggregator) pendingOf(ctx context.Context, id string, l layout, hosts []string) ([]bool, error) {
+	members := make([][]any, l.n)
+	for _, h := range hosts {
+		j := l.of(h)
+		members[j] = append(members[j], h)
+	}
+	cmds := make([]*redis.BoolSliceCmd, l.n)
+	_, err := a.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for j, m := range members {
+			if len(m) > 0 {
+				cmds[j] = p.SMIsMember(ctx, pendingKey(l.tag(id, j)), m...)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]bool, len(hosts))
+	next := make([]int, l.n)
+	for i, h := range hosts {
+		j := l.of(h)
+		out[i] = cmds[j].Val()[next[j]]
+		next[j]++
 	}
 	return out, nil
 }

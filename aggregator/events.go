@@ -41,11 +41,25 @@ const eventsPage = 1000
 // with seq past its own, in submission order; such an event's ID is
 // "<seq>/<position>", so that a reader who reconnects mid-way goes on
 // where it was.
+//
+// A sharded batch has a stream per shard: its event IDs list a number per
+// shard ("<n0>,<n1>,...", and "<n0>,<n1>,.../<position>" while replaying).
 func (a *Aggregator) Events(ctx context.Context, id, after string, block time.Duration, fn func(Event) error) (string, bool, error) {
-	seq, pos, replaying, err := ParseEventID(after)
+	l, err := a.layoutOf(ctx, id)
 	if err != nil {
 		return after, false, err
 	}
+	if l.sharded() {
+		return a.shardEvents(ctx, id, l, after, block, fn)
+	}
+	seqs, pos, replaying, err := parseEventID(after)
+	if err == nil && len(seqs) > 1 {
+		err = fmt.Errorf("%w %q: batch %s is not sharded", ErrEventID, after, id)
+	}
+	if err != nil {
+		return after, false, err
+	}
+	seq := seqs[0]
 	if replaying {
 		return a.replay(ctx, id, seq, pos, fn)
 	}
@@ -163,23 +177,35 @@ func streamSeq(id string) int64 {
 }
 
 // ParseEventID reads an event ID: "" or a sequence number while reading the
-// stream, "<seq>/<position>" while replaying the results. Its error wraps
-// ErrEventID.
+// stream, "<seq>/<position>" while replaying the results; a sharded batch's
+// IDs have a sequence number per shard, "<seq>,<seq>,...", of which seq is
+// the sum. Its error wraps ErrEventID.
 func ParseEventID(s string) (seq, pos int64, replaying bool, err error) {
+	seqs, pos, replaying, err := parseEventID(s)
+	for _, n := range seqs {
+		seq += n
+	}
+	return seq, pos, replaying, err
+}
+
+func parseEventID(s string) (seqs []int64, pos int64, replaying bool, err error) {
 	if s == "" {
-		return 0, 0, false, nil
+		return []int64{0}, 0, false, nil
 	}
 	a, b, replaying := strings.Cut(s, "/")
-	seq, err1 := strconv.ParseInt(a, 10, 64)
+	bad := fmt.Errorf("%w %q", ErrEventID, s)
 	if replaying {
-		var err2 error
-		pos, err2 = strconv.ParseInt(b, 10, 64)
-		if err2 != nil || pos < -1 {
-			err1 = ErrEventID
+		var err error
+		if pos, err = strconv.ParseInt(b, 10, 64); err != nil || pos < -1 {
+			return nil, 0, false, bad
 		}
 	}
-	if err1 != nil || seq < 0 {
-		return 0, 0, false, fmt.Errorf("%w %q", ErrEventID, s)
+	for f := range strings.SplitSeq(a, ",") {
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil || n < 0 || len(seqs) == maxShards {
+			return nil, 0, false, bad
+		}
+		seqs = append(seqs, n)
 	}
-	return seq, pos, replaying, nil
+	return seqs, pos, replaying, nil
 }

@@ -1,5 +1,7 @@
 package aggregator
 
+import "context"
+
 // Key names. The batch ID in braces is the Redis Cluster hash tag.
 const indexKey = "pingfleet:batches"
 
@@ -20,4 +22,20 @@ const openKey = "pingfleet:open"
 // and worker names.
 func Keys(id string) []string {
 	return []string{metaKey(id), hostsKey(id), pendingKey(id), resultsKey(id), rttKey(id), eventsKey(id), workersKey(id)}
+}
+
+// KeysOf returns every key that holds state of batch id, Keys' and, when
+// the batch is sharded, its shards'.
+func (a *Aggregator) KeysOf(ctx context.Context, id string) ([]string, error) {
+	l, err := a.layoutOf(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	keys := Keys(id)
+	if l.sharded() {
+		for j := range l.n {
+			keys = append(keys, l.recordKeys(id, j)...)
+		}
+	}
+	return keys, nil
 }

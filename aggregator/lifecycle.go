@@ -24,8 +24,17 @@ func (a *Aggregator) Finalize(ctx context.Context, id string, state State) (bool
 	default:
 		return false, fmt.Errorf("finalize batch %s: state %q is not cancelled or expired", id, state)
 	}
-	n, err := finalizeScript.Run(ctx, a.rdb, []string{metaKey(id), pendingKey(id), eventsKey(id)},
-		string(state), a.now().UnixMilli(), string(hostStatus), a.tail).Int()
+	l, err := a.layoutOf(ctx, id)
+	if err != nil {
+		return false, fmt.Errorf("finalize batch %s: %w", id, err)
+	}
+	var n int
+	if l.sharded() {
+		n, err = a.finalizeShards(ctx, id, l, state)
+	} else {
+		n, err = finalizeScript.Run(ctx, a.rdb, []string{metaKey(id), pendingKey(id), eventsKey(id)},
+			string(state), a.now().UnixMilli(), string(hostStatus), a.tail).Int()
+	}
 	switch {
 	case err != nil:
 		return false, fmt.Errorf("finalize batch %s: %w", id, err)
@@ -39,6 +48,43 @@ func (a *Aggregator) Finalize(ctx context.Context, id string, state State) (bool
 		}
 	}
 	return n == 1, nil
+}
+
+// finalizeShards ends sharded batch id as finalizeScript ends one that is
+// not: it marks the record as ending in state (or in the state an earlier
+// call began), closes each shard (its hosts still pending counted under
+// that state's status, its event stream given the final event), then ends
+// the record. It answers as finalizeScript does.
+func (a *Aggregator) finalizeShards(ctx context.Context, id string, l layout, state State) (int, error) {
+	v, err := finalizeBeginScript.Run(ctx, a.rdb, []string{metaKey(id)}, string(state)).Result()
+	if err != nil {
+		return 0, err
+	}
+	if n, ok := v.(int64); ok && n < 0 {
+		return -1, nil
+	}
+	ending, _ := v.(string)
+	if ending == "" {
+		return 0, nil // final already
+	}
+	status := StatusExpired
+	if State(ending) == StateCancelled {
+		status = StatusCancelled
+	}
+	now := a.now().UnixMilli()
+	cmds := make([]*redis.Cmd, l.n)
+	_, err = a.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for j := range l.n {
+			tag := l.tag(id, j)
+			cmds[j] = finalizeScript.Eval(ctx, p, []string{shardKey(tag), pendingKey(tag), eventsKey(tag)},
+				ending, now, string(status), a.tail)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return finalizeEndScript.Run(ctx, a.rdb, []string{metaKey(id)}, now).Int()
 }
 
 // CancelChannel is the Redis pub/sub channel on which the IDs of cancelled
@@ -62,6 +108,13 @@ type OpenBatch struct {
 	Cleanup bool
 	// Gone means the batch's keys expired: drop it from the index.
 	Gone bool
+	// Ending, for a sharded batch, is the final state a Finalize began
+	// that did not end (its caller stopped): Finalize again to end it.
+	Ending State
+	// Stalled means every shard of a sharded batch is complete but the
+	// batch is not (the writer of its last shard stopped before telling
+	// it): Complete completes it.
+	Stalled bool
 }
 
 // OpenBatches returns up to limit open batches, earliest deadline first.
@@ -73,31 +126,60 @@ func (a *Aggregator) OpenBatches(ctx context.Context, limit int) ([]OpenBatch, e
 	cmds := make([]*redis.SliceCmd, len(zs))
 	_, err = a.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, z := range zs {
-			cmds[i] = p.HMGet(ctx, metaKey(z.Member.(string)), "state", "callback", "idle", "progress", "created", "cleanup")
+			cmds[i] = p.HMGet(ctx, metaKey(z.Member.(string)), "state", "callback", "idle", "progress", "created", "cleanup", "shards", "ending")
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open batches: %w", err)
 	}
+	num := func(v any) int64 {
+		s, _ := v.(string)
+		n, _ := strconv.ParseInt(s, 10, 64)
+		return n
+	}
 	out := make([]OpenBatch, len(zs))
 	for i, z := range zs {
 		v := cmds[i].Val()
 		st, _ := v[0].(string)
 		cb, _ := v[1].(string)
-		num := func(v any) int64 {
-			s, _ := v.(string)
-			n, _ := strconv.ParseInt(s, 10, 64)
-			return n
-		}
+		ending, _ := v[7].(string)
 		progress := num(v[3])
 		if progress == 0 {
 			progress = num(v[4])
 		}
 		out[i] = OpenBatch{ID: z.Member.(string), State: State(st), Deadline: time.UnixMilli(int64(z.Score)).UTC(), CallbackURL: cb, Gone: v[0] == nil, Cleanup: v[5] != nil,
-			Idle: time.Duration(num(v[2])) * time.Millisecond, Progress: time.UnixMilli(progress).UTC()}
+			Idle: time.Duration(num(v[2])) * time.Millisecond, Progress: time.UnixMilli(progress).UTC(), Ending: State(ending)}
+		if shards, _ := v[6].(string); shards != "" && !out[i].State.Final() {
+			if err := a.shardProgress(ctx, &out[i], shards); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return out, nil
+}
+
+// shardProgress reads how far the shards of open sharded batch b are: the
+// time of their last result, and whether all are complete.
+func (a *Aggregator) shardProgress(ctx context.Context, b *OpenBatch, shards string) error {
+	l, err := a.remember(b.ID, shards)
+	if err != nil {
+		return err
+	}
+	vals, err := a.shardFields(ctx, b.ID, l, "state", "progress")
+	if err != nil {
+		return fmt.Errorf("open batches: %w", err)
+	}
+	b.Stalled = b.Ending == ""
+	for _, v := range vals {
+		if v[0] != string(StateComplete) {
+			b.Stalled = false
+		}
+		if p, _ := strconv.ParseInt(v[1], 10, 64); p > b.Progress.UnixMilli() {
+			b.Progress = time.UnixMilli(p).UTC()
+		}
+	}
+	return nil
 }
 
 // CleanedUp records that batch id's queued tasks are deleted.

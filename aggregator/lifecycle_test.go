@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -109,12 +108,14 @@ func readEvents(t *testing.T, agg *aggregator.Aggregator, id, after string) []ag
 
 // Events, read in pieces from anywhere in a running or final batch, yield
 // each counted result once and then the final event, whether they come
-// from the stream or, once it is trimmed, from the results.
+// from the stream or, once it is trimmed, from the results. A sharded
+// batch (PINGFLEET_TEST_STATE_SHARDS) has a stream per shard, each trimmed
+// once final, and IDs that name a place in each.
 func TestEventsResume(t *testing.T) {
 	t.Parallel()
 	agg, _ := setup(t, aggregator.Config{})
 	ctx := context.Background()
-	const n = 2500 // more than the stream keeps once final
+	n := 2500 + 1000*stateShards // more than the stream (each shard's) keeps once final
 	hs := hosts(n)
 	create(t, agg, "ev", hs)
 	record := func(from, to int) {
@@ -126,26 +127,47 @@ func TestEventsResume(t *testing.T) {
 			}
 		}
 	}
+	// seen is how many results a reader at stream ID id has passed.
+	seen := func(id string) int {
+		seq, _, _, err := aggregator.ParseEventID(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return int(seq)
+	}
 	record(0, 1200)
 	// Running: the stream has every result so far.
 	live := readEvents(t, agg, "ev", "")
-	if len(live) != 1200 || live[0].ID != "1" || live[1199].ID != "1200" || !reflect.DeepEqual(live[0].Result, up(hs[0], 0)) {
-		t.Fatalf("running batch: %d events from %s to %s, first %+v; want 1200, 1 to 1200", len(live), live[0].ID, live[len(live)-1].ID, live[0])
+	if len(live) != 1200 || seen(live[0].ID) != 1 || seen(live[1199].ID) != 1200 {
+		t.Fatalf("running batch: %d events from %s to %s; want 1200, 1 to 1200", len(live), live[0].ID, live[len(live)-1].ID)
+	}
+	for i, e := range live {
+		if seen(e.ID) != i+1 {
+			t.Fatalf("running batch: event %d has ID %s", i, e.ID)
+		}
+	}
+	if stateShards == 0 && (live[0].ID != "1" || live[1199].ID != "1200" || !reflect.DeepEqual(live[0].Result, up(hs[0], 0))) {
+		t.Fatalf("running batch: events from %s to %s, first %+v; want 1 to 1200", live[0].ID, live[len(live)-1].ID, live[0])
 	}
 	// A blocking read past the end waits, then returns nothing.
 	start := time.Now()
-	next, final, err := agg.Events(ctx, "ev", "1200", 50*time.Millisecond, func(e aggregator.Event) error {
+	end := live[1199].ID
+	next, final, err := agg.Events(ctx, "ev", end, 50*time.Millisecond, func(e aggregator.Event) error {
 		t.Errorf("event %+v past the end", e)
 		return nil
 	})
-	if err != nil || final || next != "1200" || time.Since(start) < 40*time.Millisecond {
+	if err != nil || final || next != end || time.Since(start) < 40*time.Millisecond {
 		t.Errorf("blocking read past the end = %q, %v, %v after %s", next, final, err, time.Since(start))
 	}
 	record(1200, n)
 	// From several points, through the trimmed stream and the results.
-	for _, after := range []string{"", "7", "1200", "1499", "1500", "2499", "2500"} {
+	points := []string{"", live[6].ID, end}
+	if stateShards == 0 {
+		points = append(points, "1499", "1500", "2499", "2500")
+	}
+	for _, after := range points {
 		evs := readEvents(t, agg, "ev", after)
-		from, _ := strconv.Atoi(after)
+		from := seen(after)
 		if len(evs) != n-from+1 || evs[len(evs)-1].Type != "complete" {
 			t.Errorf("after %q: %d events ending with %+v; want %d results and the complete event", after, len(evs), evs[len(evs)-1], n-from)
 			continue
@@ -171,7 +193,11 @@ func TestEventsResume(t *testing.T) {
 	if rest := readEvents(t, agg, "ev", fin); len(rest) != 0 {
 		t.Errorf("after the final event %s: %d more events", fin, len(rest))
 	}
-	for _, bad := range []string{"x", "-1", "1/x", "3/-2"} {
+	bad := []string{"x", "-1", "1/x", "3/-2", "1,x", "1,2,3,4"}
+	if stateShards > 0 {
+		bad = append(bad, "5", "5/3")
+	}
+	for _, bad := range bad {
 		if _, _, err := agg.Events(ctx, "ev", bad, 0, func(aggregator.Event) error { return nil }); !errors.Is(err, aggregator.ErrEventID) {
 			t.Errorf("Events(after %q) error = %v; want ErrEventID", bad, err)
 		}

@@ -2,6 +2,7 @@ package aggregator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 
@@ -24,13 +25,70 @@ func (a *Aggregator) Record(ctx context.Context, id string, r Result) (Outcome, 
 	if err != nil {
 		return Duplicate, err
 	}
-	cmd := recordScript.Run(ctx, a.rdb, recordKeys(id), append([]any{a.now().UnixMilli(), a.tail, startMs(r)}, args...)...)
-	outs, err := recordOutcomes(id, cmd, 1)
-	if err != nil {
-		return Duplicate, fmt.Errorf("record %s in batch %s: %w", r.Host, id, err)
+	l := a.cached(id)
+	for try := 0; ; try++ {
+		j := l.of(r.Host)
+		cmd := recordScript.Run(ctx, a.rdb, l.recordKeys(id, j), append([]any{a.now().UnixMilli(), a.tail, startMs(r)}, args...)...)
+		outs, err := recordOutcomes(id, cmd, 1)
+		if retry, lerr := a.relayout(ctx, id, &l, err, try); lerr != nil {
+			return Duplicate, lerr
+		} else if retry {
+			continue
+		}
+		if err != nil {
+			return Duplicate, fmt.Errorf("record %s in batch %s: %w", r.Host, id, err)
+		}
+		if outs[0] == Completed && l.sharded() {
+			outs[0] = a.completeShard(ctx, id, j)
+		}
+		return outs[0], nil
 	}
-	return outs[0], nil
 }
+
+// cached returns batch id's layout if it is known to be sharded, else the
+// single one: the record script says when that is wrong.
+func (a *Aggregator) cached(id string) layout {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if l, ok := a.layouts[id]; ok {
+		return l
+	}
+	return single
+}
+
+// relayout handles a write that went to the wrong layout of batch id: the
+// record script found the batch sharded (errSharded), or a remembered
+// layout's shard was not found (the ID reused after the batch expired).
+// It then sets *l to the batch's layout read again and says to retry, once.
+func (a *Aggregator) relayout(ctx context.Context, id string, l *layout, err error, try int) (bool, error) {
+	stale := errors.Is(err, ErrNotFound) && l.sharded()
+	if try > 0 || !errors.Is(err, errSharded) && !stale {
+		return false, nil
+	}
+	a.forget(id)
+	nl, lerr := a.layoutOf(ctx, id)
+	if lerr != nil {
+		return false, lerr
+	}
+	*l = nl
+	return true, nil
+}
+
+// completeShard tells batch id that its shard j is complete, and returns
+// what the result that completed the shard is for the batch: Completed if
+// that completed the batch. When the batch's record cannot be told, the
+// result is counted all the same, and the janitor completes the batch
+// (OpenBatch.Stalled).
+func (a *Aggregator) completeShard(ctx context.Context, id string, j int) Outcome {
+	if done, err := a.shardDone(ctx, id, j); err == nil && done {
+		return Completed
+	}
+	return Counted
+}
+
+// errSharded is the record script's answer for a batch whose results go to
+// its shards.
+var errSharded = errors.New("batch is sharded")
 
 func recordKeys(id string) []string {
 	return []string{metaKey(id), pendingKey(id), resultsKey(id), rttKey(id), eventsKey(id), workersKey(id)}
@@ -59,6 +117,9 @@ func recordOutcomes(id string, cmd *redis.Cmd, n int) ([]Outcome, error) {
 	}
 	if v, ok := v.(int64); ok && v == -1 {
 		return nil, ErrNotFound
+	}
+	if v, ok := v.(int64); ok && v == -2 {
+		return nil, errSharded
 	}
 	got, ok := v.([]any)
 	if !ok || len(got) != n {

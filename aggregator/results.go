@@ -2,7 +2,6 @@ package aggregator
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 
@@ -28,27 +27,38 @@ func (a *Aggregator) Results(ctx context.Context, id string, fn func(Result) err
 // host list on: its position, the result and its sequence number (0 for a
 // host without one).
 func (a *Aggregator) scan(ctx context.Context, id string, from int64, fn func(pos int64, r Result, seq int64) error) error {
-	var state *redis.StringCmd
+	var meta *redis.SliceCmd
 	var workers *redis.MapStringStringCmd
 	_, err := a.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		state = p.HGet(ctx, metaKey(id), "state")
+		meta = p.HMGet(ctx, metaKey(id), "state", "shards")
 		workers = p.HGetAll(ctx, workersKey(id))
 		return nil
 	})
-	if errors.Is(err, redis.Nil) {
-		return fmt.Errorf("results of batch %s: %w", id, ErrNotFound)
-	}
 	if err != nil {
 		return fmt.Errorf("results of batch %s: %w", id, err)
 	}
+	state, ok := meta.Val()[0].(string)
+	if !ok {
+		return fmt.Errorf("results of batch %s: %w", id, ErrNotFound)
+	}
 	missing := StatusPending
-	switch State(state.Val()) {
+	switch State(state) {
 	case StateCancelled:
 		missing = StatusCancelled
 	case StateExpired:
 		missing = StatusExpired
 	}
-	names := workers.Val()
+	shards, _ := meta.Val()[1].(string)
+	l, err := a.remember(id, shards)
+	if err != nil {
+		return err
+	}
+	names := []map[string]string{workers.Val()}
+	if l.sharded() {
+		if names, err = a.workerNames(ctx, id, l); err != nil {
+			return err
+		}
+	}
 	for start := from; ; start += hostChunk {
 		hosts, err := a.rdb.LRange(ctx, hostsKey(id), start, start+hostChunk-1).Result()
 		if err != nil {
@@ -57,14 +67,14 @@ func (a *Aggregator) scan(ctx context.Context, id string, from int64, fn func(po
 		if len(hosts) == 0 {
 			return nil
 		}
-		vals, err := a.rdb.HMGet(ctx, resultsKey(id), hosts...).Result()
+		vals, err := a.resultsOf(ctx, id, l, hosts)
 		if err != nil {
 			return fmt.Errorf("results of batch %s: %w", id, err)
 		}
 		for i, v := range vals {
 			r, seq := Result{Host: hosts[i], Status: missing}, int64(0)
 			if s, ok := v.(string); ok {
-				if r, seq, err = decodeResult(hosts[i], s, names); err != nil {
+				if r, seq, err = decodeResult(hosts[i], s, names[l.of(hosts[i])]); err != nil {
 					return fmt.Errorf("result of %s in batch %s: %w", hosts[i], id, err)
 				}
 			}
@@ -76,4 +86,56 @@ func (a *Aggregator) scan(ctx context.Context, id string, from int64, fn func(po
 			return nil
 		}
 	}
+}
+
+// resultsOf reads the stored results of hosts of batch id from its shards:
+// one value per host, nil for a host without one.
+func (a *Aggregator) resultsOf(ctx context.Context, id string, l layout, hosts []string) ([]any, error) {
+	if !l.sharded() {
+		return a.rdb.HMGet(ctx, resultsKey(id), hosts...).Result()
+	}
+	fields := make([][]string, l.n)
+	for _, h := range hosts {
+		j := l.of(h)
+		fields[j] = append(fields[j], h)
+	}
+	cmds := make([]*redis.SliceCmd, l.n)
+	_, err := a.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for j, f := range fields {
+			if len(f) > 0 {
+				cmds[j] = p.HMGet(ctx, resultsKey(l.tag(id, j)), f...)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]any, len(hosts))
+	next := make([]int, l.n)
+	for i, h := range hosts {
+		j := l.of(h)
+		out[i] = cmds[j].Val()[next[j]]
+		next[j]++
+	}
+	return out, nil
+}
+
+// workerNames reads the worker names of each shard of batch id.
+func (a *Aggregator) workerNames(ctx context.Context, id string, l layout) ([]map[string]string, error) {
+	cmds := make([]*redis.MapStringStringCmd, l.n)
+	_, err := a.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for j := range l.n {
+			cmds[j] = p.HGetAll(ctx, workersKey(l.tag(id, j)))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("results of batch %s: %w", id, err)
+	}
+	names := make([]map[string]string, l.n)
+	for j, c := range cmds {
+		names[j] = c.Val()
+	}
+	return names, nil
 }

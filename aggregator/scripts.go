@@ -27,6 +27,8 @@ import "github.com/redis/go-redis/v9"
 // ARGV[11] -> priority (tasks.Priority)
 // ARGV[12] -> tenant, or ""
 // ARGV[13] -> in-flight cap, 0 for none
+// ARGV[14] -> the layout of its per-host state (layout.String), "" for
+// one tag
 //
 // Returns 1 when it created the record, 0 when a record with the same
 // digest exists (a re-run), -1 when one with another digest exists.
@@ -43,6 +45,7 @@ redis.call('HSET', KEYS[1], 'digest', ARGV[1], 'id', ARGV[2], 'state', 'enqueuin
   'priority', ARGV[11])
 if ARGV[12] ~= '' then redis.call('HSET', KEYS[1], 'tenant', ARGV[12]) end
 if ARGV[13] ~= '0' then redis.call('HSET', KEYS[1], 'inflight', ARGV[13]) end
+if ARGV[14] ~= '' then redis.call('HSET', KEYS[1], 'shards', ARGV[14], 'sdone', 0) end
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
 return 1
 `)
@@ -53,7 +56,8 @@ return 1
 //
 // KEYS[1] -> pingfleet:{<id>}:meta
 // KEYS[2] -> pingfleet:{<id>}:hosts
-// KEYS[3] -> pingfleet:{<id>}:pending
+// KEYS[3] -> pingfleet:{<id>}:pending; absent for a sharded batch, whose
+// shards' pending sets are filled before
 // --
 // ARGV[1]  -> the chunk's offset in the host list
 // ARGV[2:] -> the chunk's hosts
@@ -67,9 +71,11 @@ local offset = tonumber(ARGV[1])
 if offset ~= loaded then return loaded end
 local ttl = redis.call('PTTL', KEYS[1])
 redis.call('RPUSH', KEYS[2], unpack(ARGV, 2))
-redis.call('SADD', KEYS[3], unpack(ARGV, 2))
 redis.call('PEXPIRE', KEYS[2], ttl)
-redis.call('PEXPIRE', KEYS[3], ttl)
+if KEYS[3] then
+  redis.call('SADD', KEYS[3], unpack(ARGV, 2))
+  redis.call('PEXPIRE', KEYS[3], ttl)
+end
 redis.call('HSET', KEYS[1], 'loaded', offset + #ARGV - 1)
 return offset + #ARGV - 1
 `)
@@ -101,6 +107,10 @@ return 1
 // can resume from the results once the stream is trimmed; worker numbers
 // the worker's name in the workers hash, stored once per batch.
 //
+// The same script counts the results of one shard of a sharded batch: its
+// keys are then the shard's (layout.recordKeys), the first its counters,
+// which have the record's fields.
+//
 // KEYS[1] -> pingfleet:{<id>}:meta
 // KEYS[2] -> pingfleet:{<id>}:pending
 // KEYS[3] -> pingfleet:{<id>}:results
@@ -120,13 +130,15 @@ return 1
 // ARGV[i+5] -> replies received
 // ARGV[i+6] -> "<RTT histogram bucket>:<average RTT in ns>", "" unless up
 //
-// Returns -1 when there is no such batch, else one number per result: 0
+// Returns -1 when there is no such batch, -2 when the batch is sharded (its
+// results go to its shards), else one number per result: 0
 // when the host was not pending (a duplicate or retried execution, a host
 // outside the batch, a batch already final: nothing changes), 1 when it
-// counted the result, 2 when that result was the batch's last.
+// counted the result, 2 when that result was the batch's (or shard's) last.
 var recordScript = redis.NewScript(`
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return -1 end
+if redis.call('HEXISTS', KEYS[1], 'shards') == 1 then return -2 end
 local out, hosts = {}, {}
 for i = 4, #ARGV, 7 do
   out[#out + 1] = 0
@@ -257,5 +269,37 @@ return 1
 var extendScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'deadline', ARGV[1])
+return 1
+`)
+
+// finalizeBeginScript starts ending a sharded batch as cancelled or
+// expired: the record notes it (field ending), which stops its shards'
+// completion from completing it, before its shards are closed.
+//
+// KEYS[1] -> pingfleet:{<id>}:meta
+// --
+// ARGV[1] -> the final state: cancelled or expired
+//
+// Returns the state the batch is ending in (an earlier call's, if one
+// began), "" when the batch is final, or -1 when there is no such batch.
+var finalizeBeginScript = redis.NewScript(`
+local st = redis.call('HGET', KEYS[1], 'state')
+if not st then return -1 end
+if st == 'complete' or st == 'cancelled' or st == 'expired' then return '' end
+redis.call('HSETNX', KEYS[1], 'ending', ARGV[1])
+return redis.call('HGET', KEYS[1], 'ending')
+`)
+
+// finalizeEndScript ends a sharded batch whose shards are closed.
+//
+// KEYS[1] -> pingfleet:{<id>}:meta
+// --
+// ARGV[1] -> time, Unix ms
+//
+// Returns 1 when it ended the batch, 0 when it was final already.
+var finalizeEndScript = redis.NewScript(`
+local st = redis.call('HGET', KEYS[1], 'state')
+if not st or st == 'complete' or st == 'cancelled' or st == 'expired' then return 0 end
+redis.call('HSET', KEYS[1], 'state', redis.call('HGET', KEYS[1], 'ending'), 'finished', ARGV[1], 'cleanup', ARGV[1])
 return 1
 `)

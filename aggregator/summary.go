@@ -26,25 +26,79 @@ func (a *Aggregator) Summary(ctx context.Context, id string) (Summary, error) {
 	if err != nil {
 		return Summary{}, fmt.Errorf("summary of batch %s: %w", id, err)
 	}
-	s, err := a.summary(id, meta.Val())
+	m, h := meta.Val(), hist.Val()
+	if m["shards"] != "" {
+		if h, err = a.readShards(ctx, id, m, true); err != nil {
+			return Summary{}, err
+		}
+	}
+	s, err := a.summary(id, m)
 	if err != nil {
 		return Summary{}, err
 	}
 	if s.Up > 0 {
-		maxNs, _ := strconv.ParseInt(meta.Val()["rttmax"], 10, 64)
-		p := percentiles(hist.Val(), maxNs, 0.50, 0.90, 0.99)
+		maxNs, _ := strconv.ParseInt(m["rttmax"], 10, 64)
+		p := percentiles(h, maxNs, 0.50, 0.90, 0.99)
 		s.RTTP50, s.RTTP90, s.RTTP99, s.RTTMax = p[0], p[1], p[2], nsToMs(maxNs)
 	}
 	return s, nil
 }
 
+// readShards merges the counters of sharded batch id's shards into its
+// record m and returns their RTT histograms summed, if hist.
+func (a *Aggregator) readShards(ctx context.Context, id string, m map[string]string, hist bool) (map[string]string, error) {
+	l, err := a.remember(id, m["shards"])
+	if err != nil {
+		return nil, err
+	}
+	counts := make([]*redis.MapStringStringCmd, l.n)
+	hists := make([]*redis.MapStringStringCmd, l.n)
+	_, err = a.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for j := range l.n {
+			counts[j] = p.HGetAll(ctx, shardKey(l.tag(id, j)))
+			if hist {
+				hists[j] = p.HGetAll(ctx, rttKey(l.tag(id, j)))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("summary of batch %s: %w", id, err)
+	}
+	shards := make([]map[string]string, l.n)
+	for j, c := range counts {
+		shards[j] = c.Val()
+	}
+	mergeShards(m, shards)
+	if !hist {
+		return nil, nil
+	}
+	sum := make(map[string]int64)
+	for _, c := range hists {
+		for k, v := range c.Val() {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			sum[k] += n
+		}
+	}
+	out := make(map[string]string, len(sum))
+	for k, n := range sum {
+		out[k] = strconv.FormatInt(n, 10)
+	}
+	return out, nil
+}
+
 // Progress returns the state and counts of batch id, as Summary does but
-// without the RTT percentiles (zero): one read of the batch's record, for
-// callers that poll.
+// without the RTT percentiles (zero): one read of the batch's record (and
+// one of its shards, when it has some), for callers that poll.
 func (a *Aggregator) Progress(ctx context.Context, id string) (Summary, error) {
 	m, err := a.rdb.HGetAll(ctx, metaKey(id)).Result()
 	if err != nil {
 		return Summary{}, fmt.Errorf("progress of batch %s: %w", id, err)
+	}
+	if m["shards"] != "" {
+		if _, err := a.readShards(ctx, id, m, false); err != nil {
+			return Summary{}, err
+		}
 	}
 	return a.summary(id, m)
 }

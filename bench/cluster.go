@@ -197,20 +197,20 @@ func (c clusterSample) maxOverMean() float64 {
 
 // clusterRun runs the batch in file of n hosts on a new Redis set of
 // masters masters (0: standalone) with one default worker.
-func (b *bench) clusterRun(masters int, file string) (clusterSample, error) {
+func (b *bench) clusterRun(bin string, masters int, file string) (clusterSample, error) {
 	rs, err := b.startRedisSet(masters)
 	if err != nil {
 		return clusterSample{}, err
 	}
 	defer rs.stop()
-	w, err := start(b.bin, []string{"worker", "--redis", rs.url})
+	w, err := start(bin, []string{"worker", "--redis", rs.url})
 	if err != nil {
 		return clusterSample{}, err
 	}
 	defer w.stop()
 	time.Sleep(time.Second) // registered, polling
 	nodes0, w0 := rs.cpu(), procCPU(w.cmd.Process.Pid)
-	m, err := timed(b.bin, "enqueue", "--redis", rs.url, "-f", file, "--wait", "-q", "-o", "json", "-c", "1")
+	m, err := timed(bin, "enqueue", "--redis", rs.url, "-f", file, "--wait", "-q", "-o", "json", "-c", "1")
 	if err != nil {
 		return clusterSample{}, err
 	}
@@ -253,7 +253,16 @@ func batchBytesAt(port int) float64 {
 
 type clusterRow struct {
 	masters int
+	bin     string
+	label   string // "" for this build, "baseline" for -baseline's
 	runs    []clusterSample
+}
+
+func (r clusterRow) name() string {
+	if r.label == "" {
+		return topology(r.masters)
+	}
+	return topology(r.masters) + ", " + r.label
 }
 
 // median returns the run of median wall time.
@@ -273,18 +282,23 @@ func (b *bench) pastOneRedis() error {
 	if err != nil {
 		return err
 	}
-	rows := make([]clusterRow, len(topologies))
-	for i, t := range topologies {
-		rows[i].masters = t
+	var rows []clusterRow
+	for _, t := range topologies {
+		rows = append(rows, clusterRow{masters: t, bin: b.bin})
+	}
+	if b.opts.baseline != "" { // after this build's rows, which the model reads
+		for _, t := range topologies[:2] {
+			rows = append(rows, clusterRow{masters: t, bin: b.opts.baseline, label: "baseline"})
+		}
 	}
 	for run := range b.opts.runs {
-		for i, t := range topologies {
-			s, err := b.clusterRun(t, file)
+		for i := range rows {
+			s, err := b.clusterRun(rows[i].bin, rows[i].masters, file)
 			if err != nil {
 				return err
 			}
 			rows[i].runs = append(rows[i].runs, s)
-			fmt.Fprintf(os.Stderr, "13. past one Redis | run %d, %s: %.2fs wall, Redis CPU per node %s\n", run+1, topology(t), s.wall.Seconds(), secsList(s.nodes))
+			fmt.Fprintf(os.Stderr, "13. past one Redis | run %d, %s: %.2fs wall, Redis CPU per node %s\n", run+1, rows[i].name(), s.wall.Seconds(), secsList(s.nodes))
 		}
 	}
 	b.cluster, b.clusterHosts = rows, n
@@ -325,7 +339,7 @@ func (b *bench) printCluster(w io.Writer) {
 		for i, s := range r.runs {
 			walls[i] = s.wall
 		}
-		fmt.Fprintf(tw, "| %s\t %.2f (%s)\t %.2f\t %.0f\t %s\t %.2f\t %.1f\t %.1f\t %.1f\t\n", topology(r.masters), m.wall.Seconds(), secsList(walls),
+		fmt.Fprintf(tw, "| %s\t %.2f (%s)\t %.2f\t %.0f\t %s\t %.2f\t %.1f\t %.1f\t %.1f\t\n", r.name(), m.wall.Seconds(), secsList(walls),
 			m.wall.Seconds()/base.wall.Seconds(), float64(n)/m.wall.Seconds(), secsList(m.nodes), m.maxOverMean(),
 			perHost(m.enqueue, n), perHost(m.worker, n), perHost(m.redis(), n))
 	}

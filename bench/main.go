@@ -45,7 +45,7 @@ func run() int {
 	flag.BoolVar(&o.smoke, "smoke", false, "small sizes: check that every scenario runs (for CI)")
 	flag.StringVar(&only, "only", "", "comma-separated scenario numbers (default all)")
 	flag.IntVar(&o.runs, "runs", 3, "runs per measurement; the median is reported")
-	flag.StringVar(&o.baseline, "baseline", "", "a pingfleet `binary` of another build, measured first in the scenarios that compare builds (12)")
+	flag.StringVar(&o.baseline, "baseline", "", "a pingfleet `binary` of another build, measured beside this one in the scenarios that compare builds (12, 13)")
 	flag.Parse()
 	for _, s := range strings.Split(only, ",") {
 		if n, err := strconv.Atoi(strings.TrimSpace(s)); err == nil {

@@ -254,10 +254,20 @@ func (e *Enqueuer) finish(ctx context.Context, b Batch, hosts []string, res Subm
 
 // lane returns b's lane. A batch enqueued again keeps the queues it has
 // (a host's task is looked for where it went the first time); a new one on
-// a Redis Cluster gets queues that go round the masters (SpreadSalts).
+// a Redis Cluster gets queues that go round the masters (SpreadSalts), as
+// many on each.
 func (e *Enqueuer) lane(ctx context.Context, b Batch) (tasks.Lane, error) {
 	lane := tasks.Lane{Batch: b.ID, Priority: cmp.Or(b.Priority, tasks.PriorityNormal), Shards: tasks.LaneShardsCapped(len(b.Hosts), e.shards, b.MaxInFlight),
 		Rate: b.Options.BatchRate, Cost: max(b.Options.Count, 1), InFlight: b.MaxInFlight, Tenant: b.Tenant, TenantRate: b.TenantRate}
+	slots, err := tasks.ReadSlotMap(ctx, e.rdb)
+	if err != nil {
+		return lane, err
+	}
+	if m := slots.Len(); m > 1 && lane.Shards > m {
+		// As many queues on each master: 8 on 3 masters would give
+		// one a third less work than the others.
+		lane.Shards -= lane.Shards % m
+	}
 	v, err := e.rdb.HGet(ctx, tasks.LanesKey, b.ID).Result()
 	switch {
 	case err == nil:
@@ -267,10 +277,6 @@ func (e *Enqueuer) lane(ctx context.Context, b Batch) (tasks.Lane, error) {
 		}
 	case !errors.Is(err, redis.Nil):
 		return lane, fmt.Errorf("read the batch's lane: %w", err)
-	}
-	slots, err := tasks.ReadSlotMap(ctx, e.rdb)
-	if err != nil {
-		return lane, err
 	}
 	lane.Salts = tasks.SpreadSalts(slots, b.ID, lane.Shards)
 	if slots != nil {

@@ -90,6 +90,22 @@ func (j *Janitor) Sweep(ctx context.Context) error {
 		switch {
 		case b.Gone:
 			err = j.agg.Close(ctx, b.ID)
+		case b.Stalled:
+			// A sharded batch whose shards are all complete: the writer
+			// of the last one stopped before completing the batch.
+			var acted bool
+			if acted, err = j.agg.Complete(ctx, b.ID); err == nil && acted {
+				j.logger.Info("batch completed by the janitor", "batch", b.ID)
+				err = j.notifier.Finished(ctx, b.ID, b.CallbackURL)
+			}
+		case !b.State.Final() && b.Ending != "":
+			// A sharded batch whose cancelling or expiry stopped midway.
+			var acted bool
+			if acted, err = j.agg.Finalize(ctx, b.ID, b.Ending); err == nil && acted {
+				if err = j.cleaner.cleanUp(ctx, b.ID); err == nil {
+					err = j.notifier.Finished(ctx, b.ID, b.CallbackURL)
+				}
+			}
 		case !b.State.Final() && now.After(b.Deadline) && b.Idle > 0 && now.Sub(b.Progress) < b.Idle:
 			// Still draining: its deadline follows its last result.
 			err = j.agg.ExtendDeadline(ctx, b.ID, b.Progress.Add(b.Idle))

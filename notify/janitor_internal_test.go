@@ -69,3 +69,76 @@ func TestJanitorCleansUp(t *testing.T) {
 		}
 	}
 }
+
+// The janitor ends sharded batches whose last step was lost: one whose
+// shards all completed while the batch did not (the last shard's writer
+// stopped before telling the batch), one whose cancel stopped after it
+// began.
+func TestJanitorRepairsShardedBatches(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	rdb := srv.Client()
+	st := testkit.NewStore(t, rdb, aggregator.Config{StateShards: 3})
+	notifier, err := NewNotifier(NotifierConfig{Client: asynq.NewClientFromRedisClient(rdb), Aggregator: st.Aggregator, Retention: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := NewJanitor(JanitorConfig{Aggregator: st.Aggregator, Notifier: notifier, Client: rdb, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	hosts := make([]string, 24)
+	for i := range hosts {
+		hosts[i] = fmt.Sprintf("127.0.40.%d", 1+i)
+	}
+	for _, id := range []string{"stalled", "halfway"} {
+		if _, err := st.Enqueuer.Submit(ctx, enqueuer.Batch{ID: id, Hosts: hosts}); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Aggregator.MarkEnqueued(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	record := func(id string, hs []string) {
+		t.Helper()
+		for _, h := range hs {
+			if o, err := st.Aggregator.Record(ctx, id, aggregator.Result{Host: h, Status: aggregator.StatusDown, Sent: 1}); err != nil || o == aggregator.Completed {
+				t.Fatalf("Record(%s, %s) = %v, %v", id, h, o, err)
+			}
+		}
+	}
+	// While a finalizer's mark is on the record, shards complete without
+	// completing the batch; with the mark gone, it is left stalled.
+	rdb.HSet(ctx, "pingfleet:{stalled}:meta", "ending", "cancelled")
+	record("stalled", hosts)
+	rdb.HDel(ctx, "pingfleet:{stalled}:meta", "ending")
+	// A cancel that marked the record and stopped.
+	record("halfway", hosts[:3])
+	rdb.HSet(ctx, "pingfleet:{halfway}:meta", "ending", "cancelled")
+	for _, id := range []string{"stalled", "halfway"} {
+		if s, err := st.Aggregator.Summary(ctx, id); err != nil || s.State.Final() {
+			t.Fatalf("batch %s before the sweep: %+v, %v; want not final", id, s, err)
+		}
+	}
+	if err := j.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s, err := st.Aggregator.Summary(ctx, "stalled")
+	if err != nil || s.State != aggregator.StateComplete || s.Down != 24 {
+		t.Errorf("stalled batch after the sweep: %+v, %v; want complete, 24 down", s, err)
+	}
+	s, err = st.Aggregator.Summary(ctx, "halfway")
+	if err != nil || s.State != aggregator.StateCancelled || s.Down != 3 || s.Cancelled != 21 || s.Cleaning {
+		t.Errorf("halfway batch after the sweep: %+v, %v; want cancelled, 3 down, 21 cancelled, cleaned up", s, err)
+	}
+	open, err := st.Aggregator.OpenBatches(ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range open {
+		if b.ID == "halfway" || b.ID == "stalled" {
+			t.Errorf("batch %s still open after the sweep: %+v", b.ID, b)
+		}
+	}
+}

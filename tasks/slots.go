@@ -60,6 +60,14 @@ type SlotMap struct {
 	owner   []int16
 }
 
+// Len is the number of masters, 0 for no map.
+func (m *SlotMap) Len() int {
+	if m == nil {
+		return 0
+	}
+	return len(m.Masters)
+}
+
 // Master returns the address of the master that serves slot, "" if none.
 func (m *SlotMap) Master(slot int) string {
 	if i := m.owner[slot]; i >= 0 {

@@ -5,6 +5,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,9 +19,10 @@ import (
 	"github.com/pingfleet/pingfleet/tasks"
 )
 
-// A 3-master Redis Cluster: a batch's keys share one slot ({batchID}), its
-// queues (3 for 3,000 hosts, with salts) go one to each master, and every
-// host is counted once.
+// A 3-master Redis Cluster: a batch's state is spread over the masters
+// (a shard each), its queues (3 for 3,000 hosts, with salts) go one to
+// each master, every host is counted once, and results and events read
+// back as on one Redis.
 func TestE2ERedisCluster(t *testing.T) {
 	t.Parallel()
 	url := redistest.StartCluster(t, 3)
@@ -39,11 +42,6 @@ func TestE2ERedisCluster(t *testing.T) {
 	if st.code != ExitOK {
 		t.Errorf("batches on a cluster: exit %d\n%s", st.code, st.stderr)
 	}
-
-	// An open batch whose lane's queues were named without salts, as an
-	// older enqueuer did, and happen to miss a master: a worker starting
-	// says so. (The batch is real: the janitor drops lanes of batches that
-	// are not.)
 	rdb, err := redisconn.Open(url)
 	if err != nil {
 		t.Fatal(err)
@@ -54,16 +52,90 @@ func TestE2ERedisCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	agg, err := aggregator.New(aggregator.Config{Client: rdb})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The batch's state is on every master; its results read back in
+	// submission order, and through serve's event stream, whole and
+	// resumed halfway.
+	keys, err := agg.KeysOf(ctx, sum.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	masters := map[string]bool{}
+	for _, k := range keys {
+		if strings.HasSuffix(k, ":results") && rdb.Exists(ctx, k).Val() == 1 {
+			masters[slots.Master(tasks.Slot(k))] = true
+		}
+	}
+	if len(masters) != 3 {
+		t.Errorf("the batch's results are on %d masters (%v); want 3", len(masters), keys)
+	}
+	res := runBinary(t, "", "results", "--redis", url, sum.ID, "-o", "ndjson")
+	got, _ := ndjsonReport(t, res.stdout)
+	want := strings.Fields(hosts)
+	if res.code != ExitOK || len(got) != len(want) {
+		t.Fatalf("results: exit %d, %d hosts; want %d\n%s", res.code, len(got), len(want), res.stderr)
+	}
+	for i, r := range got {
+		if r.Host != want[i] {
+			t.Fatalf("results: host %d is %s; want %s, the submission order", i, r.Host, want[i])
+		}
+	}
+	api := startServe(t, url)
+	events := func(last string) []string {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, api+"/v1/batches/"+sum.ID+"/events", nil)
+		if last != "" {
+			req.Header.Set("Last-Event-ID", last)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body) // the stream ends after the final event
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("events: %d, %v", resp.StatusCode, err)
+		}
+		var ids []string // "<id> <event>"
+		for block := range strings.SplitSeq(string(body), "\n\n") {
+			var id, ev string
+			for line := range strings.SplitSeq(block, "\n") {
+				if v, ok := strings.CutPrefix(line, "id: "); ok {
+					id = v
+				}
+				if v, ok := strings.CutPrefix(line, "event: "); ok {
+					ev = v
+				}
+			}
+			if ev != "" {
+				ids = append(ids, id+" "+ev)
+			}
+		}
+		return ids
+	}
+	all := events("")
+	if len(all) != 3001 || !strings.HasSuffix(all[3000], " complete") {
+		t.Fatalf("events: %d, last %q; want 3000 results and the complete event", len(all), all[len(all)-1])
+	}
+	half, _, _ := strings.Cut(all[1499], " ")
+	if rest := events(half); len(rest) != 1501 || !strings.HasSuffix(rest[1500], " complete") {
+		t.Errorf("events after %s: %d; want 1500 results and the complete event", half, len(rest))
+	}
+
+	// An open batch whose lane's queues were named without salts, as an
+	// older enqueuer did, and happen to miss a master: a worker starting
+	// says so. (The batch is real: the janitor drops lanes of batches that
+	// are not.)
 	var old string
 	for i := 0; old == ""; i++ {
 		id := fmt.Sprintf("old-%d", i)
 		if on, best := slots.Spread(tasks.Lane{Batch: id, Shards: 3}.Queues()); on < best {
 			old = id
 		}
-	}
-	agg, err := aggregator.New(aggregator.Config{Client: rdb})
-	if err != nil {
-		t.Fatal(err)
 	}
 	if _, err := agg.Create(ctx, aggregator.Batch{ID: old, Hosts: []string{"127.0.0.1"}, Options: tasks.PingOptions{Count: 1}.Normalize()}); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,32 @@
+package aggregator
+
+import "context"
+
+// RecordInShard counts r in its shard of sharded batch id as a writer
+// does, without telling the batch record when that completes the shard:
+// a writer that stopped between the two.
+func (a *Aggregator) RecordInShard(ctx context.Context, id string, r Result) error {
+	l, err := a.layoutOf(ctx, id)
+	if err != nil {
+		return err
+	}
+	args, err := recordArgs(id, r)
+	if err != nil {
+		return err
+	}
+	cmd := recordScript.Run(ctx, a.rdb, l.recordKeys(id, l.of(r.Host)), append([]any{a.now().UnixMilli(), a.tail, 0}, args...)...)
+	_, err = recordOutcomes(id, cmd, 1)
+	return err
+}
+
+// BeginFinalize does the first step of finalizing sharded batch id only:
+// a finalizer that stopped after it.
+func (a *Aggregator) BeginFinalize(ctx context.Context, id string, state State) error {
+	return finalizeBeginScript.Run(ctx, a.rdb, []string{metaKey(id)}, string(state)).Err()
+}
+
+// Shards is the number of shards of batch id's state.
+func (a *Aggregator) Shards(ctx context.Context, id string) (int, error) {
+	l, err := a.layoutOf(ctx, id)
+	return l.n, err
+}

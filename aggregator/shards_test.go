@@ -1,0 +1,146 @@
+package aggregator_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/pingfleet/pingfleet/aggregator"
+	"github.com/pingfleet/pingfleet/internal/redistest"
+	"github.com/pingfleet/pingfleet/tasks"
+)
+
+func shardedBatch(t *testing.T, id string, n int) (*aggregator.Aggregator, []string) {
+	t.Helper()
+	srv := redistest.Start(t)
+	a, err := aggregator.New(aggregator.Config{Client: srv.Client(), StateShards: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts := make([]string, n)
+	for i := range hosts {
+		hosts[i] = fmt.Sprintf("127.0.0.%d", i+1)
+	}
+	if _, err := a.Create(context.Background(), aggregator.Batch{ID: id, Hosts: hosts, Options: tasks.PingOptions{Count: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := a.Shards(context.Background(), id); err != nil || n != 3 {
+		t.Fatalf("batch %s has %d shards (%v); want 3", id, n, err)
+	}
+	return a, hosts
+}
+
+func recordInShard(t *testing.T, a *aggregator.Aggregator, id string, r aggregator.Result) {
+	t.Helper()
+	if err := a.RecordInShard(context.Background(), id, r); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func openBatch(t *testing.T, a *aggregator.Aggregator, id string) aggregator.OpenBatch {
+	t.Helper()
+	open, err := a.OpenBatches(context.Background(), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range open {
+		if b.ID == id {
+			return b
+		}
+	}
+	t.Fatalf("batch %s not open", id)
+	return aggregator.OpenBatch{}
+}
+
+// The writer of a sharded batch's last shard stopped before telling the
+// batch: the batch is listed as stalled, and Complete completes it, once.
+func TestStalledShardsComplete(t *testing.T) {
+	t.Parallel()
+	a, hosts := shardedBatch(t, "stalled", 12)
+	ctx := context.Background()
+	for _, h := range hosts {
+		recordInShard(t, a, "stalled", aggregator.Result{Host: h, Status: aggregator.StatusDown, Sent: 1})
+	}
+	if b := openBatch(t, a, "stalled"); !b.Stalled || b.State.Final() {
+		t.Fatalf("open batch %+v; want stalled, not final", b)
+	}
+	for i, want := range []bool{true, false} {
+		if done, err := a.Complete(ctx, "stalled"); err != nil || done != want {
+			t.Fatalf("Complete #%d = %v, %v; want %v", i, done, err, want)
+		}
+	}
+	s, err := a.Summary(ctx, "stalled")
+	if err != nil || s.State != aggregator.StateComplete || s.Down != 12 || s.Done != 12 || s.Finished.IsZero() {
+		t.Errorf("summary %+v, %v; want complete, 12 down", s, err)
+	}
+	if b := openBatch(t, a, "stalled"); b.Stalled {
+		t.Errorf("a complete batch listed as stalled: %+v", b)
+	}
+}
+
+// A cancel that stopped after marking a sharded batch, before closing its
+// shards: the batch is listed as ending, a shard that completes meanwhile
+// does not complete the batch, and Finalize ends it in the state begun.
+func TestEndingShardsFinalize(t *testing.T) {
+	t.Parallel()
+	a, hosts := shardedBatch(t, "ending", 12)
+	ctx := context.Background()
+	if _, err := a.Record(ctx, "ending", aggregator.Result{Host: hosts[0], Status: aggregator.StatusUp, Sent: 1, Received: 1, RTTAvg: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.BeginFinalize(ctx, "ending", aggregator.StateCancelled); err != nil {
+		t.Fatal(err)
+	}
+	if b := openBatch(t, a, "ending"); b.Ending != aggregator.StateCancelled || b.State.Final() {
+		t.Fatalf("open batch %+v; want ending as cancelled", b)
+	}
+	// Every host's result comes in before the cancel goes on: shards
+	// complete, the batch does not.
+	for _, h := range hosts[1:] {
+		if o, err := a.Record(ctx, "ending", aggregator.Result{Host: h, Status: aggregator.StatusDown, Sent: 1}); err != nil || o == aggregator.Completed {
+			t.Fatalf("Record(%s) = %v, %v; want counted, not completing an ending batch", h, o, err)
+		}
+	}
+	if acted, err := a.Finalize(ctx, "ending", aggregator.StateExpired); err != nil || !acted {
+		t.Fatalf("Finalize = %v, %v; want it to end the batch", acted, err)
+	}
+	s, err := a.Summary(ctx, "ending")
+	if err != nil || s.State != aggregator.StateCancelled || s.Up != 1 || s.Down != 11 || s.Cancelled != 0 || s.Done != 12 || !s.Cleaning {
+		t.Errorf("summary %+v, %v; want cancelled (the state begun) with 1 up, 11 down, cleaning", s, err)
+	}
+	if acted, err := a.Finalize(ctx, "ending", aggregator.StateCancelled); err != nil || acted {
+		t.Errorf("Finalize again = %v, %v; want false", acted, err)
+	}
+}
+
+// Cancelling a sharded batch midway counts the hosts of every shard not
+// pinged as cancelled, and refuses results that come later.
+func TestCancelSharded(t *testing.T) {
+	t.Parallel()
+	a, hosts := shardedBatch(t, "cancel", 12)
+	ctx := context.Background()
+	for _, h := range hosts[:5] {
+		if _, err := a.Record(ctx, "cancel", aggregator.Result{Host: h, Status: aggregator.StatusUp, Sent: 1, Received: 1, RTTAvg: 2}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if acted, err := a.Finalize(ctx, "cancel", aggregator.StateCancelled); err != nil || !acted {
+		t.Fatalf("Finalize = %v, %v", acted, err)
+	}
+	if o, err := a.Record(ctx, "cancel", aggregator.Result{Host: hosts[7], Status: aggregator.StatusUp, Sent: 1, Received: 1}); err != nil || o != aggregator.Duplicate {
+		t.Errorf("Record after cancel = %v, %v; want aggregator.Duplicate", o, err)
+	}
+	s, err := a.Summary(ctx, "cancel")
+	if err != nil || s.State != aggregator.StateCancelled || s.Up != 5 || s.Cancelled != 7 || s.Done != 12 || s.RTTP50 != 2 {
+		t.Errorf("summary %+v, %v; want cancelled, 5 up, 7 cancelled", s, err)
+	}
+	var got []aggregator.Status
+	if err := a.Results(ctx, "cancel", func(r aggregator.Result) error { got = append(got, r.Status); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	for i, st := range got {
+		if want := map[bool]aggregator.Status{true: aggregator.StatusUp, false: aggregator.StatusCancelled}[i < 5]; st != want {
+			t.Errorf("result %d: %s; want %s", i, st, want)
+		}
+	}
+}
