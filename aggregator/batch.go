@@ -173,6 +173,55 @@ type Summary struct {
 	Cleaning bool `json:"cleaning,omitempty"`
 }
 
+// MarshalJSON writes s with a null loss when no request was sent and null
+// RTT percentiles when no host is up: a 0 there would read as a figure.
+// summaryJSON is Summary with those five as pointers, in the same order.
+func (s Summary) MarshalJSON() ([]byte, error) {
+	v := summaryJSON{s.ID, s.State, s.Total, s.Done, s.Pending, s.Up, s.Down, s.Error, s.Cancelled, s.Expired,
+		s.Sent, s.Received, nil, nil, nil, nil, nil, s.Created, s.Started, s.Finished, s.WaitSec, s.DurationSec,
+		s.Priority, s.MaxInFlight, s.Tenant, s.Deadline, s.Options, s.Labels, s.CallbackURL, s.Cleaning}
+	if s.Sent > 0 {
+		v.LossPct = &s.LossPct
+	}
+	if s.Up > 0 {
+		v.RTTP50, v.RTTP90, v.RTTP99, v.RTTMax = &s.RTTP50, &s.RTTP90, &s.RTTP99, &s.RTTMax
+	}
+	return json.Marshal(v)
+}
+
+type summaryJSON struct {
+	ID          string            `json:"id"`
+	State       State             `json:"state"`
+	Total       int               `json:"total"`
+	Done        int               `json:"done"`
+	Pending     int               `json:"pending"`
+	Up          int               `json:"up"`
+	Down        int               `json:"down"`
+	Error       int               `json:"error"`
+	Cancelled   int               `json:"cancelled"`
+	Expired     int               `json:"expired"`
+	Sent        int               `json:"sent"`
+	Received    int               `json:"received"`
+	LossPct     *float64          `json:"loss_pct"`
+	RTTP50      *float64          `json:"rtt_p50_ms"`
+	RTTP90      *float64          `json:"rtt_p90_ms"`
+	RTTP99      *float64          `json:"rtt_p99_ms"`
+	RTTMax      *float64          `json:"rtt_max_ms"`
+	Created     time.Time         `json:"created"`
+	Started     time.Time         `json:"started,omitzero"`
+	Finished    time.Time         `json:"finished,omitzero"`
+	WaitSec     float64           `json:"wait_s,omitempty"`
+	DurationSec float64           `json:"duration_s"`
+	Priority    tasks.Priority    `json:"priority"`
+	MaxInFlight int               `json:"max_in_flight,omitempty"`
+	Tenant      string            `json:"tenant,omitempty"`
+	Deadline    time.Time         `json:"deadline,omitzero"`
+	Options     tasks.PingOptions `json:"options"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	CallbackURL string            `json:"callback_url,omitempty"`
+	Cleaning    bool              `json:"cleaning,omitempty"`
+}
+
 // Completed reports whether the batch has reached a final state.
 func (s Summary) Completed() bool { return s.State.Final() }
 

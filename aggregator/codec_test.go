@@ -1,8 +1,10 @@
 package aggregator
 
 import (
+	"encoding/json"
 	"reflect"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -124,5 +126,33 @@ func TestLossPct(t *testing.T) {
 		if got := LossPct(tc.sent, tc.received); got != tc.want {
 			t.Errorf("LossPct(%d, %d) = %v; want %v", tc.sent, tc.received, got, tc.want)
 		}
+	}
+}
+
+// Summary's JSON has a field for each of Summary's, under the same name
+// and in the same order (summaryJSON mirrors it), nulls where nothing was
+// measured.
+func TestSummaryJSONMirrorsSummary(t *testing.T) {
+	st, mt := reflect.TypeFor[Summary](), reflect.TypeFor[summaryJSON]()
+	if st.NumField() != mt.NumField() {
+		t.Fatalf("Summary has %d fields, summaryJSON %d", st.NumField(), mt.NumField())
+	}
+	for i := range st.NumField() {
+		if a, b := st.Field(i), mt.Field(i); a.Name != b.Name || a.Tag != b.Tag {
+			t.Errorf("field %d: Summary's %s %q, summaryJSON's %s %q", i, a.Name, a.Tag, b.Name, b.Tag)
+		}
+	}
+	b, err := json.Marshal(Summary{ID: "x", Total: 2, Done: 2, Expired: 2, LossPct: 0, RTTP50: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{`"loss_pct":null`, `"rtt_p50_ms":null`, `"rtt_max_ms":null`} {
+		if !strings.Contains(string(b), f) {
+			t.Errorf("summary of a batch with nothing sent: %s; want %s", b, f)
+		}
+	}
+	b, _ = json.Marshal(Summary{ID: "x", Sent: 2, Received: 1, LossPct: 50, Up: 1, RTTP50: 1.5, RTTMax: 2})
+	if !strings.Contains(string(b), `"loss_pct":50,"rtt_p50_ms":1.5,"rtt_p90_ms":0,"rtt_p99_ms":0,"rtt_max_ms":2,`) {
+		t.Errorf("summary with a host up: %s", b)
 	}
 }

@@ -182,6 +182,48 @@ func (a *Aggregator) shardProgress(ctx context.Context, b *OpenBatch, shards str
 	return nil
 }
 
+// Overdue reports whether b should expire at now: not final, past its
+// deadline, and, when its deadline follows its progress, without a result
+// for its IdleTimeout.
+func (b OpenBatch) Overdue(now time.Time) bool {
+	return !b.State.Final() && now.After(b.Deadline) && (b.Idle <= 0 || now.Sub(b.Progress) >= b.Idle)
+}
+
+// ExpireOverdue expires batch id if it is overdue (OpenBatch.Overdue): for
+// a caller that follows a batch where no janitor may be left (every
+// worker gone, no API server). It returns whether this call expired it.
+func (a *Aggregator) ExpireOverdue(ctx context.Context, id string) (bool, error) {
+	v, err := a.rdb.HMGet(ctx, metaKey(id), "state", "deadline", "idle", "progress", "created", "shards", "ending").Result()
+	if err != nil {
+		return false, fmt.Errorf("deadline of batch %s: %w", id, err)
+	}
+	if v[0] == nil {
+		return false, fmt.Errorf("deadline of batch %s: %w", id, ErrNotFound)
+	}
+	num := func(v any) int64 {
+		s, _ := v.(string)
+		n, _ := strconv.ParseInt(s, 10, 64)
+		return n
+	}
+	st, _ := v[0].(string)
+	ending, _ := v[6].(string)
+	progress := num(v[3])
+	if progress == 0 {
+		progress = num(v[4])
+	}
+	b := OpenBatch{ID: id, State: State(st), Deadline: time.UnixMilli(num(v[1])).UTC(), Idle: time.Duration(num(v[2])) * time.Millisecond,
+		Progress: time.UnixMilli(progress).UTC(), Ending: State(ending)}
+	if shards, _ := v[5].(string); shards != "" && !b.State.Final() {
+		if err := a.shardProgress(ctx, &b, shards); err != nil {
+			return false, err
+		}
+	}
+	if !b.Overdue(a.now()) {
+		return false, nil
+	}
+	return a.Finalize(ctx, id, StateExpired)
+}
+
 // CleanedUp records that batch id's queued tasks are deleted.
 func (a *Aggregator) CleanedUp(ctx context.Context, id string) error {
 	if err := a.rdb.HDel(ctx, metaKey(id), "cleanup").Err(); err != nil {

@@ -244,3 +244,51 @@ func TestOpenBatches(t *testing.T) {
 		t.Errorf("DefaultDeadline = %v", d.Sub(base))
 	}
 }
+
+// ExpireOverdue expires a batch past its fixed deadline, and one whose
+// deadline follows its progress only once no result came for its idle
+// timeout, as the janitor does; a final batch stays as it is.
+func TestExpireOverdue(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	agg, _ := setup(t, aggregator.Config{Now: func() time.Time { return now }})
+	ctx := context.Background()
+	hs := hosts(3)
+	opts := tasks.PingOptions{Count: 1}
+	for _, b := range []aggregator.Batch{
+		{ID: "fixed", Hosts: hs, Options: opts, Deadline: now.Add(time.Minute)},
+		{ID: "follows", Hosts: hs, Options: opts},
+	} {
+		if _, err := agg.Create(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	created := now
+	check := func(id string, want bool) {
+		t.Helper()
+		if got, err := agg.ExpireOverdue(ctx, id); err != nil || got != want {
+			t.Errorf("at +%s, ExpireOverdue(%s) = %v, %v; want %v", now.Sub(created), id, got, err, want)
+		}
+	}
+	check("fixed", false)
+	check("follows", false)
+	now = created.Add(2 * time.Minute) // a result, two minutes in
+	if _, err := agg.Record(ctx, "follows", up(hs[0], 1)); err != nil {
+		t.Fatal(err)
+	}
+	idle := aggregator.IdleTimeout(opts.Normalize())
+	s, _ := agg.Progress(ctx, "follows")
+	// Past its first deadline, but its last result came less than the
+	// idle timeout ago: still draining.
+	now = s.Deadline.Add(time.Second)
+	check("follows", false)
+	check("fixed", true)
+	check("fixed", false) // final now
+	now = now.Add(idle)
+	check("follows", true)
+	for _, id := range []string{"fixed", "follows"} {
+		if s, err := agg.Summary(ctx, id); err != nil || s.State != aggregator.StateExpired {
+			t.Errorf("batch %s: %+v, %v; want expired", id, s, err)
+		}
+	}
+}

@@ -129,7 +129,7 @@ func (a *Aggregator) summary(id string, m map[string]string) (Summary, error) {
 	if end.IsZero() {
 		end = a.now()
 	}
-	s.DurationSec = end.Sub(s.Created).Seconds()
+	s.DurationSec = math.Round(end.Sub(s.Created).Seconds()*1000) / 1000 // to the ms, as the times
 	return s, nil
 }
 

@@ -249,6 +249,17 @@ type BatchResponse struct {
 	Progress float64 `json:"progress"`
 }
 
+// MarshalJSON writes the summary's fields (as Summary.MarshalJSON does,
+// which would otherwise stand for the whole response), then progress.
+func (b BatchResponse) MarshalJSON() ([]byte, error) {
+	sum, err := json.Marshal(b.Summary)
+	if err != nil {
+		return nil, err
+	}
+	p, _ := json.Marshal(b.Progress)
+	return append(append(append(sum[:len(sum)-1], `,"progress":`...), p...), '}'), nil
+}
+
 func (s *Server) getBatch(w http.ResponseWriter, r *http.Request) {
 	sum, ok := s.summary(w, r)
 	if !ok {

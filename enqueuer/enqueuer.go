@@ -121,6 +121,10 @@ type Submitted struct {
 	Existing int `json:"existing"`
 	// Resumed is true when the batch existed before this call.
 	Resumed bool `json:"resumed"`
+	// Ended is the state of a batch that existed and had ended (complete,
+	// cancelled or expired) before this call: nothing of it is pinged
+	// again.
+	Ended aggregator.State `json:"ended,omitempty"`
 }
 
 // PartialError means the batch record exists but not every task could be
@@ -213,6 +217,9 @@ func (e *Enqueuer) Start(ctx context.Context, b Batch) (*Submission, error) {
 	res := Submitted{ID: b.ID, Total: len(b.Hosts), Resumed: existed}
 	hosts := b.Hosts
 	if existed {
+		if s, err := e.agg.Progress(ctx, b.ID); err == nil && s.State.Final() {
+			res.Ended = s.State
+		}
 		pending, err := e.agg.Pending(ctx, b.ID, b.Hosts)
 		if err != nil {
 			return &Submission{Submitted: res}, &PartialError{ID: b.ID, Total: len(b.Hosts), Err: err}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -140,5 +141,55 @@ func TestJanitorRepairsShardedBatches(t *testing.T) {
 		if b.ID == "halfway" || b.ID == "stalled" {
 			t.Errorf("batch %s still open after the sweep: %+v", b.ID, b)
 		}
+	}
+}
+
+// A batch without a deadline of its own that is still draining past its
+// first deadline gets it moved to its last result plus its idle timeout;
+// once no result came for that long, it expires.
+func TestJanitorDeadlineFollowsProgress(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	rdb := srv.Client()
+	var mu sync.Mutex
+	clock := time.Now()
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	set := func(t time.Time) { mu.Lock(); defer mu.Unlock(); clock = t }
+	st := testkit.NewStore(t, rdb, aggregator.Config{Now: now})
+	notifier, err := NewNotifier(NotifierConfig{Client: asynq.NewClientFromRedisClient(rdb), Aggregator: st.Aggregator, Retention: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := NewJanitor(JanitorConfig{Aggregator: st.Aggregator, Notifier: notifier, Client: rdb, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.now = now
+	ctx := context.Background()
+	created := now()
+	hosts := []string{"127.0.41.1", "127.0.41.2"}
+	if _, err := st.Enqueuer.Submit(ctx, enqueuer.Batch{ID: "draining", Hosts: hosts}); err != nil {
+		t.Fatal(err)
+	}
+	set(created.Add(2 * time.Minute)) // a result two minutes in
+	if _, err := st.Aggregator.Record(ctx, "draining", aggregator.Result{Host: hosts[0], Status: aggregator.StatusDown, Sent: 1}); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := st.Aggregator.Progress(ctx, "draining")
+	idle := aggregator.IdleTimeout(s.Options)
+	set(s.Deadline.Add(time.Second))
+	if err := j.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s, _ = st.Aggregator.Progress(ctx, "draining")
+	if want := created.Add(2 * time.Minute).Add(idle).Truncate(time.Millisecond); s.State.Final() || !s.Deadline.Equal(want) {
+		t.Fatalf("after the first deadline: %s, deadline %s; want running, deadline %s (last result + idle timeout)", s.State, s.Deadline, want)
+	}
+	set(s.Deadline.Add(time.Second))
+	if err := j.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ = st.Aggregator.Progress(ctx, "draining"); s.State != aggregator.StateExpired || s.Expired != 1 || s.Down != 1 {
+		t.Errorf("with no result for the idle timeout: %+v; want expired, 1 down, 1 expired", s)
 	}
 }

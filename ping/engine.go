@@ -203,7 +203,7 @@ func (e *Engine) open(key sockKey) (*socket, error) {
 			return s, err
 		}
 		if e.raw.CompareAndSwap(false, true) {
-			e.cfg.Logger.Warn("unprivileged ICMP sockets refused"+permissionHint+"; falling back to raw sockets", "error", err)
+			e.cfg.Logger.Info("unprivileged ICMP sockets refused"+permissionHint+"; falling back to raw sockets", "error", err)
 		}
 	}
 	return openSocket(key, true, e.cfg.ReadBuffer)

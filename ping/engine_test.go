@@ -285,6 +285,31 @@ func TestEngineRetries(t *testing.T) {
 	}
 }
 
+// In the reachability mode a reply later than its request's timeout, which
+// comes while a retry waits, means the host answered (as fping counts
+// it): the run ends there, up, with that reply's RTT from its own request.
+func TestEngineRetriesLateReply(t *testing.T) {
+	t.Parallel()
+	l := labtest.Start(t, lab.Config{Seed: 5, Ranges: []lab.Range{
+		{Name: "slow", Prefix: netip.MustParsePrefix("198.18.23.0/24"), Delay: 900 * time.Millisecond},
+	}})
+	e := newEngine(t, ping.SocketAuto)
+	// The first request waits 500 ms, the retry 750 (until 1,250 ms): the
+	// first reply, at 900 ms, comes during the retry's wait, later than
+	// the retry's own wait after its request.
+	opts := tasks.PingOptions{Timeout: tasks.Duration(500 * time.Millisecond)}.Normalize()
+	err := l.Do(func() error {
+		st, err := e.Ping(context.Background(), netip.MustParseAddr("198.18.23.1"), opts)
+		if err != nil || st.Sent != 2 || st.Received != 1 || st.Min < 850*time.Millisecond || st.Min > 1250*time.Millisecond {
+			t.Errorf("a host answering in 900 ms, timeout 500 ms: %+v, %v; want 2 sent, 1 received at about 900 ms", st, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // With RTTs asked for, each request's RTT comes back in the order sent,
 // and a lost request as lost (fping -C).
 func TestEnginePerRequestRTTs(t *testing.T) {

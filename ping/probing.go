@@ -51,7 +51,7 @@ func (p *ProBing) Ping(ctx context.Context, ip netip.Addr, opts tasks.PingOption
 	st, err := p.run(ctx, ip, opts, privileged)
 	if err != nil && !privileged && p.mode == SocketAuto && isPermission(err) {
 		if p.raw.CompareAndSwap(false, true) {
-			p.logger.Warn("unprivileged ICMP sockets refused"+permissionHint+"; falling back to raw sockets", "error", err)
+			p.logger.Info("unprivileged ICMP sockets refused"+permissionHint+"; falling back to raw sockets", "error", err)
 		}
 		return p.run(ctx, ip, opts, true)
 	}

@@ -35,7 +35,6 @@ type pingRun struct {
 	st       Stats
 	lastSent time.Time
 	firstErr error
-	longest  time.Duration // with retries: the longest wait, which bounds a reply's RTT
 	// With opts.perRequest: each request's key (noKey if refused) and RTT
 	// (-1 until its reply comes).
 	keys   []uint32
@@ -92,7 +91,6 @@ func (r *pingRun) retry(ctx context.Context) error {
 		if r.st.Sent == 0 {
 			return fmt.Errorf("send to %s: %w", r.dst, r.firstErr)
 		}
-		r.longest = wait
 		if err := r.wait(ctx, time.Now().Add(wait), 1); err != nil || len(r.rtts) > 0 {
 			return err
 		}
@@ -180,11 +178,15 @@ func (r *pingRun) wait(ctx context.Context, deadline time.Time, need int) error 
 }
 
 // stats returns the figures of a finished run. Replies that came later than
-// Timeout after their own request (with retries: the longest wait) are
-// lost.
+// Timeout after their own request are lost; in the reachability mode
+// (retries) none is: a reply to an earlier request that comes while a
+// retry waits ends the run, and the host answered, as fping counts it.
 func (r *pingRun) stats() Stats {
 	st := r.st
-	bound := max(r.opts.timeout, r.longest)
+	bound := r.opts.timeout
+	if r.opts.retries > 0 {
+		bound = time.Duration(math.MaxInt64)
+	}
 	kept := r.rtts[:0]
 	for _, d := range r.rtts {
 		if d <= bound {

@@ -103,7 +103,7 @@ func WriteSummary(w io.Writer, format string, s aggregator.Summary) error {
 	fmt.Fprintf(tw, "state\t%s\n", s.State)
 	fmt.Fprintf(tw, "hosts\t%d total, %d done, %d pending: %d up, %d down, %d error, %d cancelled, %d expired\n",
 		s.Total, s.Done, s.Pending, s.Up, s.Down, s.Error, s.Cancelled, s.Expired)
-	fmt.Fprintf(tw, "packets\t%d sent, %d received, %s loss\n", s.Sent, s.Received, FormatPct(s.LossPct))
+	fmt.Fprintf(tw, "packets\t%d sent, %d received, %s loss\n", s.Sent, s.Received, summaryLoss(s))
 	if s.Up > 0 {
 		fmt.Fprintf(tw, "rtt (per-host avg)\tp50 %s ms, p90 %s ms, p99 %s ms, max %s ms\n",
 			FormatMs(s.RTTP50), FormatMs(s.RTTP90), FormatMs(s.RTTP99), FormatMs(s.RTTMax))
@@ -116,6 +116,9 @@ func WriteSummary(w io.Writer, format string, s aggregator.Summary) error {
 		fmt.Fprintf(tw, "callback\t%s\n", s.CallbackURL)
 	}
 	fmt.Fprintf(tw, "created\t%s\n", FormatTime(s.Created))
+	if !s.Started.IsZero() {
+		fmt.Fprintf(tw, "started\t%s (first ping)\n", FormatTime(s.Started))
+	}
 	if !s.Finished.IsZero() {
 		fmt.Fprintf(tw, "finished\t%s\n", FormatTime(s.Finished))
 	}
@@ -134,9 +137,26 @@ var SummaryCSVHeader = []string{"id", "state", "total", "done", "pending", "up",
 func summaryRow(s aggregator.Summary) []string {
 	return []string{s.ID, string(s.State), strconv.Itoa(s.Total), strconv.Itoa(s.Done),
 		strconv.Itoa(s.Pending), strconv.Itoa(s.Up), strconv.Itoa(s.Down), strconv.Itoa(s.Error),
-		strconv.Itoa(s.Cancelled), strconv.Itoa(s.Expired), strconv.Itoa(s.Sent), strconv.Itoa(s.Received), FormatFloat(s.LossPct), FormatFloat(s.RTTP50),
-		FormatFloat(s.RTTP90), FormatFloat(s.RTTP99), FormatFloat(s.RTTMax), FormatTime(s.Created),
+		strconv.Itoa(s.Cancelled), strconv.Itoa(s.Expired), strconv.Itoa(s.Sent), strconv.Itoa(s.Received), csvIf(s.Sent > 0, s.LossPct),
+		csvIf(s.Up > 0, s.RTTP50), csvIf(s.Up > 0, s.RTTP90), csvIf(s.Up > 0, s.RTTP99), csvIf(s.Up > 0, s.RTTMax), FormatTime(s.Created),
 		FormatTime(s.Started), FormatTime(s.Finished), FormatFloat(s.DurationSec)}
+}
+
+// csvIf is v's field, or an empty one when it means nothing (no request
+// sent, no host up), as JSON has null.
+func csvIf(ok bool, v float64) string {
+	if !ok {
+		return ""
+	}
+	return FormatFloat(v)
+}
+
+// summaryLoss is s's loss for the table, "-" when nothing was sent.
+func summaryLoss(s aggregator.Summary) string {
+	if s.Sent == 0 {
+		return "-"
+	}
+	return FormatPct(s.LossPct)
 }
 
 // WriteBatches prints a list of batch summaries: a table with one line
@@ -171,7 +191,7 @@ func WriteBatches(w io.Writer, format string, list []aggregator.Summary) error {
 	fmt.Fprintln(tw, "BATCH\tSTATE\tCREATED\tHOSTS\tDONE\tUP\tDOWN\tERROR\tCANCELLED\tEXPIRED\tLOSS\tDURATION")
 	for _, s := range list {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%.1fs\n", s.ID, s.State, FormatTime(s.Created),
-			s.Total, s.Done, s.Up, s.Down, s.Error, s.Cancelled, s.Expired, FormatPct(s.LossPct), s.DurationSec)
+			s.Total, s.Done, s.Up, s.Down, s.Error, s.Cancelled, s.Expired, summaryLoss(s), s.DurationSec)
 	}
 	return tw.Flush()
 }

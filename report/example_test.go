@@ -75,7 +75,8 @@ func ExampleWriteSummary() {
 	// rtt (per-host avg)  p50 0.530 ms, p90 0.530 ms, p99 0.530 ms, max 0.530 ms
 	// options             count 2, interval 200ms, timeout 500ms, size 56, ttl 64
 	// labels              env=prod, job=deploy
-	// created             2026-12-01T20:00:00Z
-	// finished            2026-12-01T20:00:01.5Z
+	// created             2026-12-01T20:00:00.000Z
+	// started             2026-12-01T20:00:00.005Z (first ping)
+	// finished            2026-12-01T20:00:01.500Z
 	// duration            1.500s
 }

@@ -231,12 +231,14 @@ func FormatPct(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) + "
 // FormatFloat formats v with as many digits as it needs.
 func FormatFloat(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
 
-// FormatTime formats t as RFC 3339 in UTC, or "" when zero.
+// FormatTime formats t as RFC 3339 in UTC with milliseconds, the
+// precision batches keep, always three digits so columns line up; "" when
+// zero.
 func FormatTime(t time.Time) string {
 	if t.IsZero() {
 		return ""
 	}
-	return t.UTC().Format(time.RFC3339Nano)
+	return t.UTC().Format("2006-01-02T15:04:05.000Z07:00")
 }
 
 func dash(s string) string {

@@ -56,7 +56,7 @@ func (b *batchFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&b.skipInvalid, "skip-invalid", false, "report invalid hosts but submit the valid ones")
 	fs.IntVar(&b.maxExpand, "max-expand", enqueuer.DefaultMaxExpand, "most hosts one CIDR or range may expand to")
 	fs.IntVar(&b.maxHosts, "max-hosts", enqueuer.DefaultMaxHosts, "most hosts in one batch")
-	fs.StringVar(&b.batchID, "batch-id", "", "batch ID (default: a new ULID); the ID of an interrupted batch resumes it")
+	fs.StringVar(&b.batchID, "batch-id", "", "batch ID (default: a new ULID); the ID of an interrupted batch resumes it, that of an ended one pings nothing again")
 	fs.StringArrayVar(&b.labels, "label", nil, "label the batch with `KEY=VALUE`; repeatable")
 	fs.DurationVar(&b.deadline, "deadline", 0, "expire the hosts not pinged this long after submission (default: once no result came for 5 minutes)")
 	fs.IntVar(&b.maxInFlight, "max-in-flight", 0, "most hosts of this batch pinged at once across the fleet, its cap on the fleet's share (0: none of its own)")

@@ -57,6 +57,7 @@ Exit code 3 if a batch is unknown or had already ended otherwise.`,
 	}
 	a.outputFlag(cmd)
 	a.shardsFlag(cmd)
+	_ = cmd.Flags().MarkHidden("shards") // the fleet's, read from Redis: only for a fleet that records none
 	return cmd
 }
 

@@ -85,6 +85,7 @@ type app struct {
 	getenv         func(string) string
 
 	redisURL  string
+	rideOut   bool // wait for a Redis that does not answer yet (see ping)
 	output    string
 	logLevel  string
 	logFormat string
@@ -223,6 +224,7 @@ Exit codes (as fping): 0 all hosts up, 1 some down, 2 some not pinged
 
 	root.AddCommand(a.runCommand(), a.enqueueCommand(), a.workerCommand(), a.waitCommand(),
 		a.statusCommand(), a.resultsCommand(), a.batchesCommand(), a.cancelCommand(), a.serveCommand(), a.versionCommand(), a.manCommand())
+	completeEnums(root) // its persistent flags: --log-level, --log-format
 	for _, c := range root.Commands() {
 		completeEnums(c)
 		switch c.Name() {
@@ -312,12 +314,36 @@ func (a *app) redis(ctx context.Context, embedded localredis.Kind) (redis.Univer
 		return nil, usageErr("--redis: %v", err)
 	}
 	a.closers = append(a.closers, func() { _ = c.Close() })
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := c.Ping(pctx).Err(); err != nil {
+	if err := a.ping(ctx, c); err != nil {
 		return nil, systemErr(fmt.Errorf("connect to redis %s: %w", redisconn.Redact(a.redisURL), err))
 	}
 	return c, nil
+}
+
+// ping checks that Redis answers. A command that follows a batch
+// (a.rideOut) waits for it as it does mid-batch, up to redisOutage.
+func (a *app) ping(ctx context.Context, c redis.UniversalClient) error {
+	var since time.Time
+	for retry := redisRetry; ; retry = nextRetry(retry) {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := c.Ping(pctx).Err()
+		cancel()
+		if err == nil || !a.rideOut || ctx.Err() != nil {
+			return err
+		}
+		if since.IsZero() {
+			since = time.Now()
+			fmt.Fprintf(a.stderr, "pingfleet: Redis does not answer (%v); trying again for up to %s\n", err, redisOutage)
+		}
+		if time.Since(since) > redisOutage {
+			return fmt.Errorf("unreachable for %s: %w", redisOutage, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(retry):
+		}
+	}
 }
 
 // connect opens the Redis connection (see redis) and the aggregator on it.

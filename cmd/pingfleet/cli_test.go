@@ -26,7 +26,12 @@ import (
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if code == 0 {
-		if err := goleak.Find(goleak.IgnoreTopFunction(deathsig.Spawner)); err != nil {
+		// toxiproxy v2.5.0 can leave a toxic's pipe blocked on its
+		// channel when the toxic is removed while the link closes
+		// (TestE2ERedisFaultsThroughProxy, once in a run): the library's,
+		// not ours.
+		if err := goleak.Find(goleak.IgnoreTopFunction(deathsig.Spawner),
+			goleak.IgnoreTopFunction("github.com/Shopify/toxiproxy/v2/toxics.(*NoopToxic).Pipe")); err != nil {
 			os.Stderr.WriteString("goleak: " + err.Error() + "\n")
 			code = 1
 		}
@@ -221,9 +226,10 @@ func TestReadCommands(t *testing.T) {
 		t.Errorf("status: exit %d, summary %+v", st.code, s)
 	}
 
+	// Its exit code is the batch's (an error host: 2), whatever is shown.
 	res := cli(t, "", "results", "read-cmds", redisURL, "--status", "up", "-o", "csv")
 	rows, err := csv.NewReader(strings.NewReader(res.stdout)).ReadAll()
-	if err != nil || res.code != ExitOK {
+	if err != nil || res.code != ExitUnresolved {
 		t.Fatalf("results csv: exit %d, %v\n%s", res.code, err, res.stdout)
 	}
 	var hosts []string
@@ -302,6 +308,13 @@ func TestCancelCommand(t *testing.T) {
 		}
 		if n := queued(); n != 0 {
 			t.Errorf("%d tasks still queued after cancel", n)
+		}
+	}
+	// Nothing pinged is no success: status, results and wait of the
+	// cancelled batch exit 2.
+	for _, c := range [][]string{{"status", "to-cancel"}, {"results", "to-cancel"}, {"wait", "to-cancel", "-q"}} {
+		if r := cli(t, "", append(c, redisURL)...); r.code != ExitUnresolved {
+			t.Errorf("%s of a cancelled batch: exit %d; want 2\n%s", c[0], r.code, r.stderr)
 		}
 	}
 	if r := cli(t, "", "run", redisURL, "127.0.6.50", "--batch-id", "done-already", "-q"); r.code != ExitOK {
@@ -479,8 +492,15 @@ func TestManAndCompletion(t *testing.T) {
 	if r := cli(t, "", "__complete", "status", "--redis", srv.URL(), ""); !strings.Contains(r.stdout, "to-complete\t") {
 		t.Errorf("completion of a batch ID:\n%s", r.stdout)
 	}
-	if r := cli(t, "", "__complete", "run", "--output", ""); !strings.Contains(r.stdout, "ndjson") {
-		t.Errorf("completion of --output:\n%s", r.stdout)
+	for _, tc := range [][]string{
+		{"run", "--output", "ndjson"},
+		{"enqueue", "--priority", "urgent"},
+		{"worker", "--log-level", "debug"},
+		{"status", "--log-format", "json"},
+	} {
+		if r := cli(t, "", "__complete", tc[0], tc[1], ""); !strings.Contains(r.stdout, tc[2]+"\n") {
+			t.Errorf("completion of %s %s: want %s among\n%s", tc[0], tc[1], tc[2], r.stdout)
+		}
 	}
 }
 
@@ -647,6 +667,67 @@ func TestDefaultMaxConnections(t *testing.T) {
 	}{{0, 1000}, {1024, 1000}, {4096, 2996}, {20000, 18900}, {1 << 20, 100000}, {1 << 62, 100000}} {
 		if got := defaultMaxConnections(tc.files); got != tc.want {
 			t.Errorf("defaultMaxConnections(%d) = %d; want %d", tc.files, got, tc.want)
+		}
+	}
+}
+
+// A batch past its deadline with no worker and no API server left (no
+// janitor to expire it): wait expires it itself, says so, prints the
+// hosts as expired and exits 2, instead of waiting for ever.
+func TestWaitExpiresOverdueBatch(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	redisURL := "--redis=" + srv.URL()
+	if r := cli(t, "", "enqueue", redisURL, "127.0.8.1-3", "--batch-id", "no-fleet", "--deadline", "1s"); r.code != ExitOK {
+		t.Fatalf("enqueue: exit %d\n%s", r.code, r.stderr)
+	}
+	start := time.Now()
+	r := cli(t, "", "wait", redisURL, "no-fleet", "-o", "json")
+	if r.code != ExitUnresolved || !strings.Contains(r.stderr, "batch no-fleet passed its deadline") {
+		t.Fatalf("wait: exit %d after %s, stderr %q; want 2 and the batch expired", r.code, time.Since(start), r.stderr)
+	}
+	var out struct {
+		Summary aggregator.Summary
+		Results []aggregator.Result
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
+		t.Fatalf("wait -o json: %v\n%s", err, r.stdout)
+	}
+	if s := out.Summary; s.State != aggregator.StateExpired || s.Expired != 3 || s.Up != 0 {
+		t.Errorf("summary %+v; want expired, 3 hosts expired", s)
+	}
+	for _, res := range out.Results {
+		if res.Status != aggregator.StatusExpired {
+			t.Errorf("result %+v; want expired", res)
+		}
+	}
+}
+
+// Each command's help lists only the flags that mean something to it.
+func TestHelpShowsOwnFlags(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		cmd      string
+		has, not []string
+	}{
+		{"run", []string{"--count", "--retries", "--embedded", "--concurrency"},
+			[]string{"--servers", "--task-check-interval", "--shutdown-timeout", "--shards", "--callback-secret", "--janitor"}},
+		{"worker", []string{"--servers", "--shards", "--janitor", "--callback-secret"}, []string{"--count", "--embedded"}},
+		{"status", []string{"--redis"}, []string{"--retention", "--shards", "--pprof", "--servers"}},
+		{"results", []string{"--sort", "--alive"}, []string{"--retention", "--shards", "--pprof"}},
+		{"batches", []string{"--label"}, []string{"--retention", "--shards", "--pprof"}},
+	} {
+		r := cli(t, "", tc.cmd, "--help")
+		help := r.stdout + r.stderr
+		for _, f := range tc.has {
+			if !strings.Contains(help, f+" ") {
+				t.Errorf("%s --help does not list %s", tc.cmd, f)
+			}
+		}
+		for _, f := range tc.not {
+			if strings.Contains(help, f+" ") {
+				t.Errorf("%s --help lists %s", tc.cmd, f)
+			}
 		}
 	}
 }

@@ -301,6 +301,11 @@ func TestE2EReenqueueAddsNoTasks(t *testing.T) {
 	w := runBinary(t, "", "wait", "nightly-1", "--redis", srv.URL(), "-o", "ndjson")
 	results, sum := ndjsonReport(t, w.stdout)
 	checkExactlyOnce(t, hosts, results, sum, aggregator.StatusUp)
+	// Once it ended, the same ID pings nothing again, and says so.
+	r = runBinary(t, hosts, args...)
+	if r.code != ExitOK || !strings.Contains(r.stderr, "batch nightly-1 had already ended (complete): nothing is pinged again") || queued() != 0 {
+		t.Errorf("enqueue of an ended batch: exit %d, %d tasks queued, stderr %q; want 0, none, and a note", r.code, queued(), r.stderr)
+	}
 }
 
 // Unprivileged ICMP sockets are allowed per network namespace by
@@ -326,9 +331,14 @@ func TestE2ESocketModes(t *testing.T) {
 		}
 		return cliResult{code, out.String(), errOut.String()}
 	}
-	r := inNS("run", "127.0.0.1", "-o", "ndjson", "--log-level", "warn")
+	// The fallback is worth a note, not a warning on every run as root.
+	r := inNS("run", "127.0.0.1", "-o", "ndjson")
+	if r.code != ExitOK || strings.Contains(r.stderr, "falling back") {
+		t.Errorf("default mode, ping sockets off: exit %d; want 0 without a warning\nstderr: %s", r.code, r.stderr)
+	}
+	r = inNS("run", "127.0.0.1", "-o", "ndjson", "--log-level", "info")
 	if r.code != ExitOK || !strings.Contains(r.stderr, "falling back to raw sockets") {
-		t.Errorf("default mode, ping sockets off: exit %d; want 0 with a fallback warning\nstderr: %s", r.code, r.stderr)
+		t.Errorf("default mode, ping sockets off, --log-level info: exit %d; want 0 with a note of the fallback\nstderr: %s", r.code, r.stderr)
 	}
 	r = inNS("run", "127.0.0.1", "-o", "ndjson", "--unprivileged")
 	if r.code != ExitUnresolved || !strings.Contains(r.stdout, "permission denied") {
@@ -603,6 +613,16 @@ func TestE2EWaitAcrossRedisRestart(t *testing.T) {
 	}
 	if log := p.stderr.String(); !strings.Contains(log, "Redis does not answer") || !strings.Contains(log, "Redis answers again") {
 		t.Errorf("stderr does not tell the outage:\n%s", log)
+	}
+	// A wait started while Redis is down waits for it too (longer than
+	// the client's own dial retries, about 2 s).
+	restarted := make(chan struct{})
+	go func() { defer close(restarted); srv.Restart(6 * time.Second) }()
+	testkit.Eventually(t, 5*time.Second, func() bool { return srv.Client().Ping(context.Background()).Err() != nil }, "Redis down")
+	r := runBinary(t, "", "wait", "--redis", srv.URL(), "restarted", "-o", "ndjson")
+	<-restarted
+	if r.code != ExitOK || !strings.Contains(r.stderr, "Redis does not answer") {
+		t.Errorf("wait started during an outage: exit %d\n%s", r.code, r.stderr)
 	}
 }
 

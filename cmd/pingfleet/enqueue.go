@@ -148,7 +148,10 @@ func (a *app) enqueued(o enqueuer.Outcome) error {
 	}
 	res := o.Submitted
 	a.logger.Info("batch submitted", "batch", res.ID, "hosts", res.Total, "enqueued", res.Enqueued, "existing", res.Existing, "resumed", res.Resumed)
-	if res.Resumed {
+	switch {
+	case res.Ended != "":
+		fmt.Fprintf(a.stderr, "pingfleet: batch %s had already ended (%s): nothing is pinged again, its results are the earlier ones; to ping the hosts again, give a new --batch-id or none\n", res.ID, res.Ended)
+	case res.Resumed:
 		fmt.Fprintf(a.stderr, "pingfleet: batch %s existed: %d tasks added, %d already queued or done\n", res.ID, res.Enqueued, res.Existing)
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"os"
 
 	"github.com/pingfleet/pingfleet/report"
+	"github.com/pingfleet/pingfleet/tasks"
 	"github.com/spf13/cobra"
 	"github.com/spf13/cobra/doc"
 )
@@ -69,12 +70,24 @@ func completeEnums(cmd *cobra.Command) {
 		"embedded": {"auto", "redis-server", "miniredis"},
 		"status":   {"up", "down", "error", "cancelled", "expired", "pending"},
 		"sort":     {"status", "loss", "rtt"},
+		"priority": priorityNames(),
+
+		"log-level":  {"debug", "info", "warn", "error"},
+		"log-format": {"text", "json"},
 
 		"timestamp-format": report.TimestampFormats,
 	}
 	for name, values := range enums {
-		if cmd.Flags().Lookup(name) != nil {
+		if cmd.LocalFlags().Lookup(name) != nil {
 			_ = cmd.RegisterFlagCompletionFunc(name, cobra.FixedCompletions(values, cobra.ShellCompDirectiveNoFileComp))
 		}
 	}
+}
+
+func priorityNames() []string {
+	out := make([]string, len(tasks.Priorities))
+	for i, p := range tasks.Priorities {
+		out[i] = string(p)
+	}
+	return out
 }

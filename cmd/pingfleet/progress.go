@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -15,17 +16,17 @@ import (
 const DefaultProgressInterval = 10 * time.Second
 
 // progress shows how a batch advances: a bar on a terminal; otherwise a
-// line every interval (none when it is 0). The rate and the time left
-// count from the first result seen, so none is shown before it.
+// line every interval (none when it is 0). The rate is the batch's pace
+// since its first ping (so a burst of first results, or a command
+// attached mid-batch, does not skew it), and the time left follows from
+// it; neither is shown before the first result.
 type progress struct {
 	w        io.Writer
 	bar      *progressbar.ProgressBar
 	interval time.Duration
 	now      func() time.Time
 
-	lastLine  time.Time
-	first     time.Time // when the first result came (or the first update, mid-batch)
-	firstDone int       // results done at first
+	lastLine time.Time
 }
 
 func newProgress(w io.Writer, terminal bool, total int, interval time.Duration) *progress {
@@ -46,18 +47,15 @@ func newProgress(w io.Writer, terminal bool, total int, interval time.Duration) 
 // update shows s, the batch's progress now.
 func (p *progress) update(s aggregator.Summary) {
 	now := p.now()
-	if p.first.IsZero() || s.Done == 0 {
-		p.firstDone, p.first = s.Done, now // nothing yet: the rate starts at the first result
-	}
 	counts := fmt.Sprintf("%d up, %d down, %d error", s.Up, s.Down, s.Error)
 	if n := s.Cancelled + s.Expired; n > 0 {
 		counts += fmt.Sprintf(", %d not pinged", n)
 	}
 	pace := ""
-	if el := now.Sub(p.first); s.Done > p.firstDone && el > 0 {
-		rate := float64(s.Done-p.firstDone) / el.Seconds()
-		pace = fmt.Sprintf(", %.0f hosts/s", rate)
-		if left := s.Total - s.Done; left > 0 && rate > 0 {
+	if el := now.Sub(s.Started); s.Done > 0 && !s.Started.IsZero() && el > 0 {
+		rate := float64(s.Done) / el.Seconds()
+		pace = ", " + hostsPerSecond(rate)
+		if left := s.Total - s.Done; left > 0 {
 			pace += ", " + (time.Duration(float64(left) / rate * float64(time.Second))).Round(time.Second).String() + " left"
 		}
 	}
@@ -70,6 +68,15 @@ func (p *progress) update(s aggregator.Summary) {
 		p.lastLine = now
 		fmt.Fprintf(p.w, "pingfleet: batch %s: %d of %d done (%s%s)\n", s.ID, s.Done, s.Total, counts, pace)
 	}
+}
+
+// hostsPerSecond writes rate for humans: whole hosts from 10 a second up,
+// two significant digits below ("0.5 hosts/s", not "1 hosts/s").
+func hostsPerSecond(rate float64) string {
+	if rate >= 10 {
+		return fmt.Sprintf("%.0f hosts/s", rate)
+	}
+	return strconv.FormatFloat(rate, 'g', 2, 64) + " hosts/s"
 }
 
 // end leaves the bar as it is: finished when the batch is, where it

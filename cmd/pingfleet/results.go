@@ -16,7 +16,7 @@ func (a *app) resultsCommand() *cobra.Command {
 	var sortBy string
 	cmd := &cobra.Command{
 		Use:   "results BATCH-ID",
-		Short: "Print each host's result, in submission order",
+		Short: "Print each host's result, in submission order; exit as status does",
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			statuses, err := rf.statuses()
@@ -47,7 +47,16 @@ func (a *app) resultsCommand() *cobra.Command {
 			if err := writeSorted(cmd.Context(), agg, args[0], sortBy, statuses, rw.Write); err != nil {
 				return lookupErr(err)
 			}
-			return rw.Close()
+			if err := rw.Close(); err != nil {
+				return err
+			}
+			// The exit code says how the batch went, as status's and
+			// fping's do, whatever the filter printed.
+			s, err := agg.Progress(cmd.Context(), args[0])
+			if err != nil {
+				return lookupErr(err)
+			}
+			return exitWith(resultCode(s))
 		},
 	}
 	cmd.Flags().StringSliceVar(&only, "status", nil, "only hosts with this status: up, down, error, cancelled, expired or pending (repeatable, comma-separated)")

@@ -108,6 +108,12 @@ in-process miniredis (slower for large batches). --embedded chooses.`,
 	rf.register(cmd, "")
 	lf.register(cmd)
 	cmd.Flags().StringVar(&embedded, "embedded", string(localredis.Auto), "private Redis without --redis: auto (redis-server if installed, else miniredis), redis-server or miniredis")
+	// The in-process worker's and fleet's tuning: they still apply (with
+	// --redis, run's worker is one of a fleet), but a user of run, as of
+	// fping, never needs them; worker --help lists them.
+	for _, f := range []string{"servers", "task-check-interval", "shutdown-timeout", "shards"} {
+		_ = cmd.Flags().MarkHidden(f)
+	}
 	return cmd
 }
 

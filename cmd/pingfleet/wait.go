@@ -25,8 +25,16 @@ const (
 )
 
 // redisOutage is how long a waiting command rides out a Redis that does
-// not answer before it gives up (saying how to resume).
-const redisOutage = time.Minute
+// not answer before it gives up (saying how to resume); it tries again
+// after redisRetry, doubling up to redisRetryMax.
+const (
+	redisOutage   = time.Minute
+	redisRetry    = 250 * time.Millisecond
+	redisRetryMax = 5 * time.Second
+)
+
+// nextRetry is the wait after retry d.
+func nextRetry(d time.Duration) time.Duration { return min(2*d, redisRetryMax) }
 
 // waitAndReport follows batch id until it completes, with a progress bar
 // when stderr is a terminal, then prints its report and returns the exit
@@ -67,6 +75,8 @@ func (a *app) wait(ctx context.Context, agg *aggregator.Aggregator, id string, s
 	t := time.NewTicker(poll)
 	defer t.Stop()
 	var down time.Time // since when Redis has not answered
+	retry := redisRetry
+	expired := false // by this command
 	for {
 		s, err := agg.Progress(ctx, id)
 		switch {
@@ -86,12 +96,13 @@ func (a *app) wait(ctx context.Context, agg *aggregator.Aggregator, id string, s
 			}
 			select {
 			case <-ctx.Done():
-			case <-time.After(time.Second):
+			case <-time.After(retry):
 			}
+			retry = nextRetry(retry)
 			continue
 		case !down.IsZero():
 			fmt.Fprintf(a.stderr, "pingfleet: Redis answers again after %s\n", time.Since(down).Round(100*time.Millisecond))
-			down = time.Time{}
+			down, retry = time.Time{}, redisRetry
 		}
 		if prog == nil && (!rf.quiet || rf.lines) {
 			prog = newProgress(a.stderr, isTerminal(a.stderr) && !rf.lines, s.Total, rf.progressEvery)
@@ -110,6 +121,21 @@ func (a *app) wait(ctx context.Context, agg *aggregator.Aggregator, id string, s
 				return s, lookupErr(err)
 			}
 			return s, nil
+		}
+		if !s.Deadline.IsZero() && time.Now().After(s.Deadline) && !expired {
+			// Past its deadline: a janitor (any worker's, serve's)
+			// expires it, but there may be none left. Do its work.
+			acted, err := agg.ExpireOverdue(ctx, id)
+			switch {
+			case err != nil:
+				fmt.Fprintf(a.stderr, "pingfleet: batch %s is past its deadline; expiring it failed: %v\n", id, err)
+			case acted:
+				fmt.Fprintf(a.stderr, "pingfleet: batch %s passed its deadline (%s) with hosts not pinged: expired\n", id, s.Deadline.Local().Format(time.TimeOnly))
+			}
+			expired = acted
+			if acted {
+				continue // read it final
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -155,6 +181,7 @@ func (a *app) waitCommand() *cobra.Command {
 			if _, err := rf.statuses(); err != nil {
 				return err
 			}
+			a.rideOut = true // a Redis restarting when the wait starts
 			_, agg, err := a.connect(cmd.Context(), "")
 			if err != nil {
 				return err
