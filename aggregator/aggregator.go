@@ -72,9 +72,11 @@ type Aggregator struct {
 	tail      int // events a final batch's stream keeps; 0: no stream
 	shards    int // Config.StateShards
 
-	mu        sync.Mutex
-	layouts   map[string]layout // sharded batches' layouts
-	slots     *tasks.SlotMap    // the Cluster's, read at slotsRead
+	mu      sync.Mutex
+	layouts map[string]layout // sharded batches' layouts, for the writers
+
+	slotsMu   sync.Mutex
+	slots     *tasks.SlotMap // the Cluster's, read at slotsRead
 	slotsRead time.Time
 }
 

@@ -729,3 +729,25 @@ func TestClusterSpreadsBatchState(t *testing.T) {
 		t.Errorf("events: %d; want 3000 results and the complete event", len(evs))
 	}
 }
+
+// A Create that stopped before indexing its batch (killed between the
+// record and the indexes): the next Create of the same batch indexes it,
+// so that listings and the janitor see it.
+func TestCreateResumedIsIndexed(t *testing.T) {
+	t.Parallel()
+	agg, srv := setup(t, aggregator.Config{})
+	ctx := context.Background()
+	hs := hosts(3)
+	create(t, agg, "unindexed", hs)
+	rdb := srv.Client()
+	rdb.ZRem(ctx, "pingfleet:open", "unindexed")
+	rdb.ZRem(ctx, "pingfleet:batches", "unindexed")
+	if existed, err := agg.Create(ctx, aggregator.Batch{ID: "unindexed", Hosts: hs, Options: tasks.PingOptions{Count: 2}}); err != nil || !existed {
+		t.Fatalf("Create again = %v, %v; want existed", existed, err)
+	}
+	for _, k := range []string{"pingfleet:open", "pingfleet:batches"} {
+		if _, err := rdb.ZScore(ctx, k, "unindexed").Result(); err != nil {
+			t.Errorf("%s: batch not indexed after the second Create: %v", k, err)
+		}
+	}
+}

@@ -241,7 +241,7 @@ func (b *Batcher) write(ctx context.Context, groups []*recordGroup) []*recordGro
 		}
 		for j, req := range g.reqs {
 			if outs[j] == Completed && g.l.sharded() {
-				outs[j] = b.agg.completeShard(ctx, g.id, g.j)
+				outs[j] = b.agg.completeShard(ctx, g.id, g.l, g.j)
 			}
 			req.out <- recordRes{outs[j], nil}
 		}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -56,14 +57,12 @@ func (a *Aggregator) Create(ctx context.Context, b Batch) (existed bool, err err
 	}
 	existed = res == 0
 	if existed { // the layout it was created with
-		a.forget(b.ID)
-		if l, err = a.layoutOf(ctx, b.ID); err != nil {
-			return existed, err
-		}
-	} else if l.sharded() {
-		if _, err := a.remember(b.ID, l.String()); err != nil {
-			return false, err
-		}
+		l, err = a.layoutOf(ctx, b.ID)
+	} else { // and forget one of an earlier batch of this ID
+		_, err = a.remember(b.ID, l.String())
+	}
+	if err != nil {
+		return existed, err
 	}
 	if l.sharded() {
 		err = a.loadShards(ctx, b.ID, l, b.Hosts)
@@ -73,12 +72,28 @@ func (a *Aggregator) Create(ctx context.Context, b Batch) (existed bool, err err
 	if err != nil {
 		return existed, err
 	}
-	if !existed {
+	if existed {
+		// An earlier call may have stopped before indexing it: index it
+		// unless it is, as it was created.
+		v, err := a.rdb.HMGet(ctx, metaKey(b.ID), "created", "deadline", "state").Result()
+		if err != nil {
+			return existed, fmt.Errorf("index batch %s: %w", b.ID, err)
+		}
+		c, _ := v[0].(string)
+		d, _ := v[1].(string)
+		created, _ := strconv.ParseInt(c, 10, 64)
+		dl, _ := strconv.ParseInt(d, 10, 64)
+		now, deadline = time.UnixMilli(created), time.UnixMilli(dl)
+		if st, _ := v[2].(string); State(st).Final() {
+			return existed, nil // its lifecycle may be closed: leave it so
+		}
+	}
+	{
 		// The index is outside the batch's slot, so not in the script. An
 		// entry whose batch expired is dropped by Recent.
 		_, err := a.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			p.ZAdd(ctx, indexKey, redis.Z{Score: float64(now.UnixMilli()), Member: b.ID})
-			p.ZAdd(ctx, openKey, redis.Z{Score: float64(deadline.UnixMilli()), Member: b.ID})
+			p.ZAddNX(ctx, indexKey, redis.Z{Score: float64(now.UnixMilli()), Member: b.ID})
+			p.ZAddNX(ctx, openKey, redis.Z{Score: float64(deadline.UnixMilli()), Member: b.ID})
 			return nil
 		})
 		if err != nil {
@@ -127,10 +142,21 @@ func shardCounts(l layout, hosts []string) []int {
 // A re-run after a crash fills the pending sets again from the first
 // host not listed, before any of their tasks exists.
 func (a *Aggregator) loadShards(ctx context.Context, id string, l layout, hosts []string) error {
-	loaded, err := a.rdb.HGet(ctx, metaKey(id), "loaded").Int()
+	var loadedCmd *redis.StringCmd
+	var ttlCmd *redis.DurationCmd
+	_, err := a.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		loadedCmd = p.HGet(ctx, metaKey(id), "loaded")
+		ttlCmd = p.PTTL(ctx, metaKey(id))
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("load hosts of batch %s: %w", id, err)
 	}
+	loaded, err := loadedCmd.Int()
+	if err != nil {
+		return fmt.Errorf("load hosts of batch %s: %w", id, err)
+	}
+	ttl := ttlCmd.Val() // the record's: every key of the batch expires with it
 	if loaded >= len(hosts) {
 		return nil
 	}
@@ -140,15 +166,17 @@ func (a *Aggregator) loadShards(ctx context.Context, id string, l layout, hosts 
 		j := l.of(h)
 		byShard[j] = append(byShard[j], h)
 	}
-	retention := a.retention.Milliseconds()
+	if ttl <= 0 {
+		ttl = a.retention
+	}
 	_, err = a.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for j := range l.n {
 			tag := l.tag(id, j)
-			createShardScript.Eval(ctx, p, []string{shardKey(tag)}, counts[j], retention)
+			createShardScript.Eval(ctx, p, []string{shardKey(tag)}, counts[j], ttl.Milliseconds())
 			for k := 0; k < len(byShard[j]); k += hostChunk {
 				p.SAdd(ctx, pendingKey(tag), byShard[j][k:min(k+hostChunk, len(byShard[j]))]...)
 			}
-			p.PExpire(ctx, pendingKey(tag), a.retention)
+			p.PExpire(ctx, pendingKey(tag), ttl)
 		}
 		return nil
 	})

@@ -30,3 +30,9 @@ func (a *Aggregator) Shards(ctx context.Context, id string) (int, error) {
 	l, err := a.layoutOf(ctx, id)
 	return l.n, err
 }
+
+// ShardOf is the shard of batch id that host's state is in.
+func (a *Aggregator) ShardOf(ctx context.Context, id, host string) (int, error) {
+	l, err := a.layoutOf(ctx, id)
+	return l.of(host), err
+}

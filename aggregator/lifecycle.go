@@ -30,7 +30,9 @@ func (a *Aggregator) Finalize(ctx context.Context, id string, state State) (bool
 	}
 	var n int
 	if l.sharded() {
-		n, err = a.finalizeShards(ctx, id, l, state)
+		// It ends in the state an earlier, interrupted call began, if
+		// one did.
+		n, state, err = a.finalizeShards(ctx, id, l, state)
 	} else {
 		n, err = finalizeScript.Run(ctx, a.rdb, []string{metaKey(id), pendingKey(id), eventsKey(id)},
 			string(state), a.now().UnixMilli(), string(hostStatus), a.tail).Int()
@@ -54,18 +56,19 @@ func (a *Aggregator) Finalize(ctx context.Context, id string, state State) (bool
 // not: it marks the record as ending in state (or in the state an earlier
 // call began), closes each shard (its hosts still pending counted under
 // that state's status, its event stream given the final event), then ends
-// the record. It answers as finalizeScript does.
-func (a *Aggregator) finalizeShards(ctx context.Context, id string, l layout, state State) (int, error) {
+// the record. It answers as finalizeScript does, with the state the batch
+// ends in.
+func (a *Aggregator) finalizeShards(ctx context.Context, id string, l layout, state State) (int, State, error) {
 	v, err := finalizeBeginScript.Run(ctx, a.rdb, []string{metaKey(id)}, string(state)).Result()
 	if err != nil {
-		return 0, err
+		return 0, state, err
 	}
 	if n, ok := v.(int64); ok && n < 0 {
-		return -1, nil
+		return -1, state, nil
 	}
 	ending, _ := v.(string)
 	if ending == "" {
-		return 0, nil // final already
+		return 0, state, nil // final already
 	}
 	status := StatusExpired
 	if State(ending) == StateCancelled {
@@ -82,9 +85,22 @@ func (a *Aggregator) finalizeShards(ctx context.Context, id string, l layout, st
 		return nil
 	})
 	if err != nil {
-		return 0, err
+		return 0, State(ending), err
 	}
-	return finalizeEndScript.Run(ctx, a.rdb, []string{metaKey(id)}, now).Int()
+	for j, c := range cmds {
+		// A shard not closed (or gone): the record stays ending, and
+		// the janitor finalizes it again.
+		if n, err := c.Int(); err != nil {
+			return 0, State(ending), fmt.Errorf("close shard %d: %w", j, err)
+		} else if n < 0 {
+			return 0, State(ending), fmt.Errorf("close shard %d: %w", j, ErrNotFound)
+		}
+	}
+	n, err := finalizeEndScript.Run(ctx, a.rdb, []string{metaKey(id)}, now).Int()
+	if n == 1 {
+		a.trimShards(ctx, id, l)
+	}
+	return n, State(ending), err
 }
 
 // CancelChannel is the Redis pub/sub channel on which the IDs of cancelled
@@ -151,9 +167,9 @@ func (a *Aggregator) OpenBatches(ctx context.Context, limit int) ([]OpenBatch, e
 		out[i] = OpenBatch{ID: z.Member.(string), State: State(st), Deadline: time.UnixMilli(int64(z.Score)).UTC(), CallbackURL: cb, Gone: v[0] == nil, Cleanup: v[5] != nil,
 			Idle: time.Duration(num(v[2])) * time.Millisecond, Progress: time.UnixMilli(progress).UTC(), Ending: State(ending)}
 		if shards, _ := v[6].(string); shards != "" && !out[i].State.Final() {
-			if err := a.shardProgress(ctx, &out[i], shards); err != nil {
-				return nil, err
-			}
+			// A batch whose shards cannot be read now is listed with its
+			// record's figures only: the others are still served.
+			_ = a.shardProgress(ctx, &out[i], shards)
 		}
 	}
 	return out, nil
@@ -217,6 +233,10 @@ func (a *Aggregator) ExpireOverdue(ctx context.Context, id string) (bool, error)
 		if err := a.shardProgress(ctx, &b, shards); err != nil {
 			return false, err
 		}
+	}
+	if b.Stalled { // all its results are in: complete it, as the janitor would
+		_, err := a.Complete(ctx, id)
+		return false, err
 	}
 	if !b.Overdue(a.now()) {
 		return false, nil

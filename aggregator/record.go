@@ -39,7 +39,7 @@ func (a *Aggregator) Record(ctx context.Context, id string, r Result) (Outcome, 
 			return Duplicate, fmt.Errorf("record %s in batch %s: %w", r.Host, id, err)
 		}
 		if outs[0] == Completed && l.sharded() {
-			outs[0] = a.completeShard(ctx, id, j)
+			outs[0] = a.completeShard(ctx, id, l, j)
 		}
 		return outs[0], nil
 	}
@@ -79,8 +79,9 @@ func (a *Aggregator) relayout(ctx context.Context, id string, l *layout, err err
 // that completed the batch. When the batch's record cannot be told, the
 // result is counted all the same, and the janitor completes the batch
 // (OpenBatch.Stalled).
-func (a *Aggregator) completeShard(ctx context.Context, id string, j int) Outcome {
+func (a *Aggregator) completeShard(ctx context.Context, id string, l layout, j int) Outcome {
 	if done, err := a.shardDone(ctx, id, j); err == nil && done {
+		a.trimShards(ctx, id, l)
 		return Completed
 	}
 	return Counted

@@ -217,7 +217,10 @@ if done >= tonumber(redis.call('HGET', KEYS[1], 'total')) then
   redis.call('HSET', KEYS[1], 'state', 'complete', 'finished', ARGV[1], 'fseq', done + 1)
   if events then
     redis.call('XADD', KEYS[5], '0-' .. (done + 1), 't', 'complete')
-    redis.call('XTRIM', KEYS[5], 'MAXLEN', ARGV[2])
+    -- A shard's stream is trimmed once the whole batch is final.
+    if redis.call('HEXISTS', KEYS[1], 'shard') == 0 then
+      redis.call('XTRIM', KEYS[5], 'MAXLEN', ARGV[2])
+    end
   end
   out[last] = 2
 end

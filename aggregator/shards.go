@@ -39,6 +39,10 @@ import (
 // then ends the record; a finalizer that dies in between is repeated by
 // the janitor.
 //
+// A shard's event stream is trimmed to its tail once the whole batch is
+// final (trimShards), not when the shard completes: a reader behind in
+// one shard of a running batch still reads it from the stream.
+//
 // A batch of one shard, and every batch on one Redis or Sentinel, keeps
 // the single-tag layout: nothing of this costs them anything.
 
@@ -51,9 +55,14 @@ const minShardHosts = 1000
 const maxShards = 64
 
 // layout says where a batch's per-host state lives: n == 1, one tag (the
-// batch ID), or n shards with salted tags.
+// batch ID), or n shards with salted tags. The tags also carry a number
+// of the batch's creation (its time in ms), so that a layout remembered
+// from an earlier batch of the same ID, expired since, never finds the new
+// one's keys: its writes then fail (ErrNotFound) and the layout is read
+// again.
 type layout struct {
 	n     int
+	nonce int64
 	salts []int
 }
 
@@ -67,11 +76,11 @@ func (l layout) tag(id string, j int) string {
 	if !l.sharded() {
 		return id
 	}
-	return shardTag(id, j, l.salts[j])
+	return shardTag(id, l.nonce, j, l.salts[j])
 }
 
-func shardTag(id string, j, salt int) string {
-	return id + ":s" + strconv.Itoa(j) + "." + strconv.Itoa(salt)
+func shardTag(id string, nonce int64, j, salt int) string {
+	return id + ":s" + strconv.Itoa(j) + "." + strconv.FormatInt(nonce, 36) + "." + strconv.Itoa(salt)
 }
 
 // of returns the shard of host.
@@ -84,8 +93,8 @@ func (l layout) of(host string) int {
 	return int(h.Sum32() % uint32(l.n))
 }
 
-// String is the layout as the batch record keeps it: "<n> <salt>,<salt>...",
-// "" for a single shard.
+// String is the layout as the batch record keeps it: "<n> <nonce>
+// <salt>,<salt>...", "" for a single shard.
 func (l layout) String() string {
 	if !l.sharded() {
 		return ""
@@ -94,19 +103,24 @@ func (l layout) String() string {
 	for i, v := range l.salts {
 		s[i] = strconv.Itoa(v)
 	}
-	return strconv.Itoa(l.n) + " " + strings.Join(s, ",")
+	return strconv.Itoa(l.n) + " " + strconv.FormatInt(l.nonce, 10) + " " + strings.Join(s, ",")
 }
 
 func parseLayout(s string) (layout, error) {
 	if s == "" {
 		return single, nil
 	}
-	ns, list, ok := strings.Cut(s, " ")
-	n, err := strconv.Atoi(ns)
-	if !ok || err != nil || n < 2 || n > maxShards {
+	f := strings.Fields(s)
+	if len(f) != 3 {
 		return single, fmt.Errorf("shard layout %q", s)
 	}
-	l := layout{n: n, salts: make([]int, 0, n)}
+	n, err := strconv.Atoi(f[0])
+	nonce, err2 := strconv.ParseInt(f[1], 10, 64)
+	if err != nil || err2 != nil || n < 2 || n > maxShards {
+		return single, fmt.Errorf("shard layout %q", s)
+	}
+	list := f[2]
+	l := layout{n: n, nonce: nonce, salts: make([]int, 0, n)}
 	for v := range strings.SplitSeq(list, ",") {
 		salt, err := strconv.Atoi(v)
 		if err != nil || salt < 0 {
@@ -148,7 +162,7 @@ func (a *Aggregator) choose(ctx context.Context, id string, hosts int) (layout, 
 	if n < 2 {
 		return single, nil
 	}
-	l := layout{n: n, salts: make([]int, n)}
+	l := layout{n: n, nonce: a.now().UnixMilli(), salts: make([]int, n)}
 	if m == nil || len(m.Masters) < 2 {
 		return l, nil
 	}
@@ -160,7 +174,7 @@ func (a *Aggregator) choose(ctx context.Context, id string, hosts int) (layout, 
 	for j := range l.salts {
 		want := masters[(home+1+j)%len(masters)]
 		for salt := range 64 * len(masters) {
-			if m.Master(tasks.Slot(shardKey(shardTag(id, j, salt)))) == want {
+			if m.Master(tasks.Slot(shardKey(shardTag(id, l.nonce, j, salt)))) == want {
 				l.salts[j] = salt
 				break
 			}
@@ -178,8 +192,10 @@ func (a *Aggregator) slotMap(ctx context.Context) (*tasks.SlotMap, error) {
 	if _, ok := a.rdb.(*redis.ClusterClient); !ok {
 		return nil, nil
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	// Its own lock, held over the read: a slow Cluster does not hold up
+	// the writers, which take a.mu.
+	a.slotsMu.Lock()
+	defer a.slotsMu.Unlock()
 	if a.slots != nil && a.now().Sub(a.slotsRead) < slotMapAge {
 		return a.slots, nil
 	}
@@ -194,17 +210,11 @@ func (a *Aggregator) slotMap(ctx context.Context) (*tasks.SlotMap, error) {
 // layoutCache bounds the layouts an Aggregator remembers.
 const layoutCache = 4096
 
-// layoutOf returns batch id's layout. Sharded layouts are remembered (a
-// batch's layout never changes); a batch that is not sharded, or does not
-// exist, costs a read each time, which only callers off the hot path make
-// (the record script tells a writer when a batch is sharded).
+// layoutOf reads batch id's layout from its record, and remembers it for
+// the writers (cached) if it is sharded. Callers off the hot path
+// (finalizing, events, pending hosts) read it so each time: a batch ID may
+// be used again once its batch expired, with another layout.
 func (a *Aggregator) layoutOf(ctx context.Context, id string) (layout, error) {
-	a.mu.Lock()
-	l, ok := a.layouts[id]
-	a.mu.Unlock()
-	if ok {
-		return l, nil
-	}
 	s, err := a.rdb.HGet(ctx, metaKey(id), "shards").Result()
 	if errors.Is(err, redis.Nil) {
 		return single, nil
@@ -221,14 +231,16 @@ func (a *Aggregator) remember(id, s string) (layout, error) {
 	if err != nil {
 		return single, fmt.Errorf("batch %s: %w", id, err)
 	}
-	if l.sharded() {
-		a.mu.Lock()
-		if len(a.layouts) >= layoutCache {
-			clear(a.layouts)
-		}
-		a.layouts[id] = l
-		a.mu.Unlock()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !l.sharded() {
+		delete(a.layouts, id)
+		return l, nil
 	}
+	if len(a.layouts) >= layoutCache {
+		clear(a.layouts)
+	}
+	a.layouts[id] = l
 	return l, nil
 }
 
@@ -240,19 +252,37 @@ func (a *Aggregator) forget(id string) {
 	a.mu.Unlock()
 }
 
-// createShardScript writes a shard's counters unless they exist.
+// createShardScript writes a shard's counters unless they exist. Field
+// shard tells the record script it counts a shard's results, not a whole
+// batch's: the shard's event stream is trimmed once the batch is final
+// (trimShards), not when the shard completes.
 //
-// KEYS[1] -> pingfleet:{<id>:s<j>.<salt>}:shard
+// KEYS[1] -> pingfleet:{<id>:s<j>.<nonce>.<salt>}:shard
 // --
 // ARGV[1] -> hosts of the shard
-// ARGV[2] -> retention, ms
+// ARGV[2] -> TTL, ms: the batch record's
 var createShardScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'state', 'running', 'total', ARGV[1],
+redis.call('HSET', KEYS[1], 'state', 'running', 'total', ARGV[1], 'shard', 1,
   'done', 0, 'up', 0, 'down', 0, 'error', 0, 'cancelled', 0, 'expired', 0, 'sent', 0, 'recv', 0)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 `)
+
+// trimShards trims the event streams of sharded batch id, final now, to
+// their tails, as a final batch's stream is. Best effort: a stream left
+// whole costs memory until it expires, nothing else.
+func (a *Aggregator) trimShards(ctx context.Context, id string, l layout) {
+	if a.tail == 0 {
+		return
+	}
+	_, _ = a.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for j := range l.n {
+			p.XTrimMaxLen(ctx, eventsKey(l.tag(id, j)), int64(a.tail))
+		}
+		return nil
+	})
+}
 
 // shardDoneScript counts shard ARGV[1] of a sharded batch as complete and
 // completes the batch at its last shard, unless it is being ended
@@ -314,6 +344,9 @@ func (a *Aggregator) Complete(ctx context.Context, id string) (bool, error) {
 			return completed, err
 		}
 		completed = completed || done
+	}
+	if completed {
+		a.trimShards(ctx, id, l)
 	}
 	return completed, nil
 }

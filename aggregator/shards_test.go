@@ -3,6 +3,7 @@ package aggregator_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/pingfleet/pingfleet/aggregator"
@@ -142,5 +143,124 @@ func TestCancelSharded(t *testing.T) {
 		if want := map[bool]aggregator.Status{true: aggregator.StatusUp, false: aggregator.StatusCancelled}[i < 5]; st != want {
 			t.Errorf("result %d: %s; want %s", i, st, want)
 		}
+	}
+}
+
+// A shard that completes while others run keeps its whole event stream:
+// a reader from the start gets every result so far, then the rest and
+// the final event once the batch is final (and the streams are cut to
+// their tails then).
+func TestShardStreamKeptWhileRunning(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	a, err := aggregator.New(aggregator.Config{Client: srv.Client(), StateShards: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	hs := make([]string, 4000) // over 1,000 a shard: more than a final stream keeps
+	for i := range hs {
+		hs[i] = fmt.Sprintf("127.1.%d.%d", i/250, 1+i%250)
+	}
+	if _, err := a.Create(ctx, aggregator.Batch{ID: "early", Hosts: hs, Options: tasks.PingOptions{Count: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	var last string // a host of shard 2, recorded last
+	for _, h := range hs {
+		if j, _ := a.ShardOf(ctx, "early", h); j == 2 && last == "" {
+			last = h
+			continue
+		}
+		if _, err := a.Record(ctx, "early", aggregator.Result{Host: h, Status: aggregator.StatusDown, Sent: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func(after string) (evs []aggregator.Event) {
+		t.Helper()
+		for {
+			next, final, err := a.Events(ctx, "early", after, 0, func(e aggregator.Event) error { evs = append(evs, e); return nil })
+			if err != nil {
+				t.Fatalf("events after %q: %v", after, err)
+			}
+			if final || next == after {
+				return evs
+			}
+			after = next
+		}
+	}
+	if evs := read(""); len(evs) != len(hs)-1 {
+		t.Fatalf("running batch, two shards complete: %d events; want %d results", len(evs), len(hs)-1)
+	}
+	if o, err := a.Record(ctx, "early", aggregator.Result{Host: last, Status: aggregator.StatusDown, Sent: 1}); err != nil || o != aggregator.Completed {
+		t.Fatalf("last result: %v, %v; want Completed", o, err)
+	}
+	evs := read("")
+	if len(evs) != len(hs)+1 || evs[len(evs)-1].Type != "complete" {
+		t.Errorf("final batch: %d events; want %d results and the complete event", len(evs), len(hs))
+	}
+	keys, _ := a.KeysOf(ctx, "early")
+	for _, k := range keys {
+		if strings.HasSuffix(k, ":events") && k != "pingfleet:{early}:events" {
+			if n := srv.Client().XLen(ctx, k).Val(); n > 1000 {
+				t.Errorf("final batch: stream %s keeps %d entries; want its tail", k, n)
+			}
+		}
+	}
+}
+
+// A batch ID used again after its sharded batch expired: an Aggregator
+// that remembers the old layout writes to, finalizes and reads the new
+// batch, never the old shards.
+func TestShardLayoutOfReusedID(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	worker, err := aggregator.New(aggregator.Config{Client: srv.Client(), StateShards: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := []string{"127.0.42.1", "127.0.42.2", "127.0.42.3", "127.0.42.4", "127.0.42.5", "127.0.42.6"}
+	for round, shards := range []int{3, 1, 2} {
+		creator, err := aggregator.New(aggregator.Config{Client: srv.Client(), StateShards: shards})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if round > 0 { // the batch before expired: all its keys gone
+			keys, _ := creator.KeysOf(ctx, "weekly")
+			srv.Client().Del(ctx, keys...)
+		}
+		if _, err := creator.Create(ctx, aggregator.Batch{ID: "weekly", Hosts: hs, Options: tasks.PingOptions{Count: 1}}); err != nil {
+			t.Fatal(err)
+		}
+		for i, h := range hs[:5] {
+			o, err := worker.Record(ctx, "weekly", aggregator.Result{Host: h, Status: aggregator.StatusUp, Sent: 1, Received: 1, RTTAvg: 1})
+			if err != nil || o != aggregator.Counted {
+				t.Fatalf("round %d (%d shards), result %d: %v, %v; want Counted", round, shards, i, o, err)
+			}
+		}
+		if acted, err := worker.Finalize(ctx, "weekly", aggregator.StateCancelled); err != nil || !acted {
+			t.Fatalf("round %d: Finalize = %v, %v", round, acted, err)
+		}
+		s, err := worker.Summary(ctx, "weekly")
+		if err != nil || s.Up != 5 || s.Cancelled != 1 || s.State != aggregator.StateCancelled {
+			t.Errorf("round %d (%d shards): %+v, %v; want cancelled, 5 up, 1 cancelled", round, shards, s, err)
+		}
+	}
+}
+
+// A stalled sharded batch that wait finds past its deadline is completed,
+// not expired: every host has its result.
+func TestExpireOverdueCompletesStalled(t *testing.T) {
+	t.Parallel()
+	a, hosts := shardedBatch(t, "stalled-late", 9)
+	ctx := context.Background()
+	for _, h := range hosts {
+		recordInShard(t, a, "stalled-late", aggregator.Result{Host: h, Status: aggregator.StatusDown, Sent: 1})
+	}
+	if expired, err := a.ExpireOverdue(ctx, "stalled-late"); err != nil || expired {
+		t.Fatalf("ExpireOverdue = %v, %v; want false", expired, err)
+	}
+	if s, err := a.Summary(ctx, "stalled-late"); err != nil || s.State != aggregator.StateComplete || s.Expired != 0 {
+		t.Errorf("summary %+v, %v; want complete", s, err)
 	}
 }
