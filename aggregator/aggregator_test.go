@@ -23,7 +23,6 @@ import (
 	"github.com/pingfleet/pingfleet/aggregator"
 	"github.com/pingfleet/pingfleet/internal/deathsig"
 	"github.com/pingfleet/pingfleet/internal/redistest"
-	"github.com/pingfleet/pingfleet/redisconn"
 	"github.com/pingfleet/pingfleet/tasks"
 )
 
@@ -652,11 +651,7 @@ func TestShardedLayout(t *testing.T) {
 // back in submission order with the right figures.
 func TestClusterSpreadsBatchState(t *testing.T) {
 	t.Parallel()
-	rdb, err := redisconn.Open(redistest.StartCluster(t, 3))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = rdb.Close() })
+	rdb := redistest.StartClusterClient(t, 3)
 	agg, err := aggregator.New(aggregator.Config{Client: rdb})
 	if err != nil {
 		t.Fatal(err)

@@ -106,8 +106,12 @@ func (a *Aggregator) Create(ctx context.Context, b Batch) (existed bool, err err
 const hostChunk = 1000
 
 func (a *Aggregator) loadHosts(ctx context.Context, id string, hosts []string) error {
-	keys := []string{metaKey(id), hostsKey(id), pendingKey(id)}
-	loaded := 0
+	return a.appendHosts(ctx, id, []string{metaKey(id), hostsKey(id), pendingKey(id)}, hosts, 0)
+}
+
+// appendHosts runs addHostsScript on keys for each chunk of hosts from
+// position loaded on.
+func (a *Aggregator) appendHosts(ctx context.Context, id string, keys, hosts []string, loaded int) error {
 	args := make([]any, 0, hostChunk+1)
 	for loaded < len(hosts) {
 		end := min(loaded+hostChunk, len(hosts))
@@ -183,24 +187,7 @@ func (a *Aggregator) loadShards(ctx context.Context, id string, l layout, hosts 
 	if err != nil {
 		return fmt.Errorf("load the shards of batch %s: %w", id, err)
 	}
-	keys := []string{metaKey(id), hostsKey(id)}
-	args := make([]any, 0, hostChunk+1)
-	for loaded < len(hosts) {
-		end := min(loaded+hostChunk, len(hosts))
-		args = append(args[:0], loaded)
-		for _, h := range hosts[loaded:end] {
-			args = append(args, h)
-		}
-		n, err := addHostsScript.Run(ctx, a.rdb, keys, args...).Int()
-		if err != nil {
-			return fmt.Errorf("load hosts of batch %s: %w", id, err)
-		}
-		if n < 0 {
-			return fmt.Errorf("load hosts of batch %s: %w", id, ErrNotFound)
-		}
-		loaded = n
-	}
-	return nil
+	return a.appendHosts(ctx, id, []string{metaKey(id), hostsKey(id)}, hosts, loaded)
 }
 
 // digest identifies a batch's content, so that a re-run with the same ID
@@ -248,29 +235,11 @@ func (a *Aggregator) Pending(ctx context.Context, id string, hosts []string) ([]
 
 // pendingOf asks each shard of batch id which of hosts it has pending.
 func (a *Aggregator) pendingOf(ctx context.Context, id string, l layout, hosts []string) ([]bool, error) {
-	members := make([][]any, l.n)
-	for _, h := range hosts {
-		j := l.of(h)
-		members[j] = append(members[j], h)
-	}
-	cmds := make([]*redis.BoolSliceCmd, l.n)
-	_, err := a.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for j, m := range members {
-			if len(m) > 0 {
-				cmds[j] = p.SMIsMember(ctx, pendingKey(l.tag(id, j)), m...)
-			}
+	return perShard(ctx, a.rdb, l, hosts, func(p redis.Pipeliner, j int, hs []string) func() []bool {
+		members := make([]any, len(hs))
+		for i, h := range hs {
+			members[i] = h
 		}
-		return nil
+		return p.SMIsMember(ctx, pendingKey(l.tag(id, j)), members...).Val
 	})
-	if err != nil {
-		return nil, err
-	}
-	out := make([]bool, len(hosts))
-	next := make([]int, l.n)
-	for i, h := range hosts {
-		j := l.of(h)
-		out[i] = cmds[j].Val()[next[j]]
-		next[j]++
-	}
-	return out, nil
 }

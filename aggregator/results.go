@@ -94,31 +94,9 @@ func (a *Aggregator) resultsOf(ctx context.Context, id string, l layout, hosts [
 	if !l.sharded() {
 		return a.rdb.HMGet(ctx, resultsKey(id), hosts...).Result()
 	}
-	fields := make([][]string, l.n)
-	for _, h := range hosts {
-		j := l.of(h)
-		fields[j] = append(fields[j], h)
-	}
-	cmds := make([]*redis.SliceCmd, l.n)
-	_, err := a.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for j, f := range fields {
-			if len(f) > 0 {
-				cmds[j] = p.HMGet(ctx, resultsKey(l.tag(id, j)), f...)
-			}
-		}
-		return nil
+	return perShard(ctx, a.rdb, l, hosts, func(p redis.Pipeliner, j int, hs []string) func() []any {
+		return p.HMGet(ctx, resultsKey(l.tag(id, j)), hs...).Val
 	})
-	if err != nil {
-		return nil, err
-	}
-	out := make([]any, len(hosts))
-	next := make([]int, l.n)
-	for i, h := range hosts {
-		j := l.of(h)
-		out[i] = cmds[j].Val()[next[j]]
-		next[j]++
-	}
-	return out, nil
 }
 
 // workerNames reads the worker names of each shard of batch id.

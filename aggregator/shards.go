@@ -374,6 +374,45 @@ func (a *Aggregator) shardFields(ctx context.Context, id string, l layout, field
 	return out, nil
 }
 
+// perShard asks each shard of a batch of layout l about its share of
+// hosts, in one pipeline: ask queues shard j's command for its hosts hs
+// and returns what reads the answer, a value per host of hs in order. It
+// returns the values in the order of hosts.
+func perShard[T any](ctx context.Context, rdb redis.UniversalClient, l layout, hosts []string,
+	ask func(p redis.Pipeliner, j int, hs []string) func() []T) ([]T, error) {
+	shard := make([]int, len(hosts))
+	byShard := make([][]string, l.n)
+	for i, h := range hosts {
+		shard[i] = l.of(h)
+		byShard[shard[i]] = append(byShard[shard[i]], h)
+	}
+	answers := make([]func() []T, l.n)
+	_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for j, hs := range byShard {
+			if len(hs) > 0 {
+				answers[j] = ask(p, j, hs)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	vals := make([][]T, l.n)
+	for j, answer := range answers {
+		if answer != nil {
+			vals[j] = answer()
+		}
+	}
+	out := make([]T, len(hosts))
+	next := make([]int, l.n)
+	for i, j := range shard {
+		out[i] = vals[j][next[j]]
+		next[j]++
+	}
+	return out, nil
+}
+
 // counterFields are the fields of a batch record that its shards keep
 // instead when it is sharded, summed (or, for started, the earliest; for
 // rttmax and progress, the greatest) to read the batch.

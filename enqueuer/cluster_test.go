@@ -7,7 +7,6 @@ import (
 	"github.com/pingfleet/pingfleet/aggregator"
 	"github.com/pingfleet/pingfleet/enqueuer"
 	"github.com/pingfleet/pingfleet/internal/redistest"
-	"github.com/pingfleet/pingfleet/redisconn"
 	"github.com/pingfleet/pingfleet/tasks"
 )
 
@@ -16,11 +15,7 @@ import (
 // tasks, and the batch submitted again finds its tasks in the same queues.
 func TestClusterSpreadsQueues(t *testing.T) {
 	t.Parallel()
-	rdb, err := redisconn.Open(redistest.StartCluster(t, 3))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = rdb.Close() })
+	rdb := redistest.StartClusterClient(t, 3)
 	agg, err := aggregator.New(aggregator.Config{Client: rdb})
 	if err != nil {
 		t.Fatal(err)

@@ -16,15 +16,12 @@ import (
 	"github.com/pingfleet/pingfleet/internal/testkit"
 )
 
-// The janitor deletes the queued tasks of the batches it expires, and
-// finishes the clean-up of a cancelled batch whose canceller stopped
-// before deleting them (a process killed mid-DELETE): until then the
-// batch says it is cleaning.
-func TestJanitorCleansUp(t *testing.T) {
-	t.Parallel()
-	srv := redistest.Start(t)
-	rdb := srv.Client()
-	st := testkit.NewStore(t, rdb, aggregator.Config{})
+// newJanitor returns a janitor, and the store it sweeps, on a Redis of
+// its own; cfg configures the store's aggregator.
+func newJanitor(t *testing.T, cfg aggregator.Config) (*testkit.Store, *Janitor) {
+	t.Helper()
+	rdb := redistest.Start(t).Client()
+	st := testkit.NewStore(t, rdb, cfg)
 	notifier, err := NewNotifier(NotifierConfig{Client: asynq.NewClientFromRedisClient(rdb), Aggregator: st.Aggregator, Retention: time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -33,6 +30,16 @@ func TestJanitorCleansUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return st, j
+}
+
+// The janitor deletes the queued tasks of the batches it expires, and
+// finishes the clean-up of a cancelled batch whose canceller stopped
+// before deleting them (a process killed mid-DELETE): until then the
+// batch says it is cleaning.
+func TestJanitorCleansUp(t *testing.T) {
+	t.Parallel()
+	st, j := newJanitor(t, aggregator.Config{})
 	ctx := context.Background()
 	hosts := make([]string, 500)
 	for i := range hosts {
@@ -77,17 +84,8 @@ func TestJanitorCleansUp(t *testing.T) {
 // began.
 func TestJanitorRepairsShardedBatches(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t)
-	rdb := srv.Client()
-	st := testkit.NewStore(t, rdb, aggregator.Config{StateShards: 3})
-	notifier, err := NewNotifier(NotifierConfig{Client: asynq.NewClientFromRedisClient(rdb), Aggregator: st.Aggregator, Retention: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	j, err := NewJanitor(JanitorConfig{Aggregator: st.Aggregator, Notifier: notifier, Client: rdb, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, j := newJanitor(t, aggregator.Config{StateShards: 3})
+	rdb := st.Client
 	ctx := context.Background()
 	hosts := make([]string, 24)
 	for i := range hosts {
@@ -149,21 +147,11 @@ func TestJanitorRepairsShardedBatches(t *testing.T) {
 // once no result came for that long, it expires.
 func TestJanitorDeadlineFollowsProgress(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t)
-	rdb := srv.Client()
 	var mu sync.Mutex
 	clock := time.Now().Truncate(time.Millisecond) // as Redis keeps times
 	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
 	set := func(t time.Time) { mu.Lock(); defer mu.Unlock(); clock = t }
-	st := testkit.NewStore(t, rdb, aggregator.Config{Now: now})
-	notifier, err := NewNotifier(NotifierConfig{Client: asynq.NewClientFromRedisClient(rdb), Aggregator: st.Aggregator, Retention: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	j, err := NewJanitor(JanitorConfig{Aggregator: st.Aggregator, Notifier: notifier, Client: rdb, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, j := newJanitor(t, aggregator.Config{Now: now})
 	j.now = now
 	ctx := context.Background()
 	created := now()

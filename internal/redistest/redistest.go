@@ -28,6 +28,7 @@ import (
 
 	"github.com/pingfleet/pingfleet/internal/deathsig"
 	"github.com/pingfleet/pingfleet/internal/testkit"
+	"github.com/pingfleet/pingfleet/redisconn"
 )
 
 // Server is a running redis-server owned by one test.
@@ -243,6 +244,18 @@ func StartCluster(t testing.TB, n int) string {
 		u += sep + "addr=" + a
 	}
 	return u
+}
+
+// StartClusterClient starts a Redis Cluster of n masters as StartCluster
+// does and returns a client of it, closed when t ends.
+func StartClusterClient(t testing.TB, n int) redis.UniversalClient {
+	t.Helper()
+	rdb, err := redisconn.Open(StartCluster(t, n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb
 }
 
 // Sentinel is a master, a replica and one sentinel watching them.
