@@ -7,7 +7,10 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o /out/pingfleet ./cmd/pingfleet
+# docker build --build-arg VERSION=$(git describe --tags) --build-arg COMMIT=$(git rev-parse --short=12 HEAD)
+ARG VERSION=
+ARG COMMIT=
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w -X main.buildVersion=${VERSION} -X main.buildCommit=${COMMIT}" -o /out/pingfleet ./cmd/pingfleet
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/pingfleet /usr/local/bin/pingfleet

@@ -13,8 +13,12 @@ test-short:
 fuzz:
 	go test ./enqueuer -run '^$$' -fuzz FuzzParseHosts -fuzztime 60s
 
+# The version and commit from git, for builds that lack Go's VCS stamp.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+COMMIT ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null)
+
 build:
-	CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o bin/pingfleet ./cmd/pingfleet
+	CGO_ENABLED=0 go build -trimpath -ldflags='-s -w -X main.buildVersion=$(VERSION) -X main.buildCommit=$(COMMIT)' -o bin/pingfleet ./cmd/pingfleet
 
 # Man pages, one per command, generated from the commands themselves.
 man:

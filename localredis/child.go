@@ -48,6 +48,11 @@ func (c *child) stop(timeout time.Duration) error {
 	}
 }
 
+// ownGroup puts the private Redis in a process group of its own: a Ctrl-C
+// on the terminal signals the command's group, and the command, not the
+// terminal, ends its Redis, after reading the results so far from it.
+func ownGroup() *syscall.SysProcAttr { return &syscall.SysProcAttr{Setpgid: true} }
+
 // watchScript runs the server ("$@") and stops it with SIGTERM as soon as
 // its own standard input reaches end of file: when the parent closes the
 // pipe, or dies, whatever killed it. It exits when the server does.
@@ -66,6 +71,7 @@ exit $status`
 func startWatched(bin string, args []string, out io.Writer) (*child, error) {
 	cmd := exec.Command("/bin/sh", append([]string{"-c", watchScript, "sh", bin}, args...)...)
 	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = ownGroup()
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err

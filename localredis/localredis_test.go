@@ -207,7 +207,8 @@ func TestAtLeast(t *testing.T) {
 
 // TestChildDiesWithParent starts a helper process that starts a child the
 // way Start does (and the way it does on systems without a parent-death
-// signal), kills the helper with SIGKILL, and waits for the child to go.
+// signal), checks that it is in a process group of its own, kills the
+// helper with SIGKILL, and waits for the child to go.
 func TestChildDiesWithParent(t *testing.T) {
 	t.Parallel()
 	cases := []string{"watched"}
@@ -240,6 +241,11 @@ func TestChildDiesWithParent(t *testing.T) {
 			pid, _ := strconv.Atoi(strings.TrimSpace(line))
 			if !alive(pid) {
 				t.Fatalf("child %d not running before its parent died", pid)
+			}
+			// Out of the parent's process group, which a terminal's
+			// Ctrl-C signals: the parent ends it, after reading it.
+			if pg, err := syscall.Getpgid(pid); err != nil || pg == syscall.Getpgrp() {
+				t.Errorf("child %d in process group %d (%v); want one of its own, not its parent's %d", pid, pg, err, syscall.Getpgrp())
 			}
 			_ = cmd.Process.Kill()
 			_ = cmd.Wait()

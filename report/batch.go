@@ -31,6 +31,13 @@ type BatchOptions struct {
 // line {"summary": {...}}; csv holds the results only, and the summary goes
 // to errw as text.
 func WriteBatch(ctx context.Context, w, errw io.Writer, agg ResultSource, s aggregator.Summary, o BatchOptions) error {
+	return WriteBatchThen(ctx, w, errw, agg, s.ID, func() (aggregator.Summary, error) { return s, nil }, o)
+}
+
+// WriteBatchThen is WriteBatch for batch id, whose summary comes once
+// its results are written: from summary, for a source that gives them
+// while the batch runs (see Follow).
+func WriteBatchThen(ctx context.Context, w, errw io.Writer, agg ResultSource, id string, summary func() (aggregator.Summary, error), o BatchOptions) error {
 	if o.Format == "json" {
 		if _, err := io.WriteString(w, `{"results": `); err != nil {
 			return err
@@ -39,7 +46,11 @@ func WriteBatch(ctx context.Context, w, errw io.Writer, agg ResultSource, s aggr
 			if _, err := io.WriteString(w, "[]\n"); err != nil {
 				return err
 			}
-		} else if err := writeResults(ctx, w, agg, s.ID, o); err != nil {
+		} else if err := writeResults(ctx, w, agg, id, o); err != nil {
+			return err
+		}
+		s, err := summary()
+		if err != nil {
 			return err
 		}
 		b, err := json.Marshal(s)
@@ -50,9 +61,13 @@ func WriteBatch(ctx context.Context, w, errw io.Writer, agg ResultSource, s aggr
 		return err
 	}
 	if !o.Quiet {
-		if err := writeResults(ctx, w, agg, s.ID, o); err != nil {
+		if err := writeResults(ctx, w, agg, id, o); err != nil {
 			return err
 		}
+	}
+	s, err := summary()
+	if err != nil {
+		return err
 	}
 	switch o.Format {
 	case "table":

@@ -86,6 +86,7 @@ type app struct {
 
 	redisURL  string
 	rideOut   bool // wait for a Redis that does not answer yet (see ping)
+	events    bool // this command reads batches' event streams (--stream)
 	output    string
 	logLevel  string
 	logFormat string
@@ -352,8 +353,9 @@ func (a *app) connect(ctx context.Context, embedded localredis.Kind) (redis.Univ
 	if err != nil {
 		return nil, nil, err
 	}
-	// No one else reads a private Redis: its batches need no event stream.
-	agg, err := aggregator.New(aggregator.Config{Client: rdb, Retention: a.retention, NoEvents: a.local != nil})
+	// No one else reads a private Redis: its batches need no event stream
+	// unless this command follows it (--stream).
+	agg, err := aggregator.New(aggregator.Config{Client: rdb, Retention: a.retention, NoEvents: a.local != nil && !a.events})
 	if err != nil {
 		return nil, nil, systemErr(err)
 	}

@@ -297,6 +297,11 @@ func TestCancelCommand(t *testing.T) {
 	if n := queued(); n != 40 {
 		t.Fatalf("%d tasks queued; want 40", n)
 	}
+	// A batch still running: its hosts not done yet have not answered
+	// (exit 1), and the state says why.
+	if r := cli(t, "", "status", redisURL, "to-cancel", "-o", "json"); r.code != ExitDown || !strings.Contains(r.stdout, `"state": "running"`) {
+		t.Errorf("status of a running batch: exit %d, stdout %s; want 1 and state running", r.code, r.stdout)
+	}
 	for range 2 { // the second time, nothing changes and it is no error
 		r := cli(t, "", "cancel", redisURL, "to-cancel", "-o", "json")
 		var s aggregator.Summary
@@ -380,11 +385,22 @@ func TestUsageAndVersion(t *testing.T) {
 		{[]string{"version"}, ExitOK, runtime.Version()},
 		{[]string{"status", "x", "--shards", "4"}, ExitUsage, "unknown flag: --shards"},
 		{[]string{"run", "--janitor", "127.0.0.1"}, ExitUsage, "unknown flag: --janitor"},
+		{[]string{"run", "--stream", "-l", "127.0.0.1"}, ExitUsage, "--stream: --loop prints"},
 	} {
 		r := cli(t, "", tc.args...)
 		if r.code != tc.code || !strings.Contains(r.stdout+r.stderr, tc.out) {
 			t.Errorf("pingfleet %s: exit %d, output %q; want %d and %q", strings.Join(tc.args, " "), r.code, r.stdout+r.stderr, tc.code, tc.out)
 		}
+	}
+}
+
+// A version and commit given at link time (make build, the Dockerfile) are
+// what the binary says it is, wherever the build info has none.
+func TestVersionFromLinker(t *testing.T) {
+	defer func(v, c string) { buildVersion, buildCommit = v, c }(buildVersion, buildCommit)
+	buildVersion, buildCommit = "v9.8.7", "0123456789ab"
+	if got := version(); !strings.HasPrefix(got, "pingfleet v9.8.7, commit 0123456789ab, go") {
+		t.Errorf("version() = %q", got)
 	}
 }
 
@@ -716,6 +732,7 @@ func TestHelpShowsOwnFlags(t *testing.T) {
 		{"status", []string{"--redis"}, []string{"--retention", "--shards", "--pprof", "--servers"}},
 		{"results", []string{"--sort", "--alive"}, []string{"--retention", "--shards", "--pprof"}},
 		{"batches", []string{"--label"}, []string{"--retention", "--shards", "--pprof"}},
+		{"version", nil, []string{"--redis", "--log-level", "--cpuprofile", "Global Flags"}},
 	} {
 		r := cli(t, "", tc.cmd, "--help")
 		help := r.stdout + r.stderr

@@ -65,9 +65,9 @@ func cleanupBinary() {
 
 // proc is a running pingfleet process.
 type proc struct {
-	cmd    *exec.Cmd
-	stderr *testkit.SyncBuffer
-	done   chan struct{}
+	cmd            *exec.Cmd
+	stdout, stderr *testkit.SyncBuffer
+	done           chan struct{}
 }
 
 // startWorker starts `pingfleet worker` against redisURL; it is stopped
@@ -93,12 +93,19 @@ func startProcEnv(t *testing.T, env []string, args ...string) *proc {
 // startExec is startProcEnv for any program: path with args.
 func startExec(t *testing.T, path string, env []string, args ...string) *proc {
 	t.Helper()
+	return startExecAttr(t, path, env, nil, args...)
+}
+
+// startExecAttr is startExec with the process attributes attr.
+func startExecAttr(t *testing.T, path string, env []string, attr *syscall.SysProcAttr, args ...string) *proc {
+	t.Helper()
 	cmd := exec.Command(path, args...)
 	if env != nil {
 		cmd.Env = append(os.Environ(), env...)
 	}
-	p := &proc{cmd: cmd, stderr: &testkit.SyncBuffer{}, done: make(chan struct{})}
-	cmd.Stderr = p.stderr
+	cmd.SysProcAttr = attr
+	p := &proc{cmd: cmd, stdout: &testkit.SyncBuffer{}, stderr: &testkit.SyncBuffer{}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
 	if err := deathsig.Start(cmd); err != nil {
 		t.Fatal(err)
 	}
@@ -672,5 +679,63 @@ func TestE2ELoopInterrupted(t *testing.T) {
 	}
 	if code := p.cmd.ProcessState.ExitCode(); code != ExitOK {
 		t.Errorf("run -l after SIGINT: exit %d; want 0 (every host answered)\n%s", code, out)
+	}
+}
+
+// --stream prints each host's result as it is counted, while the batch
+// runs, each once; and, on a finished batch, each once from its results.
+func TestE2EStream(t *testing.T) {
+	t.Parallel()
+	// One host at a time, a second each: the first row is out long
+	// before the batch ends.
+	p := startProc(t, "run", "127.0.12.1-3", "-c", "2", "-p", "1s", "--concurrency", "1", "--stream", "-o", "ndjson")
+	testkit.Eventually(t, 30*time.Second, func() bool { return strings.Count(p.stdout.String(), "\n") >= 1 }, "a first row")
+	select {
+	case <-p.done:
+		t.Fatalf("run had ended by its first streamed row; stdout:\n%s", p.stdout)
+	default:
+	}
+	<-p.done
+	if code := p.cmd.ProcessState.ExitCode(); code != ExitOK {
+		t.Fatalf("run --stream: exit %d\n%s", code, p.stderr)
+	}
+	checkStreamed(t, p.stdout.String(), "127.0.12.1", "127.0.12.2", "127.0.12.3")
+
+	srv := redistest.Start(t)
+	if r := runBinary(t, "", "run", "--redis", srv.URL(), "127.0.12.10-29", "-c", "1", "--batch-id", "streamed", "-q"); r.code != ExitOK {
+		t.Fatalf("run: exit %d\n%s", r.code, r.stderr)
+	}
+	r := runBinary(t, "", "wait", "--redis", srv.URL(), "streamed", "--stream", "-o", "ndjson")
+	if r.code != ExitOK {
+		t.Fatalf("wait --stream of a finished batch: exit %d\n%s", r.code, r.stderr)
+	}
+	var hosts []string
+	for i := 10; i <= 29; i++ {
+		hosts = append(hosts, fmt.Sprintf("127.0.12.%d", i))
+	}
+	checkStreamed(t, r.stdout, hosts...)
+}
+
+// checkStreamed checks ndjson output: a row for each of hosts, in any
+// order, then the summary.
+func checkStreamed(t *testing.T, out string, hosts ...string) {
+	t.Helper()
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	seen := map[string]int{}
+	for _, l := range lines[:len(lines)-1] {
+		var r aggregator.Result
+		if err := json.Unmarshal([]byte(l), &r); err != nil || r.Status != aggregator.StatusUp {
+			t.Errorf("row %q: %v; want an up host", l, err)
+		}
+		seen[r.Host]++
+	}
+	for _, h := range hosts {
+		if seen[h] != 1 {
+			t.Errorf("%s streamed %d times; want once\n%s", h, seen[h], out)
+		}
+	}
+	var sum struct{ Summary aggregator.Summary }
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &sum); err != nil || sum.Summary.Up != len(hosts) || len(seen) != len(hosts) {
+		t.Errorf("last line %q (%v); want the summary of %d hosts up", lines[len(lines)-1], err, len(hosts))
 	}
 }

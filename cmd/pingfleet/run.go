@@ -40,6 +40,10 @@ in-process miniredis (slower for large batches). --embedded chooses.`,
 			if lf.summary > 0 && !lf.loop { // fping -Q without -l: -q, and a line now and then
 				rf.quiet, rf.lines, rf.progressEvery = true, true, lf.summary
 			}
+			if rf.stream && lf.loop {
+				return usageErr("--stream: --loop prints each round's results as it ends already")
+			}
+			a.events = rf.stream
 			ctx := cmd.Context()
 			kind, err := localredis.ParseKind(embedded)
 			if err != nil {

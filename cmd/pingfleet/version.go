@@ -4,9 +4,16 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/debug"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
+
+// buildVersion and buildCommit, when set at link time (make build, the
+// Dockerfile: -ldflags "-X main.buildVersion=v1.2.3 -X main.buildCommit=abc"),
+// name the binary where the build info cannot: a build from a source tree
+// without its .git, or with -buildvcs=false.
+var buildVersion, buildCommit string
 
 // version describes this binary: its module version ("(devel)" when built
 // from a checkout), the commit it was built from, and the Go that built it.
@@ -30,11 +37,17 @@ func version() string {
 			}
 		}
 	}
+	if buildVersion != "" {
+		v = buildVersion
+	}
+	if buildCommit != "" {
+		commit, modified = buildCommit, ""
+	}
 	return fmt.Sprintf("pingfleet %s, commit %s%s, %s %s/%s", v, commit, modified, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }
 
 func (a *app) versionCommand() *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "version",
 		Short: "Print the version, the commit and the Go version of this binary",
 		Args:  cobra.NoArgs,
@@ -42,5 +55,19 @@ func (a *app) versionCommand() *cobra.Command {
 			_, err := fmt.Fprintln(a.stdout, version())
 			return err
 		},
+	}
+	withoutGlobalFlags(cmd)
+	return cmd
+}
+
+// withoutGlobalFlags leaves the global flags (--redis, --log-level...) out
+// of cmd's help, for a command none of them means anything to.
+func withoutGlobalFlags(cmd *cobra.Command) {
+	const global = `{{if .HasAvailableInheritedFlags}}
+
+Global Flags:
+{{.InheritedFlags.FlagUsages | trimTrailingWhitespaces}}{{end}}`
+	if t := cmd.UsageTemplate(); strings.Contains(t, global) {
+		cmd.SetUsageTemplate(strings.Replace(t, global, "", 1))
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -45,15 +46,158 @@ func (a *app) waitAndReport(ctx context.Context, agg *aggregator.Aggregator, id 
 	if err != nil {
 		return err
 	}
+	o := report.BatchOptions{Format: a.output, Quiet: rf.quiet, Only: only, Options: rf.table()}
+	var f *following
+	if rf.stream && !rf.quiet {
+		f = a.follow(ctx, agg, id, o)
+	}
 	s, err := a.wait(ctx, agg, id, sub, rf)
-	if err != nil {
+	var code int
+	switch {
+	case err == nil:
+		code = resultCode(s)
+	case a.local != nil && ctx.Err() != nil:
+		// The batch ends with this command, on its private Redis: as fping
+		// does when interrupted, report what there is, the hosts not
+		// pinged as cancelled.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), interruptedReport)
+		defer cancel()
+		if s, err = a.endInterrupted(ctx, agg, id); err != nil {
+			f.abandon()
+			return err
+		}
+		code = ExitInterrupted
+	default:
+		f.abandon()
 		return err
 	}
-	o := report.BatchOptions{Format: a.output, Quiet: rf.quiet, Only: only, Options: rf.table()}
-	if err := report.WriteBatch(ctx, a.stdout, a.stderr, agg, s, o); err != nil {
+	if f != nil {
+		err = f.finish(ctx, s)
+	} else {
+		err = report.WriteBatch(ctx, a.stdout, a.stderr, agg, s, o)
+	}
+	if err != nil {
 		return systemErr(fmt.Errorf("print results: %w", err))
 	}
-	return exitWith(resultCode(s))
+	if code == ExitInterrupted {
+		return &exitError{ExitInterrupted, fmt.Errorf("interrupted: batch %s ended with this command (its private Redis is gone); %d of its %d hosts were not pinged and are reported cancelled", id, s.Cancelled, s.Total)}
+	}
+	return exitWith(code)
+}
+
+// following prints a batch's results as they are counted (--stream) while
+// the command waits for the batch, and its summary once it has it.
+type following struct {
+	done    chan error
+	summary chan aggregator.Summary
+	stop    context.CancelFunc
+}
+
+// followBlock is how long one read of a followed batch's events waits for
+// one.
+const followBlock = 500 * time.Millisecond
+
+// follow starts printing batch id's results as o says, as they are
+// counted. It outlives ctx, which a signal cancels, until abandon or
+// finish.
+func (a *app) follow(ctx context.Context, agg *aggregator.Aggregator, id string, o report.BatchOptions) *following {
+	fctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	f := &following{done: make(chan error, 1), summary: make(chan aggregator.Summary, 1), stop: stop}
+	go func() {
+		f.done <- report.WriteBatchThen(fctx, a.stdout, a.stderr, counted{agg}, id, func() (aggregator.Summary, error) {
+			select {
+			case s := <-f.summary:
+				return s, nil
+			case <-fctx.Done():
+				return aggregator.Summary{}, fctx.Err()
+			}
+		}, o)
+	}()
+	return f
+}
+
+// abandon stops printing: the batch has no summary to give.
+func (f *following) abandon() {
+	if f == nil {
+		return
+	}
+	f.stop()
+	_ = f.printed()
+}
+
+// printed waits for the printing to end and returns its error.
+func (f *following) printed() error { return <-f.done }
+
+// finish prints the rest of the results of the batch, which is final, and
+// its summary s.
+func (f *following) finish(ctx context.Context, s aggregator.Summary) error {
+	defer f.stop()
+	f.summary <- s
+	select {
+	case err := <-f.done:
+		return err
+	case <-ctx.Done():
+		f.stop()
+		_ = f.printed()
+		return ctx.Err()
+	}
+}
+
+// counted is a report.ResultSource that gives a batch's results as they
+// are counted, from its event stream, until the batch is final; its hosts
+// never pinged are counted in its summary, not listed. It rides out a Redis
+// that stops answering (wait gives up on it, and says so, for both).
+type counted struct{ agg *aggregator.Aggregator }
+
+func (c counted) Results(ctx context.Context, id string, fn func(aggregator.Result) error, only ...aggregator.Status) error {
+	after := ""
+	for {
+		var fnErr error
+		next, final, err := c.agg.Events(ctx, id, after, followBlock, func(e aggregator.Event) error {
+			if e.Type != "result" || len(only) > 0 && !slices.Contains(only, e.Result.Status) {
+				return nil
+			}
+			fnErr = fn(e.Result)
+			return fnErr
+		})
+		switch {
+		case fnErr != nil:
+			return fnErr
+		case err == nil:
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, aggregator.ErrNotFound), errors.Is(err, aggregator.ErrEventID):
+			return err
+		default:
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(redisRetry):
+			}
+		}
+		if final {
+			return nil
+		}
+		after = next
+	}
+}
+
+// interruptedReport bounds how long run, interrupted, takes to end its
+// batch and print it.
+const interruptedReport = time.Minute
+
+// endInterrupted cancels batch id of run's private Redis, which is
+// interrupted, and returns its summary.
+func (a *app) endInterrupted(ctx context.Context, agg *aggregator.Aggregator, id string) (aggregator.Summary, error) {
+	if _, err := agg.Finalize(ctx, id, aggregator.StateCancelled); err != nil {
+		return aggregator.Summary{}, &exitError{ExitInterrupted, fmt.Errorf("interrupted: batch %s ended with this command (its private Redis is gone); its results so far could not be read: %w", id, err)}
+	}
+	s, err := agg.Summary(ctx, id)
+	if err != nil {
+		return s, &exitError{ExitInterrupted, fmt.Errorf("interrupted: batch %s ended with this command (its private Redis is gone); its results so far could not be read: %w", id, err)}
+	}
+	return s, nil
 }
 
 func (a *app) wait(ctx context.Context, agg *aggregator.Aggregator, id string, sub *enqueuer.Submission, rf *reportFlags) (aggregator.Summary, error) {
@@ -105,7 +249,10 @@ func (a *app) wait(ctx context.Context, agg *aggregator.Aggregator, id string, s
 			down, retry = time.Time{}, redisRetry
 		}
 		if prog == nil && (!rf.quiet || rf.lines) {
-			prog = newProgress(a.stderr, isTerminal(a.stderr) && !rf.lines, s.Total, rf.progressEvery)
+			// Rows streamed to a terminal are the progress: no bar to
+			// tear them, but the lines, with the rate and time left.
+			bar := isTerminal(a.stderr) && !rf.lines && !(rf.stream && !rf.quiet)
+			prog = newProgress(a.stderr, bar, s.Total, rf.progressEvery)
 		}
 		if prog != nil {
 			prog.update(s)
@@ -155,7 +302,7 @@ func (a *app) wait(ctx context.Context, agg *aggregator.Aggregator, id string, s
 func (a *app) interrupted(id string, sub *enqueuer.Submission, enqueued <-chan enqueuer.Outcome) error {
 	switch {
 	case a.local != nil:
-		return &exitError{ExitInterrupted, fmt.Errorf("interrupted: batch %s ended with this command (its private Redis is gone); results so far were not kept", id)}
+		return &exitError{ExitInterrupted, fmt.Errorf("interrupted: batch %s ended with this command (its private Redis is gone)", id)}
 	case enqueued != nil:
 		// The batch goes on: queue what is left of it first.
 		fmt.Fprintf(a.stderr, "pingfleet: interrupted; queueing the rest of batch %s first\n", id)
@@ -199,6 +346,7 @@ type reportFlags struct {
 	quiet, alive, unreachable bool
 	progressEvery             time.Duration
 	lines                     bool // progress lines even when quiet, even on a terminal (-Q)
+	stream                    bool // each result as it is counted (--stream)
 	timestamps                timestampFlags
 }
 
@@ -239,6 +387,7 @@ func (r *reportFlags) register(cmd *cobra.Command, when string) {
 	fs.BoolVarP(&r.quiet, "quiet", "q", false, when+"print only the summary, not each host")
 	fs.BoolVarP(&r.alive, "alive", "a", false, when+"print only the hosts that answered (fping -a)")
 	fs.BoolVarP(&r.unreachable, "unreachable", "u", false, when+"print only the hosts that did not answer or were not pinged (fping -u)")
+	fs.BoolVar(&r.stream, "stream", false, when+"print each host's result as soon as it is counted, in that order, rather than all in submission order at the end (hosts never pinged are then counted in the summary only)")
 	fs.DurationVar(&r.progressEvery, "progress-interval", DefaultProgressInterval, when+"without a terminal, print a progress line on stderr this often (0: never; -q: never)")
 }
 
