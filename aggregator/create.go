@@ -141,10 +141,12 @@ func shardCounts(l layout, hosts []string) []int {
 }
 
 // loadShards writes the shards of sharded batch id and its host list:
-// first each shard's counters and pending set (of the hosts not loaded
-// yet), then the list, in chunks, each of which marks its hosts loaded.
-// A re-run after a crash fills the pending sets again from the first
-// host not listed, before any of their tasks exists.
+// first each shard's counters and pending set, then the list, in chunks,
+// each of which marks its hosts loaded. A shard's pending set grows only
+// from where it was (addShardHostsScript, by the shard's own count), so a
+// re-run after a crash fills it from where it stopped, and a call that
+// overlaps another (two enqueuers of one ID) adds no host twice: never
+// one whose result was counted meanwhile.
 func (a *Aggregator) loadShards(ctx context.Context, id string, l layout, hosts []string) error {
 	var loadedCmd *redis.StringCmd
 	var ttlCmd *redis.DurationCmd
@@ -164,30 +166,55 @@ func (a *Aggregator) loadShards(ctx context.Context, id string, l layout, hosts 
 	if loaded >= len(hosts) {
 		return nil
 	}
-	counts := shardCounts(l, hosts)
-	byShard := make([][]any, l.n)
-	for _, h := range hosts[loaded:] {
-		j := l.of(h)
-		byShard[j] = append(byShard[j], h)
-	}
 	if ttl <= 0 {
 		ttl = a.retention
 	}
-	_, err = a.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for j := range l.n {
-			tag := l.tag(id, j)
-			createShardScript.Eval(ctx, p, []string{shardKey(tag)}, counts[j], ttl.Milliseconds())
-			for k := 0; k < len(byShard[j]); k += hostChunk {
-				p.SAdd(ctx, pendingKey(tag), byShard[j][k:min(k+hostChunk, len(byShard[j]))]...)
-			}
-			p.PExpire(ctx, pendingKey(tag), ttl)
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("load the shards of batch %s: %w", id, err)
+	if err := a.fillShards(ctx, id, l, hosts, ttl); err != nil {
+		return err
 	}
 	return a.appendHosts(ctx, id, []string{metaKey(id), hostsKey(id)}, hosts, loaded)
+}
+
+// fillShards writes each shard's counters, unless they exist, and adds its
+// hosts not loaded yet to its pending set.
+func (a *Aggregator) fillShards(ctx context.Context, id string, l layout, hosts []string, ttl time.Duration) error {
+	byShard := make([][]any, l.n)
+	for _, h := range hosts {
+		j := l.of(h)
+		byShard[j] = append(byShard[j], h)
+	}
+	from := make([]int, l.n) // each shard's hosts loaded, as far as known
+	for first := true; ; first = false {
+		cmds := make([][]*redis.Cmd, l.n)
+		_, err := a.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for j := range l.n {
+				tag := l.tag(id, j)
+				if first {
+					createShardScript.Eval(ctx, p, []string{shardKey(tag)}, len(byShard[j]), ttl.Milliseconds())
+				}
+				for k := from[j]; k < len(byShard[j]); k += hostChunk {
+					args := append([]any{k, ttl.Milliseconds()}, byShard[j][k:min(k+hostChunk, len(byShard[j]))]...)
+					cmds[j] = append(cmds[j], addShardHostsScript.Eval(ctx, p, []string{shardKey(tag), pendingKey(tag)}, args...))
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("load the shards of batch %s: %w", id, err)
+		}
+		again := false
+		for j, cs := range cmds {
+			for _, c := range cs {
+				if n, err := c.Int(); err == nil && n > from[j] {
+					from[j] = n // the shard's count after this chunk, or where another call is
+				}
+			}
+			again = again || from[j] < len(byShard[j])
+		}
+		if !again {
+			return nil
+		}
+	}
 }
 
 // digest identifies a batch's content, so that a re-run with the same ID

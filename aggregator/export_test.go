@@ -1,6 +1,9 @@
 package aggregator
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // RecordInShard counts r in its shard of sharded batch id as a writer
 // does, without telling the batch record when that completes the shard:
@@ -35,4 +38,14 @@ func (a *Aggregator) Shards(ctx context.Context, id string) (int, error) {
 func (a *Aggregator) ShardOf(ctx context.Context, id, host string) (int, error) {
 	l, err := a.layoutOf(ctx, id)
 	return l.of(host), err
+}
+
+// FillShards does what a Create of sharded batch id that overlaps another
+// does after reading the record: fill the shards' pending sets with hosts.
+func (a *Aggregator) FillShards(ctx context.Context, id string, hosts []string) error {
+	l, err := a.layoutOf(ctx, id)
+	if err != nil {
+		return err
+	}
+	return a.fillShards(ctx, id, l, hosts, time.Hour)
 }

@@ -76,17 +76,20 @@ func (a *Aggregator) finalizeShards(ctx context.Context, id string, l layout, st
 	}
 	now := a.now().UnixMilli()
 	cmds := make([]*redis.Cmd, l.n)
+	states := make([]*redis.StringCmd, l.n)
 	_, err = a.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for j := range l.n {
 			tag := l.tag(id, j)
 			cmds[j] = finalizeScript.Eval(ctx, p, []string{shardKey(tag), pendingKey(tag), eventsKey(tag)},
 				ending, now, string(status), a.tail)
+			states[j] = p.HGet(ctx, shardKey(tag), "state")
 		}
 		return nil
 	})
 	if err != nil {
 		return 0, State(ending), err
 	}
+	end := StateComplete // unless a shard had hosts left
 	for j, c := range cmds {
 		// A shard not closed (or gone): the record stays ending, and
 		// the janitor finalizes it again.
@@ -95,12 +98,18 @@ func (a *Aggregator) finalizeShards(ctx context.Context, id string, l layout, st
 		} else if n < 0 {
 			return 0, State(ending), fmt.Errorf("close shard %d: %w", j, ErrNotFound)
 		}
+		if State(states[j].Val()) != StateComplete {
+			end = State(ending)
+		}
 	}
-	n, err := finalizeEndScript.Run(ctx, a.rdb, []string{metaKey(id)}, now).Int()
+	// Every shard had completed (the last one's writer had not told the
+	// record yet): every host was pinged, and the batch is complete, as an
+	// unsharded batch would have been before the cancel or expiry.
+	n, err := finalizeEndScript.Run(ctx, a.rdb, []string{metaKey(id)}, now, string(end)).Int()
 	if n == 1 {
 		a.trimShards(ctx, id, l)
 	}
-	return n, State(ending), err
+	return n, end, err
 }
 
 // CancelChannel is the Redis pub/sub channel on which the IDs of cancelled

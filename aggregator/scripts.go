@@ -298,11 +298,12 @@ return redis.call('HGET', KEYS[1], 'ending')
 // KEYS[1] -> pingfleet:{<id>}:meta
 // --
 // ARGV[1] -> time, Unix ms
+// ARGV[2] -> the state it ends in: the one it is ending in, or complete
 //
 // Returns 1 when it ended the batch, 0 when it was final already.
 var finalizeEndScript = redis.NewScript(`
 local st = redis.call('HGET', KEYS[1], 'state')
 if not st or st == 'complete' or st == 'cancelled' or st == 'expired' then return 0 end
-redis.call('HSET', KEYS[1], 'state', redis.call('HGET', KEYS[1], 'ending'), 'finished', ARGV[1], 'cleanup', ARGV[1])
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'finished', ARGV[1], 'cleanup', ARGV[1])
 return 1
 `)

@@ -269,6 +269,28 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 `)
 
+// addShardHostsScript adds a chunk of a shard's hosts to its pending set,
+// if the chunk starts where the shard's hosts loaded so far end: the
+// shard counts them (field loaded), as the record counts its host list.
+//
+// KEYS[1] -> pingfleet:{<id>:s<j>.<nonce>.<salt>}:shard
+// KEYS[2] -> pingfleet:{<id>:s<j>.<nonce>.<salt>}:pending
+// --
+// ARGV[1] -> the shard's hosts before this chunk
+// ARGV[2] -> TTL, ms: the batch record's
+// ARGV[3..] -> the chunk's hosts
+//
+// Returns the shard's hosts loaded after the call: ARGV[1] plus the
+// chunk's, or where they end if the chunk did not start there.
+var addShardHostsScript = redis.NewScript(`
+local loaded = tonumber(redis.call('HGET', KEYS[1], 'loaded') or '0')
+if loaded ~= tonumber(ARGV[1]) then return loaded end
+redis.call('SADD', KEYS[2], unpack(ARGV, 3))
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('HSET', KEYS[1], 'loaded', loaded + #ARGV - 2)
+return loaded + #ARGV - 2
+`)
+
 // trimShards trims the event streams of sharded batch id, final now, to
 // their tails, as a final batch's stream is. Best effort: a stream left
 // whole costs memory until it expires, nothing else.

@@ -53,6 +53,41 @@ func openBatch(t *testing.T, a *aggregator.Aggregator, id string) aggregator.Ope
 	return aggregator.OpenBatch{}
 }
 
+// Two Creates of one sharded batch overlap: the second read the record
+// before the first had loaded it, and fills the shards after a result was
+// counted. The counted host is not pending again, and its result, sent a
+// second time, is not counted twice.
+func TestOverlappingCreatesOfShards(t *testing.T) {
+	t.Parallel()
+	a, hosts := shardedBatch(t, "overlap", 2500) // more than a chunk per shard
+	ctx := context.Background()
+	r := aggregator.Result{Host: hosts[7], Status: aggregator.StatusUp, Sent: 1, Received: 1, RTTAvg: 1}
+	if o, err := a.Record(ctx, "overlap", r); err != nil || o != aggregator.Counted {
+		t.Fatalf("Record = %v, %v; want counted", o, err)
+	}
+	for range 2 {
+		if err := a.FillShards(ctx, "overlap", hosts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pending, err := a.Pending(ctx, "overlap", hosts[:10])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range pending {
+		if p == (i == 7) {
+			t.Errorf("host %s pending = %v after the overlapping fill; want %v", hosts[i], p, i != 7)
+		}
+	}
+	if o, err := a.Record(ctx, "overlap", r); err != nil || o == aggregator.Counted {
+		t.Errorf("the same result again: %v, %v; want not counted", o, err)
+	}
+	s, err := a.Summary(ctx, "overlap")
+	if err != nil || s.Done != 1 || s.Up != 1 || s.Pending != len(hosts)-1 {
+		t.Errorf("summary %+v, %v; want 1 done of %d", s, err, len(hosts))
+	}
+}
+
 // The writer of a sharded batch's last shard stopped before telling the
 // batch: the batch is listed as stalled, and Complete completes it, once.
 func TestStalledShardsComplete(t *testing.T) {
@@ -81,7 +116,9 @@ func TestStalledShardsComplete(t *testing.T) {
 
 // A cancel that stopped after marking a sharded batch, before closing its
 // shards: the batch is listed as ending, a shard that completes meanwhile
-// does not complete the batch, and Finalize ends it in the state begun.
+// does not complete the batch, and Finalize ends it: in the state begun
+// if a shard had hosts left (TestJanitorRepairsShardedBatches), complete
+// if none had.
 func TestEndingShardsFinalize(t *testing.T) {
 	t.Parallel()
 	a, hosts := shardedBatch(t, "ending", 12)
@@ -106,8 +143,10 @@ func TestEndingShardsFinalize(t *testing.T) {
 		t.Fatalf("Finalize = %v, %v; want it to end the batch", acted, err)
 	}
 	s, err := a.Summary(ctx, "ending")
-	if err != nil || s.State != aggregator.StateCancelled || s.Up != 1 || s.Down != 11 || s.Cancelled != 0 || s.Done != 12 || !s.Cleaning {
-		t.Errorf("summary %+v, %v; want cancelled (the state begun) with 1 up, 11 down, cleaning", s, err)
+	// Every host was pinged before the cancel closed a shard: the batch
+	// is complete, as an unsharded one would have been.
+	if err != nil || s.State != aggregator.StateComplete || s.Up != 1 || s.Down != 11 || s.Cancelled != 0 || s.Done != 12 || !s.Cleaning {
+		t.Errorf("summary %+v, %v; want complete with 1 up, 11 down, cleaning", s, err)
 	}
 	if acted, err := a.Finalize(ctx, "ending", aggregator.StateCancelled); err != nil || acted {
 		t.Errorf("Finalize again = %v, %v; want false", acted, err)
