@@ -105,7 +105,14 @@ func (c *Canceller) Cancel(ctx context.Context, id string) (aggregator.Summary, 
 	case <-time.After(CancelWait):
 	case <-ctx.Done():
 	}
-	return agg.Summary(context.WithoutCancel(ctx), id)
+	sum, err := agg.Summary(context.WithoutCancel(ctx), id)
+	if err == nil && sum.State != aggregator.StateCancelled {
+		// Every host had been pinged (a sharded batch whose last shard's
+		// writer had not told it yet): it ended complete, as a batch
+		// cancelled once complete answers.
+		return sum, &FinalError{ID: id, State: sum.State}
+	}
+	return sum, err
 }
 
 // CancelWait is how long Cancel waits for the clean-up of a cancelled

@@ -2,6 +2,7 @@ package notify
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -179,5 +180,43 @@ func TestJanitorDeadlineFollowsProgress(t *testing.T) {
 	}
 	if s, _ = st.Aggregator.Progress(ctx, "draining"); s.State != aggregator.StateExpired || s.Expired != 1 || s.Down != 1 {
 		t.Errorf("with no result for the idle timeout: %+v; want expired, 1 down, 1 expired", s)
+	}
+}
+
+// A cancel that finds every shard of a sharded batch complete (the last
+// shard's writer had not told the batch yet) ends it complete, and says it
+// had ended, as for an unsharded batch cancelled once complete.
+func TestCancelFindsShardsComplete(t *testing.T) {
+	t.Parallel()
+	st, _ := newJanitor(t, aggregator.Config{StateShards: 3})
+	ctx := context.Background()
+	hosts := make([]string, 24)
+	for i := range hosts {
+		hosts[i] = fmt.Sprintf("127.0.41.%d", 1+i)
+	}
+	if _, err := st.Enqueuer.Submit(ctx, enqueuer.Batch{ID: "done", Hosts: hosts}); err != nil {
+		t.Fatal(err)
+	}
+	// The shards complete while a finalizer's mark is on the record: as
+	// if the cancel came between the last result and the batch's step.
+	st.Client.HSet(ctx, "pingfleet:{done}:meta", "ending", "cancelled")
+	for _, h := range hosts {
+		if _, err := st.Aggregator.Record(ctx, "done", aggregator.Result{Host: h, Status: aggregator.StatusUp, Sent: 1, Received: 1, RTTAvg: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	notifier, err := NewNotifier(NotifierConfig{Client: asynq.NewClientFromRedisClient(st.Client), Aggregator: st.Aggregator, Retention: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewCanceller(CancellerConfig{Aggregator: st.Aggregator, Notifier: notifier, Client: st.Client, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s, err := c.Cancel(ctx, "done")
+	var final *FinalError
+	if !errors.As(err, &final) || final.State != aggregator.StateComplete || s.State != aggregator.StateComplete || s.Up != 24 || s.Cancelled != 0 {
+		t.Errorf("Cancel = %+v, %v; want the batch complete, 24 up, and a FinalError", s, err)
 	}
 }
