@@ -253,7 +253,7 @@ func TestReadCommands(t *testing.T) {
 
 // On miniredis, run spreads tasks over one queue unless --shards says
 // otherwise; on a private redis-server and with --redis it keeps the
-// fleet's default.
+// fleet's default. So for its asynq servers: 16 on miniredis, 64 otherwise.
 func TestRunEmbeddedShards(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
@@ -262,10 +262,10 @@ func TestRunEmbeddedShards(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"miniredis", []string{"--embedded", "miniredis"}, "shards=1"},
-		{"miniredis, --shards", []string{"--embedded", "miniredis", "--shards", "4"}, "shards=4"},
-		{"redis-server", []string{"--embedded", "redis-server"}, "shards=8"},
-		{"--redis", []string{"--redis", srv.URL()}, "shards=8"},
+		{"miniredis", []string{"--embedded", "miniredis"}, "shards=1 servers=16"},
+		{"miniredis, --shards", []string{"--embedded", "miniredis", "--shards", "4", "--servers", "32"}, "shards=4 servers=32"},
+		{"redis-server", []string{"--embedded", "redis-server"}, "shards=8 servers=64"},
+		{"--redis", []string{"--redis", srv.URL()}, "shards=8 servers=64"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := cli(t, "", append([]string{"run", "127.0.2.9", "-p", "20ms", "-o", "json", "--log-level", "info"}, tc.args...)...)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -204,7 +205,7 @@ func (a *app) startWorker(ctx context.Context, g *errgroup.Group, w *workerFlags
 	if err != nil {
 		return systemErr(err)
 	}
-	a.logger.Info("worker started", "worker", id, "concurrency", w.concurrency, "shards", a.shards)
+	a.logger.Info("worker started", "worker", id, "concurrency", w.concurrency, "shards", a.shards, "servers", cmp.Or(w.servers, worker.DefaultServers))
 	g.Go(func() error { return wk.Run(ctx) })
 	return nil
 }
