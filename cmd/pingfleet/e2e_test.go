@@ -77,6 +77,17 @@ func startWorker(t *testing.T, redisURL string, args ...string) *proc {
 	return startProc(t, append([]string{"worker", "--redis", redisURL, "--log-level", "info"}, args...)...)
 }
 
+// ended waits up to within for p to exit, and fails the test with msg if
+// it has not.
+func (p *proc) ended(t *testing.T, within time.Duration, msg string) {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(within):
+		t.Fatal(msg)
+	}
+}
+
 // startProc starts the binary with args; it gets SIGTERM when the test
 // ends, must stop within 30 s, and its log is shown if the test failed.
 func startProc(t *testing.T, args ...string) *proc {
@@ -531,11 +542,7 @@ func TestE2EEnqueueWaitPaces(t *testing.T) {
 		t.Fatalf("%d tasks queued while waiting; want the window, %d, less a chunk at most", got, waitWindow)
 	}
 	_ = p.cmd.Process.Signal(syscall.SIGINT)
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("enqueue --wait still running 30 s after SIGINT")
-	}
+	p.ended(t, 30*time.Second, "enqueue --wait still running 30 s after SIGINT")
 	if got := queued(); got != n {
 		t.Errorf("%d tasks queued after SIGINT; want all %d", got, n)
 	}
@@ -588,11 +595,7 @@ func TestE2EWaitInterruptedAndProgress(t *testing.T) {
 		return strings.Count(p.stderr.String(), "pingfleet: batch followed: 0 of 20 done (0 up, 0 down, 0 error)") >= 2
 	}, "two progress lines")
 	_ = p.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("wait still running 30 s after SIGINT")
-	}
+	p.ended(t, 30*time.Second, "wait still running 30 s after SIGINT")
 	if code := p.cmd.ProcessState.ExitCode(); code != ExitInterrupted || !strings.Contains(p.stderr.String(), "batch followed goes on (the fleet's workers go on with it): follow it with 'pingfleet wait followed'") {
 		t.Errorf("wait after SIGINT: exit %d, stderr:\n%s", code, p.stderr.String())
 	}
@@ -610,11 +613,7 @@ func TestE2EWaitAcrossRedisRestart(t *testing.T) {
 	testkit.Eventually(t, 10*time.Second, func() bool { return strings.Contains(p.stderr.String(), "pingfleet: batch restarted: 0 of 30") }, "wait following the batch")
 	srv.Restart(2 * time.Second)
 	startWorker(t, srv.URL())
-	select {
-	case <-p.done:
-	case <-time.After(time.Minute):
-		t.Fatal("wait did not end within a minute of the restart")
-	}
+	p.ended(t, time.Minute, "wait did not end within a minute of the restart")
 	if code := p.cmd.ProcessState.ExitCode(); code != ExitOK {
 		t.Errorf("wait across a restart: exit %d\n%s", code, p.stderr.String())
 	}
@@ -666,11 +665,7 @@ func TestE2ELoopInterrupted(t *testing.T) {
 		return strings.Count(p.stderr.String(), "127.0.0.1 : xmt/rcv/%loss = ") >= 2
 	}, "two -Q reports")
 	_ = p.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("run -l still running 30 s after SIGINT")
-	}
+	p.ended(t, 30*time.Second, "run -l still running 30 s after SIGINT")
 	out := p.stderr.String()
 	final := out[strings.LastIndex(out, "\n\n")+2:]
 	var sent, recv int

@@ -105,11 +105,7 @@ func TestE2EPrivateRedisServer(t *testing.T) {
 			return strings.Contains(p.stderr.String(), "worker started") && len(redisServersIn(t, dir)) == 1
 		})
 		_ = p.cmd.Process.Kill()
-		select {
-		case <-p.done:
-		case <-time.After(30 * time.Second):
-			t.Fatal("run still running 30s after SIGKILL")
-		}
+		p.ended(t, 30*time.Second, "run still running 30s after SIGKILL")
 		checkCleanedUp(t, dir)
 	})
 }

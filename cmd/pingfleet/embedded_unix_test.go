@@ -29,11 +29,7 @@ func TestE2EPrivateRedisServerCtrlC(t *testing.T) {
 		return strings.Contains(p.stderr.String(), ": 4 of 8 done") && len(redisServersIn(t, dir)) == 1
 	})
 	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGINT)
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("run still running 30s after SIGINT")
-	}
+	p.ended(t, 30*time.Second, "run still running 30s after SIGINT")
 	// As a shell reports SIGINT, saying what became of the batch; and,
 	// as fping does, every host's figures so far, the others cancelled.
 	if code := p.cmd.ProcessState.ExitCode(); code != ExitInterrupted || !strings.Contains(p.stderr.String(), "ended with this command (its private Redis is gone); 4 of its 8 hosts were not pinged and are reported cancelled") {

@@ -190,10 +190,11 @@ const interruptedReport = time.Minute
 // endInterrupted cancels batch id of run's private Redis, which is
 // interrupted, and returns its summary.
 func (a *app) endInterrupted(ctx context.Context, agg *aggregator.Aggregator, id string) (aggregator.Summary, error) {
-	if _, err := agg.Finalize(ctx, id, aggregator.StateCancelled); err != nil {
-		return aggregator.Summary{}, &exitError{ExitInterrupted, fmt.Errorf("interrupted: batch %s ended with this command (its private Redis is gone); its results so far could not be read: %w", id, err)}
+	var s aggregator.Summary
+	_, err := agg.Finalize(ctx, id, aggregator.StateCancelled)
+	if err == nil {
+		s, err = agg.Summary(ctx, id)
 	}
-	s, err := agg.Summary(ctx, id)
 	if err != nil {
 		return s, &exitError{ExitInterrupted, fmt.Errorf("interrupted: batch %s ended with this command (its private Redis is gone); its results so far could not be read: %w", id, err)}
 	}
